@@ -1,0 +1,134 @@
+//! The SWIM protocol with Lifeguard, sans-IO: a deterministic state machine.
+//!
+//! No sockets, no tokio, no clock, no global RNG: time is passed in, randomness comes from a
+//! seed, bytes come out. `sim` and `agent` are its only drivers:
+//!
+//! ```text
+//! let mut swim = Swim::new(identity, config, seed, now);
+//! swim.handle_packet(now, from, packet);   // a decoded packet from a peer
+//! swim.handle_timeout(now);                // when `swim.poll_timeout()` is due
+//! while let Some(t) = swim.poll_transmit() { /* send t.payload to t.to */ }
+//! while let Some(e) = swim.poll_event() { /* membership events */ }
+//! ```
+
+mod awareness;
+mod broadcast;
+mod config;
+mod members;
+mod suspicion;
+mod swim;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use config::{Config, ConfigError, Profile};
+pub use members::MemberInfo;
+pub use swim::{Identity, Swim, TagsError};
+
+pub use crate::wire::{Incarnation, NodeName, State, Tags};
+
+/// Bytes for one peer, produced by the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination address.
+    pub to: SocketAddr,
+    /// Destination member, when known (seeds are only addresses).
+    pub to_name: Option<NodeName>,
+    /// The encoded packet, header included.
+    pub payload: Vec<u8>,
+    /// How it must travel.
+    pub channel: Channel,
+}
+
+/// Transport class of a transmit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Unreliable, one datagram (probes, acks, gossip).
+    Datagram,
+    /// Reliable and ordered (push-pull), may be large.
+    Stream,
+}
+
+/// A membership change seen by this member, in the project's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A member not known before (or known as left) is alive.
+    Joined,
+    /// An alive member changed its address or tags, or refuted a suspicion.
+    Updated,
+    /// A member is suspected.
+    Suspect,
+    /// A member is declared failed.
+    Failed,
+    /// A failed member is alive again.
+    Recovered,
+    /// A member left gracefully.
+    Left,
+    /// A failed or left member was forgotten.
+    Reaped,
+}
+
+impl EventKind {
+    /// The vocabulary name, e.g. `member.failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Joined => "member.joined",
+            EventKind::Updated => "member.updated",
+            EventKind::Suspect => "member.suspect",
+            EventKind::Failed => "member.failed",
+            EventKind::Recovered => "member.recovered",
+            EventKind::Left => "member.left",
+            EventKind::Reaped => "member.reaped",
+        }
+    }
+}
+
+/// One membership event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The member as it is now.
+    pub member: MemberView,
+    /// Its state before the change (`None` for a member not known before).
+    pub previous: Option<State>,
+}
+
+/// A read-only snapshot of a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Name, address and tags.
+    pub info: Arc<MemberInfo>,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Its state in this member's view.
+    pub state: State,
+    /// When it entered that state (driver's clock).
+    pub since: Instant,
+}
+
+/// Counters only the core can keep; the agent turns them into metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Probes answered directly.
+    pub probes_direct_ok: u64,
+    /// Probes answered through a relay only.
+    pub probes_indirect_ok: u64,
+    /// Probes that got no answer.
+    pub probes_failed: u64,
+    /// Suspicions this member started or joined.
+    pub suspicions: u64,
+    /// Times this member refuted a suspicion or failure of itself.
+    pub refutations: u64,
+    /// Push-pull exchanges started.
+    pub push_pulls_started: u64,
+    /// Push-pull requests answered.
+    pub push_pulls_answered: u64,
+    /// Packets ignored because they were not for us (wrong ping target, unknown seq).
+    pub stray_packets: u64,
+    /// Sum and count of direct-probe round trips, in microseconds.
+    pub rtt_us_sum: u64,
+    /// Number of round trips summed in `rtt_us_sum`.
+    pub rtt_count: u64,
+}

@@ -1,0 +1,100 @@
+//! Lifeguard's dynamic suspicion timeout: it starts at a maximum and shrinks towards a
+//! minimum as independent confirmations arrive.
+
+use std::time::{Duration, Instant};
+
+use crate::wire::NodeName;
+
+/// One running suspicion of a member.
+#[derive(Debug)]
+pub(crate) struct Suspicion {
+    started: Instant,
+    min: Duration,
+    max: Duration,
+    /// Confirmations after which the timeout is `min`.
+    expected: u32,
+    /// Who has suspected the member independently (the first accuser included).
+    accusers: Vec<NodeName>,
+}
+
+impl Suspicion {
+    pub(crate) fn new(
+        now: Instant,
+        accuser: NodeName,
+        expected: u32,
+        (min, max): (Duration, Duration),
+    ) -> Self {
+        Suspicion {
+            started: now,
+            min,
+            max,
+            expected,
+            accusers: vec![accuser],
+        }
+    }
+
+    /// Records an accusation; true when it came from a member not heard before.
+    pub(crate) fn confirm(&mut self, accuser: &NodeName) -> bool {
+        if self.accusers.len() > self.expected as usize || self.accusers.contains(accuser) {
+            return false;
+        }
+        self.accusers.push(accuser.clone());
+        true
+    }
+
+    /// Independent confirmations so far (accusers beyond the first).
+    pub(crate) fn confirmations(&self) -> u32 {
+        self.accusers.len().saturating_sub(1) as u32
+    }
+
+    /// When the member is declared failed, given the confirmations so far.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.started + timeout(self.confirmations(), self.expected, self.min, self.max)
+    }
+}
+
+/// `max - (max - min) · log(c + 1) / log(k + 1)`, never below `min` (Lifeguard, §4.2).
+fn timeout(confirmations: u32, expected: u32, min: Duration, max: Duration) -> Duration {
+    if expected == 0 {
+        return min;
+    }
+    let fraction = f64::from(confirmations + 1).ln() / f64::from(expected + 1).ln();
+    let shrink = (max.as_secs_f64() - min.as_secs_f64()) * fraction;
+    Duration::from_secs_f64((max.as_secs_f64() - shrink).max(min.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(2);
+    const MAX: Duration = Duration::from_secs(12);
+
+    #[test]
+    fn timeout_starts_at_max_and_reaches_min_after_expected_confirmations() {
+        assert_eq!(timeout(0, 3, MIN, MAX), MAX);
+        let one = timeout(1, 3, MIN, MAX);
+        let two = timeout(2, 3, MIN, MAX);
+        assert!(one < MAX && two < one && two > MIN, "{one:?} {two:?}");
+        assert_eq!(timeout(3, 3, MIN, MAX), MIN);
+        assert_eq!(timeout(9, 3, MIN, MAX), MIN);
+    }
+
+    #[test]
+    fn no_expected_confirmations_means_minimum_timeout() {
+        assert_eq!(timeout(0, 0, MIN, MAX), MIN);
+    }
+
+    #[test]
+    fn only_new_accusers_confirm() {
+        let now = Instant::now();
+        let mut s = Suspicion::new(now, "a".into(), 2, (MIN, MAX));
+        assert_eq!(s.deadline(), now + MAX);
+        assert!(!s.confirm(&"a".into()));
+        assert!(s.confirm(&"b".into()));
+        assert!(!s.confirm(&"b".into()));
+        assert!(s.confirm(&"c".into()));
+        assert!(!s.confirm(&"d".into()), "beyond the expected count nothing changes");
+        assert_eq!(s.deadline(), now + MIN);
+    }
+}

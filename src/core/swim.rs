@@ -1,0 +1,1168 @@
+//! The protocol state machine.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::awareness::Awareness;
+use super::broadcast::BroadcastQueue;
+use super::members::{DIGEST_BUCKETS, Member, MemberInfo, Members, Slot, hash64};
+use super::suspicion::Suspicion;
+use super::{Channel, Config, Event, EventKind, MemberView, Stats, Transmit};
+use crate::wire::{
+    self, Ack, ClusterId, Digest, Incarnation, Message, Nack, NodeName, Packet, Ping, PingReq, PushPull,
+    State, Tags, Update, WireAddr,
+};
+
+/// Who this member is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Unique name (also the name in its certificate).
+    pub name: NodeName,
+    /// The address peers reach it at.
+    pub addr: SocketAddr,
+    /// The cluster it belongs to.
+    pub cluster: ClusterId,
+    /// Initial tags.
+    pub tags: Tags,
+    /// The incarnation to start from (persisted by the agent across restarts).
+    pub incarnation: Incarnation,
+}
+
+/// Tags that cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tags take {len} bytes encoded, more than gossip.max_tags_bytes ({limit})")]
+pub struct TagsError {
+    /// Their encoded size.
+    pub len: usize,
+    /// The configured limit.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Probe,
+    Gossip,
+    PushPull,
+    Reconnect,
+    SeedRetry,
+    SyncAfterJoin(u8),
+    DirectTimeout(u32),
+    ProbeDeadline(u32),
+    RelayTimeout(u32),
+    Suspicion(Slot),
+    Reap(Slot),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeKind {
+    /// A round-robin, ring or fast-confirmation probe: failure means suspicion.
+    Check,
+    /// A ping to a failed member, to notice that it is back.
+    Reconnect,
+}
+
+#[derive(Debug)]
+struct Probe {
+    target: Slot,
+    target_name: NodeName,
+    kind: ProbeKind,
+    sent: Instant,
+    indirect: bool,
+    nacks_expected: u32,
+    nacks: u32,
+}
+
+#[derive(Debug)]
+struct Relay {
+    requester: SocketAddr,
+    requester_name: NodeName,
+    seq: u32,
+}
+
+/// Where an update came from: gossip is passed on, state from a push-pull is not (except
+/// what the peer says about itself), restored state produces no events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Gossip,
+    Sync,
+    Restore,
+}
+
+/// The SWIM + Lifeguard protocol state of one member.
+pub struct Swim {
+    config: Config,
+    cluster: ClusterId,
+    me: Slot,
+    rng: ChaCha8Rng,
+    members: Members,
+    broadcasts: BroadcastQueue,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    probes: HashMap<u32, Probe>,
+    relays: HashMap<u32, Relay>,
+    suspicions: HashMap<Slot, Suspicion>,
+    awareness: Awareness,
+    next_seq: u32,
+    next_is_ring_probe: bool,
+    seeds: Vec<SocketAddr>,
+    joined: bool,
+    leaving: bool,
+    /// Declared failed while too unhealthy to refute: refute once health recovers.
+    pending_refutation: Option<Incarnation>,
+    gossip_scheduled: bool,
+    last_gossip: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Swim {
+    /// A member that knows only itself; call [`Swim::join`] or [`Swim::restore`] next.
+    /// `config` must have passed [`Config::validate`].
+    pub fn new(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut members = Members::new();
+        let info = Arc::new(MemberInfo::new(identity.name, identity.addr, identity.tags));
+        let me = members.insert(
+            Member {
+                info,
+                incarnation: identity.incarnation,
+                state: State::Alive,
+                since: now,
+            },
+            &mut rng,
+        );
+        let mut swim = Swim {
+            awareness: Awareness::new(config.awareness_max_multiplier),
+            config,
+            cluster: identity.cluster,
+            me,
+            rng,
+            members,
+            broadcasts: BroadcastQueue::default(),
+            timers: BinaryHeap::new(),
+            probes: HashMap::new(),
+            relays: HashMap::new(),
+            suspicions: HashMap::new(),
+            next_seq: 0,
+            next_is_ring_probe: false,
+            seeds: Vec::new(),
+            joined: false,
+            leaving: false,
+            pending_refutation: None,
+            gossip_scheduled: false,
+            last_gossip: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        // Spread the first probe over one interval so members started together do not probe
+        // in lockstep.
+        let jitter = swim.random_fraction_of(swim.config.probe_interval);
+        swim.schedule(now + jitter, Timer::Probe);
+        if !swim.config.push_pull_interval.is_zero() {
+            let first = swim.config.push_pull_interval + swim.random_fraction_of(swim.config.push_pull_interval);
+            swim.schedule(now + first, Timer::PushPull);
+        }
+        swim.schedule(now + swim.config.reconnect_interval, Timer::Reconnect);
+        swim.announce_self(now);
+        swim
+    }
+
+    // ----- public verbs -------------------------------------------------------------------
+
+    /// Starts joining through `seeds` (our own address among them is skipped); retried every
+    /// `seed_retry_interval` while no other member is known alive.
+    pub fn join(&mut self, now: Instant, seeds: Vec<SocketAddr>) {
+        self.seeds = seeds;
+        self.announce_self(now);
+        self.contact_seeds(now);
+        self.schedule(now + self.config.seed_retry_interval, Timer::SeedRetry);
+    }
+
+    /// Loads last-known members (from the agent's state directory, or the simulator's
+    /// bootstrap) without events; they are probed like any other member.
+    pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = Update>) {
+        for update in members {
+            self.apply_update(now, update, None, Source::Restore);
+        }
+        if self.members.live() > 1 {
+            self.joined = true;
+        }
+        self.announce_self(now);
+    }
+
+    /// Leaves gracefully: announces `left` and stops probing. Keep driving the core until
+    /// [`Swim::leave_done`] (or a time bound) so the announcement spreads.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let incarnation = self.incarnation().next();
+        self.members.set_state(self.me, State::Left, incarnation, now);
+        self.enqueue_broadcast(self.me);
+        self.schedule_gossip(now);
+    }
+
+    /// True once our `left` announcement has been sent as often as gossip sends any update
+    /// (or there is nobody to tell).
+    pub fn leave_done(&self) -> bool {
+        self.leaving && (!self.broadcasts.contains(self.me) || self.members.live() == 0)
+    }
+
+    /// Publishes new tags (raising our incarnation).
+    pub fn set_tags(&mut self, now: Instant, tags: Tags) -> Result<(), TagsError> {
+        let len = wire::tags_len(&tags);
+        if len > self.config.max_tags_bytes {
+            return Err(TagsError {
+                len,
+                limit: self.config.max_tags_bytes,
+            });
+        }
+        let me = self.my_info();
+        let info = Arc::new(MemberInfo::new(me.name.clone(), me.addr, tags));
+        self.members.set_info(self.me, info);
+        let incarnation = self.incarnation().next();
+        self.members.set_state(self.me, State::Alive, incarnation, now);
+        self.announce_self(now);
+        Ok(())
+    }
+
+    /// Forgets a failed member at once (`swimd force-leave`): it is marked `left` everywhere.
+    /// Returns false if the member is unknown, ourselves, or not failed.
+    pub fn force_leave(&mut self, now: Instant, name: &str) -> bool {
+        let Some(slot) = self.members.find(name) else { return false };
+        let Some(member) = self.members.get(slot) else { return false };
+        if slot == self.me || member.state != State::Failed {
+            return false;
+        }
+        let incarnation = member.incarnation;
+        self.transition(now, slot, State::Left, incarnation, Source::Gossip);
+        true
+    }
+
+    /// Handles a decoded packet that arrived from `from`.
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        let sender = packet.from;
+        for update in packet.updates {
+            self.apply_update(now, update, Some(&sender), Source::Gossip);
+        }
+        match packet.message {
+            Message::Ping(ping) => self.on_ping(now, from, &sender, ping),
+            Message::Ack(ack) => self.on_ack(now, ack),
+            Message::PingReq(req) => self.on_ping_req(now, from, sender, req),
+            Message::Nack(nack) => self.on_nack(nack),
+            Message::Gossip => {}
+            Message::PushPull(push_pull) => self.on_push_pull(now, from, &sender, push_pull),
+        }
+    }
+
+    /// Handles every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.on_timer(now, timer);
+        }
+    }
+
+    /// When [`Swim::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next membership event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- queries ------------------------------------------------------------------------
+
+    /// Our name.
+    pub fn name(&self) -> &NodeName {
+        &self.my_info().name
+    }
+
+    /// Our current incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.members.get(self.me).map(|m| m.incarnation).unwrap_or_default()
+    }
+
+    /// True once we know another alive member (or a seed answered).
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// True after [`Swim::leave`].
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Lifeguard local health score (0 = healthy).
+    pub fn health_score(&self) -> u32 {
+        self.awareness.score()
+    }
+
+    /// Updates waiting to be piggybacked.
+    pub fn broadcast_queue_depth(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of members in `state` (ourselves included).
+    pub fn count(&self, state: State) -> usize {
+        self.members.count(state)
+    }
+
+    /// Every known member, ourselves included, in ring order.
+    pub fn members(&self) -> impl Iterator<Item = MemberView> + '_ {
+        self.members.iter().map(|(_, m)| view(m))
+    }
+
+    /// One member by name.
+    pub fn member(&self, name: &str) -> Option<MemberView> {
+        self.members.find(name).and_then(|s| self.members.get(s)).map(view)
+    }
+
+    /// Every member as wire updates, for the agent's state directory (and [`Swim::restore`]).
+    pub fn snapshot(&self) -> Vec<Update> {
+        self.members.iter().map(|(_, m)| update_of(m)).collect()
+    }
+
+    // ----- timers -------------------------------------------------------------------------
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    fn random_fraction_of(&mut self, d: Duration) -> Duration {
+        d.mul_f64((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Probe => {
+                let interval = self.awareness.scale(self.config.probe_interval);
+                self.schedule(now + interval, Timer::Probe);
+                if !self.leaving {
+                    self.probe_next(now);
+                }
+            }
+            Timer::Gossip => {
+                self.gossip_scheduled = false;
+                self.gossip(now);
+            }
+            Timer::PushPull => {
+                self.schedule(now + self.config.push_pull_interval, Timer::PushPull);
+                self.sync_with_random_member(now);
+            }
+            Timer::SyncAfterJoin(round) => {
+                self.sync_with_random_member(now);
+                if round < 3 {
+                    let delay = self.config.probe_interval * (2 << round);
+                    self.schedule(now + delay, Timer::SyncAfterJoin(round + 1));
+                }
+            }
+            Timer::Reconnect => {
+                self.schedule(now + self.config.reconnect_interval, Timer::Reconnect);
+                self.reconnect(now);
+            }
+            Timer::SeedRetry => {
+                if !self.leaving && self.members.live() <= 1 && !self.seeds.is_empty() {
+                    self.contact_seeds(now);
+                }
+                self.schedule(now + self.config.seed_retry_interval, Timer::SeedRetry);
+            }
+            Timer::DirectTimeout(seq) => self.on_direct_timeout(now, seq),
+            Timer::ProbeDeadline(seq) => self.on_probe_deadline(now, seq),
+            Timer::RelayTimeout(seq) => {
+                if let Some(relay) = self.relays.remove(&seq) {
+                    let msg = Message::Nack(Nack { seq: relay.seq });
+                    let to = self.members.find(relay.requester_name.as_str());
+                    self.send(relay.requester, to, msg);
+                }
+            }
+            Timer::Suspicion(slot) => {
+                let due = self.suspicions.get(&slot).map(Suspicion::deadline);
+                if due.is_some_and(|d| d <= now) {
+                    self.suspicions.remove(&slot);
+                    if let Some(m) = self.members.get(slot).filter(|m| m.state == State::Suspect) {
+                        let incarnation = m.incarnation;
+                        self.transition(now, slot, State::Failed, incarnation, Source::Gossip);
+                    }
+                }
+            }
+            Timer::Reap(slot) => self.reap(now, slot),
+        }
+    }
+
+    // ----- probing ------------------------------------------------------------------------
+
+    fn probe_next(&mut self, now: Instant) {
+        let me = self.me;
+        let probeable = |s: Slot, m: &Member| s != me && matches!(m.state, State::Alive | State::Suspect);
+        let ring = self.config.ring_probes && self.next_is_ring_probe;
+        self.next_is_ring_probe = !self.next_is_ring_probe;
+        let target = if ring {
+            self.members.ring_successor(me, probeable)
+        } else {
+            self.members.next_round_robin(&mut self.rng, probeable)
+        };
+        if let Some(target) = target {
+            self.start_probe(now, target, ProbeKind::Check);
+        }
+    }
+
+    fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) {
+        let Some(info) = self.members.info(target).cloned() else { return };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let seq = self.next_seq;
+        self.probes.insert(
+            seq,
+            Probe {
+                target,
+                target_name: info.name.clone(),
+                kind,
+                sent: now,
+                indirect: false,
+                nacks_expected: 0,
+                nacks: 0,
+            },
+        );
+        let ping = Message::Ping(Ping {
+            seq,
+            target: info.name.clone(),
+        });
+        self.send(info.addr, Some(target), ping);
+        let timeout = self.awareness.scale(self.config.probe_timeout);
+        let interval = self.awareness.scale(self.config.probe_interval);
+        match kind {
+            ProbeKind::Check => self.schedule(now + timeout, Timer::DirectTimeout(seq)),
+            ProbeKind::Reconnect => {}
+        }
+        self.schedule(now + interval, Timer::ProbeDeadline(seq));
+    }
+
+    fn on_direct_timeout(&mut self, now: Instant, seq: u32) {
+        let Some(probe) = self.probes.get(&seq) else { return };
+        let (target, target_name) = (probe.target, probe.target_name.clone());
+        let Some(addr) = self.members.info(target).map(|i| i.addr) else { return };
+        let me = self.me;
+        let helpers = self.members.random(self.config.indirect_checks, &mut self.rng, |s, m| {
+            s != me && s != target && m.state == State::Alive
+        });
+        for &helper in &helpers {
+            let Some(helper_addr) = self.members.info(helper).map(|i| i.addr) else { continue };
+            let req = Message::PingReq(PingReq {
+                seq,
+                target: target_name.clone(),
+                addr: WireAddr(addr),
+            });
+            self.send(helper_addr, Some(helper), req);
+        }
+        if let Some(probe) = self.probes.get_mut(&seq) {
+            probe.indirect = true;
+            probe.nacks_expected = helpers.len() as u32;
+        }
+        let _ = now;
+    }
+
+    fn on_probe_deadline(&mut self, now: Instant, seq: u32) {
+        let Some(probe) = self.probes.remove(&seq) else { return };
+        if probe.kind == ProbeKind::Reconnect {
+            return;
+        }
+        self.stats.probes_failed += 1;
+        // Lifeguard: missing nacks mean our own links may be the problem.
+        let delta = if probe.nacks_expected > 0 {
+            (probe.nacks_expected - probe.nacks.min(probe.nacks_expected)) as i32
+        } else {
+            1
+        };
+        self.change_awareness(now, delta);
+        let Some(member) = self.members.get(probe.target) else { return };
+        if member.info.name != probe.target_name {
+            return;
+        }
+        let incarnation = member.incarnation;
+        let me = self.my_info().name.clone();
+        self.suspect(now, probe.target, incarnation, me, Source::Gossip);
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: Ack) {
+        if let Some(relay) = self.relays.remove(&ack.seq) {
+            let to = self.members.find(relay.requester_name.as_str());
+            self.send(relay.requester, to, Message::Ack(Ack { seq: relay.seq }));
+            return;
+        }
+        let Some(probe) = self.probes.remove(&ack.seq) else {
+            self.stats.stray_packets += 1;
+            return;
+        };
+        match probe.kind {
+            ProbeKind::Check if !probe.indirect => {
+                self.stats.probes_direct_ok += 1;
+                let rtt = now.saturating_duration_since(probe.sent);
+                self.stats.rtt_us_sum += rtt.as_micros() as u64;
+                self.stats.rtt_count += 1;
+                self.change_awareness(now, -1);
+            }
+            ProbeKind::Check => self.stats.probes_indirect_ok += 1,
+            ProbeKind::Reconnect => {
+                // It is back: sync views now, and try the next failed member soon after.
+                if let Some(m) = self.members.get(probe.target)
+                    && m.info.name == probe.target_name
+                {
+                    self.push_pull(now, probe.target, false);
+                }
+                self.reconnect(now);
+            }
+        }
+    }
+
+    fn on_nack(&mut self, nack: Nack) {
+        if let Some(probe) = self.probes.get_mut(&nack.seq) {
+            probe.nacks += 1;
+        }
+    }
+
+    fn on_ping(&mut self, now: Instant, from: SocketAddr, sender: &NodeName, ping: Ping) {
+        if ping.target != self.my_info().name {
+            // An address reused by another member: let the prober time out.
+            self.stats.stray_packets += 1;
+            return;
+        }
+        let to = self.members.find(sender.as_str());
+        self.send(from, to, Message::Ack(Ack { seq: ping.seq }));
+        let _ = now;
+    }
+
+    fn on_ping_req(&mut self, now: Instant, from: SocketAddr, sender: NodeName, req: PingReq) {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let seq = self.next_seq;
+        self.relays.insert(
+            seq,
+            Relay {
+                requester: from,
+                requester_name: sender,
+                seq: req.seq,
+            },
+        );
+        let target = self.members.find(req.target.as_str());
+        self.send(
+            req.addr.0,
+            target,
+            Message::Ping(Ping {
+                seq,
+                target: req.target,
+            }),
+        );
+        self.schedule(now + self.config.probe_timeout, Timer::RelayTimeout(seq));
+    }
+
+    fn change_awareness(&mut self, now: Instant, delta: i32) {
+        self.awareness.apply(delta);
+        if let Some(claimed) = self.pending_refutation
+            && self.awareness.may_refute_failure()
+        {
+            self.pending_refutation = None;
+            self.refute(now, claimed);
+        }
+    }
+
+    // ----- suspicion and state changes ----------------------------------------------------
+
+    /// `accuser` suspects `slot` at `incarnation`: start or confirm a suspicion.
+    fn suspect(&mut self, now: Instant, slot: Slot, incarnation: Incarnation, accuser: NodeName, source: Source) {
+        let Some(member) = self.members.get(slot) else { return };
+        if incarnation < member.incarnation {
+            return;
+        }
+        match member.state {
+            State::Suspect => {
+                let current = member.incarnation;
+                let confirmed = self.suspicions.get_mut(&slot).is_some_and(|s| s.confirm(&accuser));
+                if incarnation > current {
+                    self.members.set_state(slot, State::Suspect, incarnation, now);
+                }
+                if confirmed {
+                    if let Some(deadline) = self.suspicions.get(&slot).map(Suspicion::deadline) {
+                        self.schedule(deadline, Timer::Suspicion(slot));
+                    }
+                    self.enqueue_suspect(now, slot, &accuser);
+                }
+            }
+            State::Alive => {
+                self.stats.suspicions += 1;
+                let n = self.members.live();
+                let expected = if n.saturating_sub(2) < self.config.suspicion_confirmations as usize {
+                    0
+                } else {
+                    self.config.suspicion_confirmations
+                };
+                let suspicion = Suspicion::new(now, accuser.clone(), expected, self.config.suspicion_bounds(n));
+                self.schedule(suspicion.deadline(), Timer::Suspicion(slot));
+                self.suspicions.insert(slot, suspicion);
+                self.transition(now, slot, State::Suspect, incarnation, source);
+                self.enqueue_suspect(now, slot, &accuser);
+                if accuser != self.my_info().name && self.selected_to_confirm(slot, incarnation) {
+                    self.start_probe(now, slot, ProbeKind::Check);
+                }
+            }
+            State::Failed | State::Left => {}
+        }
+    }
+
+    /// Our improvement over memberlist: a few members, chosen by hash of (suspect,
+    /// incarnation, prober), probe a new suspect at once, so confirmations (or the suspect's
+    /// refutation) arrive within about one probe round. Expected set size is
+    /// `fast_confirm_probes` whatever the cluster size: O(1) probes per suspicion.
+    fn selected_to_confirm(&self, slot: Slot, incarnation: Incarnation) -> bool {
+        if self.config.fast_confirm_probes == 0 || self.leaving {
+            return false;
+        }
+        let Some(suspect) = self.members.info(slot) else { return false };
+        let others = self.members.live().saturating_sub(2).max(1) as f64;
+        let share = (f64::from(self.config.fast_confirm_probes) / others).min(1.0);
+        let mut key = Vec::with_capacity(suspect.name.as_str().len() + self.name().as_str().len() + 5);
+        key.extend_from_slice(suspect.name.as_str().as_bytes());
+        key.push(0);
+        key.extend_from_slice(&incarnation.0.to_be_bytes());
+        key.extend_from_slice(self.name().as_str().as_bytes());
+        (hash64(&key, 0x5357_494d) as f64) < share * u64::MAX as f64
+    }
+
+    fn enqueue_suspect(&mut self, now: Instant, slot: Slot, accuser: &NodeName) {
+        let Some(member) = self.members.get(slot) else { return };
+        let update = Update {
+            name: member.info.name.clone(),
+            incarnation: member.incarnation,
+            state: State::Suspect,
+            from: accuser.clone(),
+            addr: None,
+            tags: None,
+        };
+        self.broadcasts.push(slot, wire::encode_update(&update));
+        self.schedule_gossip(now);
+    }
+
+    /// Moves a member to a new state, with its event and, unless restored, its broadcast.
+    fn transition(&mut self, now: Instant, slot: Slot, state: State, incarnation: Incarnation, source: Source) {
+        let Some(previous) = self.members.get(slot).map(|m| m.state) else { return };
+        self.members.set_state(slot, state, incarnation, now);
+        if state != State::Suspect {
+            self.suspicions.remove(&slot);
+        }
+        match state {
+            State::Failed => self.schedule(now + self.config.reap_failed_after, Timer::Reap(slot)),
+            State::Left => self.schedule(now + self.config.reap_left_after, Timer::Reap(slot)),
+            _ => {}
+        }
+        if source != Source::Restore {
+            let kind = match (previous, state) {
+                (State::Failed, State::Alive) => EventKind::Recovered,
+                (State::Left, State::Alive) => EventKind::Joined,
+                (_, State::Alive) => EventKind::Updated,
+                (_, State::Suspect) => EventKind::Suspect,
+                (_, State::Failed) => EventKind::Failed,
+                (_, State::Left) => EventKind::Left,
+            };
+            self.emit(kind, slot, Some(previous));
+        }
+        if source == Source::Gossip && state != State::Suspect {
+            self.enqueue_broadcast(slot);
+            self.schedule_gossip(now);
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind, slot: Slot, previous: Option<State>) {
+        if let Some(member) = self.members.get(slot) {
+            self.events.push_back(Event {
+                kind,
+                member: view(member),
+                previous,
+            });
+        }
+    }
+
+    fn enqueue_broadcast(&mut self, slot: Slot) {
+        if let Some(member) = self.members.get(slot) {
+            let mut update = update_of(member);
+            if update.state == State::Failed {
+                update.from = self.my_info().name.clone();
+            }
+            self.broadcasts.push(slot, wire::encode_update(&update));
+        }
+    }
+
+    fn announce_self(&mut self, now: Instant) {
+        self.enqueue_broadcast(self.me);
+        self.schedule_gossip(now);
+    }
+
+    fn refute(&mut self, now: Instant, claimed: Incarnation) {
+        let incarnation = claimed.max(self.incarnation()).next();
+        self.members.set_state(self.me, State::Alive, incarnation, now);
+        self.stats.refutations += 1;
+        self.awareness.apply(1);
+        self.announce_self(now);
+    }
+
+    /// Applies one claim about a member. `sender` is the peer the claim came through.
+    fn apply_update(&mut self, now: Instant, update: Update, sender: Option<&NodeName>, source: Source) {
+        let Some(slot) = self.members.find(update.name.as_str()) else {
+            if matches!(update.state, State::Alive) || source == Source::Restore {
+                self.add_member(now, update, source);
+            }
+            return;
+        };
+        if slot == self.me {
+            if source != Source::Restore {
+                self.update_about_me(now, update);
+            }
+            return;
+        }
+        let Some(member) = self.members.get(slot) else { return };
+        let (current, state) = (member.incarnation, member.state);
+        // Accusations from members we believe suspect or failed are not trusted: a member
+        // that cannot hear acks would otherwise fail the whole cluster (ours, see DESIGN).
+        if matches!(update.state, State::Suspect | State::Failed) && !update.from.as_str().is_empty() {
+            let distrusted = self
+                .members
+                .find(update.from.as_str())
+                .filter(|&s| s != self.me)
+                .and_then(|s| self.members.get(s))
+                .is_some_and(|m| matches!(m.state, State::Suspect | State::Failed));
+            if distrusted {
+                return;
+            }
+        }
+        let source = match source {
+            Source::Sync if sender.is_some_and(|s| *s == update.name) => Source::Gossip,
+            other => other,
+        };
+        match update.state {
+            State::Alive => {
+                let newer = update.incarnation > current;
+                if !newer && !(source == Source::Restore) {
+                    return;
+                }
+                let mut changed = false;
+                if let (Some(addr), Some(tags)) = (update.addr, update.tags) {
+                    let info = member.info.clone();
+                    if info.addr != addr.0 || info.tags != tags {
+                        changed = true;
+                        self.members.set_info(slot, Arc::new(MemberInfo::new(info.name.clone(), addr.0, tags)));
+                    }
+                }
+                if state == State::Alive {
+                    self.members.set_state(slot, State::Alive, update.incarnation, now);
+                    if changed && source != Source::Restore {
+                        self.emit(EventKind::Updated, slot, Some(State::Alive));
+                    }
+                    if source == Source::Gossip {
+                        self.enqueue_broadcast(slot);
+                        self.schedule_gossip(now);
+                    }
+                } else {
+                    self.transition(now, slot, State::Alive, update.incarnation, source);
+                }
+            }
+            State::Suspect => {
+                let accuser = if update.from.as_str().is_empty() {
+                    sender.cloned().unwrap_or_default()
+                } else {
+                    update.from
+                };
+                self.suspect(now, slot, update.incarnation, accuser, source);
+            }
+            State::Failed => {
+                if update.incarnation < current || matches!(state, State::Failed | State::Left) {
+                    return;
+                }
+                if state == State::Alive {
+                    // A verdict we had no suspicion for: run our own suspicion instead, so a
+                    // single confused member cannot fail a healthy one (ours).
+                    let accuser = if update.from.as_str().is_empty() {
+                        sender.cloned().unwrap_or_default()
+                    } else {
+                        update.from
+                    };
+                    self.suspect(now, slot, update.incarnation, accuser, source);
+                    return;
+                }
+                self.transition(now, slot, State::Failed, update.incarnation, source);
+            }
+            State::Left => {
+                if update.incarnation < current || state == State::Left {
+                    return;
+                }
+                self.transition(now, slot, State::Left, update.incarnation, source);
+            }
+        }
+    }
+
+    fn add_member(&mut self, now: Instant, update: Update, source: Source) {
+        let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
+        let info = Arc::new(MemberInfo::new(update.name, addr, update.tags.unwrap_or_default()));
+        let slot = self.members.insert(
+            Member {
+                info,
+                incarnation: update.incarnation,
+                state: update.state,
+                since: now,
+            },
+            &mut self.rng,
+        );
+        if update.state != State::Alive {
+            // Restored non-alive members keep their reaping clock from now.
+            let after = if update.state == State::Left {
+                self.config.reap_left_after
+            } else {
+                self.config.reap_failed_after
+            };
+            self.schedule(now + after, Timer::Reap(slot));
+        }
+        if self.members.live() > 1 {
+            self.joined = true;
+        }
+        if source != Source::Restore {
+            self.emit(EventKind::Joined, slot, None);
+        }
+        if source == Source::Gossip {
+            self.enqueue_broadcast(slot);
+            self.schedule_gossip(now);
+        }
+    }
+
+    fn update_about_me(&mut self, now: Instant, update: Update) {
+        let current = self.incarnation();
+        if self.leaving {
+            return;
+        }
+        match update.state {
+            State::Alive => {
+                let me = self.my_info();
+                let differs = update.addr.is_some_and(|a| a.0 != me.addr)
+                    || update.tags.as_ref().is_some_and(|t| *t != me.tags);
+                // A newer incarnation of us (from before a restart that lost our state), or
+                // the same one with other details: outbid it.
+                if update.incarnation > current || (update.incarnation == current && differs) {
+                    self.refute(now, update.incarnation);
+                }
+            }
+            State::Suspect => {
+                if update.incarnation >= current {
+                    self.refute(now, update.incarnation);
+                }
+            }
+            State::Failed | State::Left => {
+                if update.incarnation >= current {
+                    if self.awareness.may_refute_failure() {
+                        self.refute(now, update.incarnation);
+                    } else {
+                        self.pending_refutation = Some(update.incarnation.max(self.pending_refutation.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self, now: Instant, slot: Slot) {
+        let Some(member) = self.members.get(slot) else { return };
+        let after = match member.state {
+            State::Failed => self.config.reap_failed_after,
+            State::Left => self.config.reap_left_after,
+            _ => return,
+        };
+        if now.saturating_duration_since(member.since) < after {
+            return;
+        }
+        self.emit(EventKind::Reaped, slot, Some(member.state));
+        self.broadcasts.remove(slot);
+        self.suspicions.remove(&slot);
+        self.members.remove(slot);
+    }
+
+    // ----- dissemination ------------------------------------------------------------------
+
+    fn schedule_gossip(&mut self, now: Instant) {
+        if self.gossip_scheduled {
+            return;
+        }
+        self.gossip_scheduled = true;
+        let at = match self.last_gossip {
+            Some(last) => (last + self.config.gossip_interval).max(now),
+            None => now,
+        };
+        self.schedule(at, Timer::Gossip);
+    }
+
+    fn gossip(&mut self, now: Instant) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        self.last_gossip = Some(now);
+        let me = self.me;
+        let dead_window = self.config.gossip_to_the_dead;
+        let targets = self.members.random(self.config.gossip_nodes, &mut self.rng, |s, m| {
+            s != me
+                && match m.state {
+                    State::Alive | State::Suspect => true,
+                    State::Failed => now.saturating_duration_since(m.since) < dead_window,
+                    State::Left => false,
+                }
+        });
+        for target in targets {
+            if let Some(addr) = self.members.info(target).map(|i| i.addr) {
+                self.send(addr, Some(target), Message::Gossip);
+            }
+        }
+        if !self.broadcasts.is_empty() {
+            self.schedule_gossip(now);
+        }
+    }
+
+    /// Encodes a datagram to `to` with as many queued updates as fit the budget. A member we
+    /// believe suspect or failed gets our view of itself first (Lifeguard's buddy system,
+    /// extended to failure), so it can refute at once.
+    fn send(&mut self, to: SocketAddr, slot: Option<Slot>, message: Message) {
+        let mut payload = Vec::with_capacity(self.config.datagram_budget);
+        wire::encode_head(self.cluster, &self.my_info().name.clone(), &message, &mut payload);
+        let mut updates = Vec::new();
+        let mut count = 0;
+        let room = self.config.datagram_budget.saturating_sub(payload.len() + 3);
+        if let Some(member) = slot.and_then(|s| self.members.get(s))
+            && matches!(member.state, State::Suspect | State::Failed)
+        {
+            let mut update = update_of(member);
+            update.from = self.my_info().name.clone();
+            let bytes = wire::encode_update(&update);
+            if bytes.len() <= room {
+                updates.extend_from_slice(&bytes);
+                count += 1;
+            }
+        }
+        let limit = self.config.retransmit_limit(self.members.live());
+        count += self.broadcasts.fill(room - updates.len(), limit, slot, &mut updates);
+        wire::encode_updates_len(count, &mut payload);
+        payload.extend_from_slice(&updates);
+        self.transmits.push_back(Transmit {
+            to,
+            to_name: slot.and_then(|s| self.members.info(s)).map(|i| i.name.clone()),
+            payload,
+            channel: Channel::Datagram,
+        });
+    }
+
+    // ----- anti-entropy -------------------------------------------------------------------
+
+    fn contact_seeds(&mut self, now: Instant) {
+        let my_addr = self.my_info().addr;
+        let seeds: Vec<SocketAddr> = self.seeds.iter().copied().filter(|&s| s != my_addr).collect();
+        for seed in seeds {
+            self.send_push_pull(now, seed, None, true, false);
+        }
+    }
+
+    fn push_pull(&mut self, now: Instant, slot: Slot, join: bool) {
+        if let Some(addr) = self.members.info(slot).map(|i| i.addr) {
+            self.send_push_pull(now, addr, Some(slot), join, false);
+        }
+    }
+
+    /// Starts a push-pull. A join sends everything; otherwise we send ourselves, the peer as
+    /// we see it (so it can refute), and our digest: the peer answers with its members of
+    /// every ring bucket where the digests differ and we send ours back, so the exchange
+    /// costs a few hundred bytes when views agree and heals exactly what differs.
+    fn send_push_pull(&mut self, now: Instant, to: SocketAddr, peer: Option<Slot>, join: bool, reply: bool) {
+        let (members, digest) = if join {
+            (self.members.iter().map(|(_, m)| update_of(m)).collect(), Digest::default())
+        } else {
+            (self.self_and_peer(peer), Digest(self.members.digest().to_vec()))
+        };
+        self.stats.push_pulls_started += 1;
+        let message = PushPull {
+            join,
+            reply,
+            members,
+            digest,
+            buckets: Vec::new(),
+        };
+        self.send_stream(now, to, peer, message);
+    }
+
+    fn self_and_peer(&self, peer: Option<Slot>) -> Vec<Update> {
+        let mut slots = vec![self.me];
+        slots.extend(peer.filter(|&p| p != self.me));
+        slots.iter().filter_map(|&s| self.members.get(s)).map(update_of).collect()
+    }
+
+    /// Our members of `buckets`, stopping before `push_pull_max_members`; returns the
+    /// buckets actually covered.
+    fn bucket_members(&self, buckets: impl Iterator<Item = usize>, out: &mut Vec<Update>) -> Vec<u8> {
+        let mut covered = Vec::new();
+        for bucket in buckets {
+            let members: Vec<Update> = self
+                .members
+                .bucket(bucket)
+                .filter(|&s| s != self.me)
+                .filter_map(|s| self.members.get(s))
+                .map(update_of)
+                .collect();
+            if !covered.is_empty() && out.len() + members.len() > self.config.push_pull_max_members {
+                break;
+            }
+            out.extend(members);
+            covered.push(bucket as u8);
+        }
+        covered
+    }
+
+    fn send_stream(&mut self, now: Instant, to: SocketAddr, peer: Option<Slot>, message: PushPull) {
+        let mut payload = Vec::new();
+        let message = Message::PushPull(message);
+        wire::encode_packet(self.cluster, &self.my_info().name.clone(), &message, &[], &mut payload);
+        self.transmits.push_back(Transmit {
+            to,
+            to_name: peer.and_then(|s| self.members.info(s)).map(|i| i.name.clone()),
+            payload,
+            channel: Channel::Stream,
+        });
+        let _ = now;
+    }
+
+    fn on_push_pull(&mut self, now: Instant, from: SocketAddr, sender: &NodeName, push_pull: PushPull) {
+        let PushPull {
+            join,
+            reply,
+            members,
+            digest,
+            buckets,
+        } = push_pull;
+        for update in members {
+            self.apply_update(now, update, Some(sender), Source::Sync);
+        }
+        let peer = self.members.find(sender.as_str());
+        if reply {
+            if join {
+                // Members that joined just before us may not have reached the seed yet, and
+                // gossip of joins in a fresh cluster misses a few (an update is sent a
+                // bounded number of times): digest exchanges with random members 1, 2, 4
+                // and 8 probe intervals after joining settle it.
+                let delay = self.config.probe_interval + self.random_fraction_of(self.config.probe_interval);
+                self.schedule(now + delay, Timer::SyncAfterJoin(0));
+            }
+            self.joined = true;
+            if !buckets.is_empty() {
+                // Second half of a digest exchange: our members of the buckets that differed.
+                let mut members = Vec::new();
+                let wanted = buckets.iter().map(|&b| usize::from(b)).filter(|&b| b < DIGEST_BUCKETS);
+                self.bucket_members(wanted, &mut members);
+                let message = PushPull {
+                    reply: true,
+                    members,
+                    ..PushPull::default()
+                };
+                self.send_stream(now, from, peer, message);
+            }
+            return;
+        }
+        self.stats.push_pulls_answered += 1;
+        let mut members = if join {
+            self.members.iter().map(|(_, m)| update_of(m)).collect()
+        } else {
+            self.self_and_peer(peer)
+        };
+        let mut covered = Vec::new();
+        if !join {
+            let ours = self.members.digest();
+            let differing: Vec<usize> = (0..DIGEST_BUCKETS)
+                .filter(|&b| digest.0.get(b) != ours.get(b))
+                .collect();
+            // Start at a random differing bucket so capped exchanges cover all in turn.
+            let offset = (self.rng.next_u64() % differing.len().max(1) as u64) as usize;
+            let rotated = differing.iter().cycle().skip(offset).take(differing.len()).copied();
+            covered = self.bucket_members(rotated, &mut members);
+        }
+        let message = PushPull {
+            join,
+            reply: true,
+            members,
+            digest: Digest::default(),
+            buckets: covered,
+        };
+        self.send_stream(now, from, peer, message);
+    }
+
+    fn sync_with_random_member(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        let me = self.me;
+        let peers = self.members.random(1, &mut self.rng, |s, m| s != me && m.state == State::Alive);
+        if let Some(&peer) = peers.first() {
+            self.push_pull(now, peer, false);
+        }
+    }
+
+    fn reconnect(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        let pending: Vec<Slot> = self.probes.values().filter(|p| p.kind == ProbeKind::Reconnect).map(|p| p.target).collect();
+        if let Some(slot) = self.members.random_failed(&mut self.rng, &pending) {
+            self.start_probe(now, slot, ProbeKind::Reconnect);
+        }
+    }
+
+    fn my_info(&self) -> &Arc<MemberInfo> {
+        match self.members.info(self.me) {
+            Some(info) => info,
+            None => unreachable!("our own slot is never removed"),
+        }
+    }
+}
+
+fn view(m: &Member) -> MemberView {
+    MemberView {
+        info: m.info.clone(),
+        incarnation: m.incarnation,
+        state: m.state,
+        since: m.since,
+    }
+}
+
+fn update_of(m: &Member) -> Update {
+    let alive = m.state == State::Alive;
+    Update {
+        name: m.info.name.clone(),
+        incarnation: m.incarnation,
+        state: m.state,
+        from: NodeName::default(),
+        addr: Some(WireAddr(m.info.addr)),
+        tags: alive.then(|| m.info.tags.clone()),
+    }
+}

@@ -1,0 +1,14 @@
+//! swimd: a membership and failure-detection daemon (SWIM + Lifeguard over QUIC).
+//!
+//! Data flows one way: `wire` decodes bytes into messages, `core` (sans-IO) turns messages
+//! and time into transmits and events, and the drivers (`sim`, later `agent`) move them.
+
+#![warn(missing_docs)]
+
+pub mod core;
+pub mod sim;
+pub mod wire;
+pub mod cli;
+
+/// The version and source revision, as `swimd --version` prints them.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SWIMD_REVISION"), ")");

@@ -1,0 +1,551 @@
+//! A deterministic discrete-event simulator that drives many real [`Swim`] cores over a
+//! virtual network and clock. Every packet goes through the real `wire` encoding, so byte
+//! counts are real; the same seed gives the same trace.
+
+mod network;
+pub mod scenario;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hasher;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+pub use network::Network;
+
+use crate::core::{Channel, Config, EventKind, Identity, Swim};
+use crate::wire::{self, ClusterId, Incarnation, NodeName, State, Update};
+
+/// Bytes every datagram costs on the wire beyond its payload: IPv4 + UDP (28) and QUIC's
+/// short header, AEAD tag and DATAGRAM frame header with 8-byte connection ids (37),
+/// calibrated against the measurements in `shared/QUIC-NOTES.md`.
+pub const DATAGRAM_OVERHEAD: usize = 65;
+/// An ACK-only QUIC packet on the wire (35 B of UDP payload + 28 B IPv4/UDP).
+pub const ACK_ONLY_BYTES: usize = 63;
+/// Payload bytes of one QUIC packet carrying stream data at a 1200-byte MTU.
+pub const STREAM_PACKET_PAYLOAD: usize = 1150;
+/// quinn acknowledges an ack-eliciting packet within this delay unless other traffic to the
+/// same peer carries the ACK.
+pub const ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// What a simulated process is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// Running normally.
+    Running,
+    /// Stopped (SIGSTOP): packets wait in its backlog, timers wait.
+    Paused,
+    /// Not running (crashed, or exited after leaving).
+    Down,
+}
+
+/// One membership event as seen by one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// Virtual time since the simulation started.
+    pub at: Duration,
+    /// The node that saw it.
+    pub observer: usize,
+    /// The node it is about (`usize::MAX` if not a simulated node).
+    pub subject: usize,
+    /// What happened.
+    pub kind: EventKind,
+    /// The subject's incarnation in the event.
+    pub incarnation: Incarnation,
+}
+
+struct Node {
+    name: NodeName,
+    addr: SocketAddr,
+    swim: Option<Swim>,
+    process: Process,
+    backlog: Vec<(SocketAddr, Vec<u8>, Channel)>,
+    wake_at: Option<Instant>,
+    /// What the state directory holds across restarts.
+    saved: Option<(Incarnation, Vec<Update>)>,
+    msgs_sent: u64,
+    bytes_sent: u64,
+    bytes_with_overhead: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Job {
+    Wake(usize),
+    Deliver {
+        to: usize,
+        from: usize,
+        channel: u8,
+        payload: Vec<u8>,
+    },
+}
+
+/// The simulator.
+pub struct Simulator {
+    epoch: Instant,
+    now: Instant,
+    config: Config,
+    cluster: ClusterId,
+    nodes: Vec<Node>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_name: HashMap<NodeName, usize>,
+    jobs: BinaryHeap<Reverse<(Instant, u64, Job)>>,
+    next_job: u64,
+    rng: ChaCha8Rng,
+    seed: u64,
+    /// The network; change it between steps to inject faults.
+    pub network: Network,
+    observations: Vec<Observation>,
+    /// QUIC ACKs owed: (receiver, sender) → deadline.
+    acks_owed: HashMap<(usize, usize), Instant>,
+    trace: std::collections::hash_map::DefaultHasher,
+    decode_errors: u64,
+}
+
+impl Simulator {
+    /// A simulator with `members` nodes named `node-0`… that are not started yet.
+    pub fn new(members: usize, config: Config, seed: u64) -> Self {
+        let epoch = Instant::now();
+        let mut sim = Simulator {
+            epoch,
+            now: epoch,
+            config,
+            cluster: ClusterId::of("sim"),
+            nodes: Vec::with_capacity(members),
+            by_addr: HashMap::new(),
+            by_name: HashMap::new(),
+            jobs: BinaryHeap::new(),
+            next_job: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            network: Network::lan(members),
+            observations: Vec::new(),
+            acks_owed: HashMap::new(),
+            trace: Default::default(),
+            decode_errors: 0,
+        };
+        for _ in 0..members {
+            sim.add_node();
+        }
+        sim
+    }
+
+    /// Adds a node (not started) and returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let name = NodeName::new(&format!("node-{index}"));
+        let octets = (index as u32 + 1).to_be_bytes();
+        let addr = SocketAddr::from((Ipv4Addr::new(10, octets[1], octets[2], octets[3]), 7946));
+        self.by_addr.insert(addr, index);
+        self.by_name.insert(name.clone(), index);
+        self.nodes.push(Node {
+            name,
+            addr,
+            swim: None,
+            process: Process::Down,
+            backlog: Vec::new(),
+            wake_at: None,
+            saved: None,
+            msgs_sent: 0,
+            bytes_sent: 0,
+            bytes_with_overhead: 0,
+        });
+        self.network.grow(self.nodes.len());
+        index
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True if there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// The seed this run was built from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Starts every node already knowing every other (as a restarted agent restores its
+    /// state directory): a converged cluster without simulating thousands of joins.
+    pub fn start_converged(&mut self) {
+        let everyone: Vec<Update> = self
+            .nodes
+            .iter()
+            .map(|n| Update {
+                name: n.name.clone(),
+                addr: Some(wire::WireAddr(n.addr)),
+                tags: Some(Default::default()),
+                ..Update::default()
+            })
+            .collect();
+        for i in 0..self.nodes.len() {
+            self.boot(i, Incarnation(0));
+            let now = self.now;
+            if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+                swim.restore(now, everyone.iter().cloned());
+            }
+            self.after_step(i);
+        }
+    }
+
+    /// Starts node `i` with a fresh state and joins it through `seeds` (node indices).
+    pub fn start_joining(&mut self, i: usize, seeds: &[usize]) {
+        self.boot(i, Incarnation(0));
+        let seeds: Vec<SocketAddr> = seeds.iter().filter_map(|&s| self.nodes.get(s)).map(|n| n.addr).collect();
+        let now = self.now;
+        if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+            swim.join(now, seeds);
+        }
+        self.after_step(i);
+    }
+
+    fn boot(&mut self, i: usize, incarnation: Incarnation) {
+        let seed = self.rng.next_u64();
+        let (config, cluster, now) = (self.config.clone(), self.cluster, self.now);
+        let Some(node) = self.nodes.get_mut(i) else { return };
+        let identity = Identity {
+            name: node.name.clone(),
+            addr: node.addr,
+            cluster,
+            tags: Default::default(),
+            incarnation,
+        };
+        node.swim = Some(Swim::new(identity, config, seed, now));
+        node.process = Process::Running;
+        node.backlog.clear();
+        node.wake_at = None;
+    }
+
+    /// Kills node `i` (SIGKILL): it stops at once; its state directory survives.
+    pub fn crash(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            if let Some(swim) = node.swim.take() {
+                node.saved = Some((swim.incarnation(), swim.snapshot()));
+            }
+            node.process = Process::Down;
+            node.backlog.clear();
+        }
+    }
+
+    /// Starts node `i` again as a new process, with its state directory or without it.
+    pub fn restart(&mut self, i: usize, keep_state: bool, seeds: &[usize]) {
+        self.crash(i);
+        let saved = self.nodes.get_mut(i).and_then(|n| n.saved.take());
+        match saved.filter(|_| keep_state) {
+            Some((incarnation, members)) => {
+                // The agent starts one incarnation above what it persisted.
+                self.boot(i, incarnation.next());
+                let now = self.now;
+                let seeds = seeds.iter().filter_map(|&s| self.by_index_addr(s)).collect();
+                if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+                    swim.restore(now, members);
+                    swim.join(now, seeds);
+                }
+                self.after_step(i);
+            }
+            None => self.start_joining(i, seeds),
+        }
+    }
+
+    fn by_index_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.nodes.get(i).map(|n| n.addr)
+    }
+
+    /// Node `i` leaves gracefully; it keeps running until its announcement went out (at
+    /// most `bound`), then exits.
+    pub fn leave(&mut self, i: usize, bound: Duration) {
+        let now = self.now;
+        if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+            swim.leave(now);
+        }
+        self.after_step(i);
+        let deadline = self.now + bound;
+        while self.now < deadline {
+            let done = self.swim(i).is_none_or(Swim::leave_done);
+            if done {
+                break;
+            }
+            let step = (self.now + Duration::from_millis(10)).min(deadline);
+            self.run_until_instant(step);
+        }
+        self.crash(i);
+    }
+
+    /// Stops node `i` (SIGSTOP).
+    pub fn pause(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i).filter(|n| n.process == Process::Running) {
+            node.process = Process::Paused;
+        }
+    }
+
+    /// Resumes node `i` (SIGCONT): it handles its backlog, then its overdue timers.
+    pub fn resume(&mut self, i: usize) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(i).filter(|n| n.process == Process::Paused) else { return };
+        node.process = Process::Running;
+        let backlog = std::mem::take(&mut node.backlog);
+        for (from, payload, channel) in backlog {
+            self.receive(i, from, &payload, channel);
+        }
+        if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+            swim.handle_timeout(now);
+        }
+        self.after_step(i);
+    }
+
+    /// The process state of node `i`.
+    pub fn process(&self, i: usize) -> Process {
+        self.nodes.get(i).map_or(Process::Down, |n| n.process)
+    }
+
+    /// Node `i`'s core, if it is running or paused.
+    pub fn swim(&self, i: usize) -> Option<&Swim> {
+        self.nodes.get(i).and_then(|n| n.swim.as_ref())
+    }
+
+    /// Node `i`'s name.
+    pub fn name(&self, i: usize) -> Option<&NodeName> {
+        self.nodes.get(i).map(|n| &n.name)
+    }
+
+    /// What `observer` believes about `subject`.
+    pub fn view(&self, observer: usize, subject: usize) -> Option<State> {
+        let name = self.name(subject)?;
+        self.swim(observer)?.member(name.as_str()).map(|m| m.state)
+    }
+
+    /// Every membership event recorded so far.
+    pub fn observations(&self) -> &[Observation] {
+        &self.observations
+    }
+
+    /// A hash of every delivery (time, endpoints, bytes): equal seeds give equal hashes.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.finish()
+    }
+
+    /// Packets a receiver could not decode (always 0 unless something is broken).
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// (messages, payload bytes, bytes with overhead) sent by node `i` so far, QUIC ACK-only
+    /// packets included in the first and last.
+    pub fn sent(&self, i: usize) -> (u64, u64, u64) {
+        self.nodes.get(i).map_or((0, 0, 0), |n| (n.msgs_sent, n.bytes_sent, n.bytes_with_overhead))
+    }
+
+    /// Runs the simulation for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until_instant(until);
+    }
+
+    /// Runs until `done` holds (checked every 50 ms of virtual time) or `limit` passes;
+    /// returns the time it took, if `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Simulator) -> bool) -> Option<Duration> {
+        let start = self.now;
+        let step = Duration::from_millis(50);
+        loop {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            if self.now - start >= limit {
+                return None;
+            }
+            self.run_for(step);
+        }
+    }
+
+    fn run_until_instant(&mut self, until: Instant) {
+        while let Some(Reverse((at, _, _))) = self.jobs.peek() {
+            if *at > until {
+                break;
+            }
+            let Some(Reverse((at, _, job))) = self.jobs.pop() else { break };
+            self.now = self.now.max(at);
+            match job {
+                Job::Wake(i) => self.wake(i, at),
+                Job::Deliver {
+                    to,
+                    from,
+                    channel,
+                    payload,
+                } => {
+                    let channel = if channel == 0 { Channel::Datagram } else { Channel::Stream };
+                    self.deliver(to, from, payload, channel);
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn push_job(&mut self, at: Instant, job: Job) {
+        self.next_job += 1;
+        self.jobs.push(Reverse((at, self.next_job, job)));
+    }
+
+    fn wake(&mut self, i: usize, at: Instant) {
+        let Some(node) = self.nodes.get_mut(i) else { return };
+        if node.wake_at != Some(at) || node.process != Process::Running {
+            return;
+        }
+        node.wake_at = None;
+        let now = self.now;
+        if let Some(swim) = node.swim.as_mut() {
+            swim.handle_timeout(now);
+        }
+        self.after_step(i);
+    }
+
+    fn deliver(&mut self, to: usize, from: usize, payload: Vec<u8>, channel: Channel) {
+        let Some(from_addr) = self.by_index_addr(from) else { return };
+        self.trace.write_u64((self.now - self.epoch).as_nanos() as u64);
+        self.trace.write_usize(from);
+        self.trace.write_usize(to);
+        self.trace.write(&payload);
+        let Some(node) = self.nodes.get_mut(to) else { return };
+        match node.process {
+            Process::Down => return,
+            Process::Paused => {
+                node.backlog.push((from_addr, payload, channel));
+                return;
+            }
+            Process::Running => {}
+        }
+        self.owe_ack(to, from);
+        self.receive(to, from_addr, &payload, channel);
+        self.after_step(to);
+    }
+
+    fn receive(&mut self, to: usize, from: SocketAddr, payload: &[u8], channel: Channel) {
+        let limit = match channel {
+            Channel::Datagram => wire::MAX_DATAGRAM_LEN,
+            Channel::Stream => wire::MAX_STREAM_LEN,
+        };
+        let now = self.now;
+        let cluster = self.cluster;
+        let Some(swim) = self.nodes.get_mut(to).and_then(|n| n.swim.as_mut()) else { return };
+        match wire::decode(cluster, payload, limit) {
+            Ok(packet) => swim.handle_packet(now, from, packet),
+            Err(_) => self.decode_errors += 1,
+        }
+    }
+
+    /// An ack-eliciting datagram arrived: the receiver owes the sender a QUIC ACK.
+    fn owe_ack(&mut self, receiver: usize, sender: usize) {
+        let deadline = self.now + ACK_DELAY;
+        if let Some(old) = self.acks_owed.insert((receiver, sender), deadline)
+            && old < self.now
+        {
+            self.count_ack_only(receiver);
+        }
+    }
+
+    fn count_ack_only(&mut self, node: usize) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.msgs_sent += 1;
+            n.bytes_with_overhead += ACK_ONLY_BYTES as u64;
+        }
+    }
+
+    /// Settles ACKs still owed (call before reading [`Simulator::sent`] figures).
+    pub fn settle_acks(&mut self) {
+        let now = self.now;
+        let mut due: Vec<(usize, usize)> = self
+            .acks_owed
+            .iter()
+            .filter(|(_, deadline)| **deadline < now)
+            .map(|(k, _)| *k)
+            .collect();
+        due.sort_unstable();
+        for key in due {
+            self.acks_owed.remove(&key);
+            self.count_ack_only(key.0);
+        }
+    }
+
+    /// Moves what node `i`'s core produced (transmits, events) into the simulation.
+    fn after_step(&mut self, i: usize) {
+        let now = self.now;
+        let elapsed = self.elapsed();
+        let Some(node) = self.nodes.get_mut(i) else { return };
+        let Some(swim) = node.swim.as_mut() else { return };
+        let mut outgoing = Vec::new();
+        while let Some(t) = swim.poll_transmit() {
+            outgoing.push(t);
+        }
+        while let Some(event) = swim.poll_event() {
+            let subject = self.by_name.get(&event.member.info.name).copied().unwrap_or(usize::MAX);
+            self.observations.push(Observation {
+                at: elapsed,
+                observer: i,
+                subject,
+                kind: event.kind,
+                incarnation: event.member.incarnation,
+            });
+        }
+        let wake = swim.poll_timeout();
+        if let Some(at) = wake
+            && node.wake_at.is_none_or(|w| at < w || w < now)
+        {
+            node.wake_at = Some(at);
+            self.push_job(at.max(now), Job::Wake(i));
+        }
+        for t in outgoing {
+            let Some(&to) = self.by_addr.get(&t.to) else { continue };
+            let len = t.payload.len() as u64;
+            // A stream message larger than a packet takes several.
+            let packets = len.div_ceil(STREAM_PACKET_PAYLOAD as u64).max(1);
+            if let Some(node) = self.nodes.get_mut(i) {
+                node.msgs_sent += packets;
+                node.bytes_sent += len;
+                node.bytes_with_overhead += len + packets * DATAGRAM_OVERHEAD as u64;
+            }
+            if t.channel == Channel::Datagram {
+                // Our packet carries any ACK we owed this peer.
+                self.acks_owed.remove(&(i, to));
+            }
+            let delay = match t.channel {
+                Channel::Datagram => self.network.datagram(i, to, &mut self.rng),
+                Channel::Stream => self.network.stream(i, to, &mut self.rng),
+            };
+            if let Some(delay) = delay {
+                let channel = u8::from(t.channel == Channel::Stream);
+                self.push_job(
+                    now + delay,
+                    Job::Deliver {
+                        to,
+                        from: i,
+                        channel,
+                        payload: t.payload,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Indices of nodes whose process is running.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.process(i) == Process::Running).collect()
+    }
+
+    /// True when every running node sees exactly the running nodes alive and nobody suspect.
+    pub fn converged(&self) -> bool {
+        let running = self.running();
+        running.iter().all(|&i| {
+            self.swim(i).is_some_and(|s| s.count(State::Alive) == running.len() && s.count(State::Suspect) == 0)
+        })
+    }
+}

@@ -1,0 +1,522 @@
+//! The scenarios behind `swimd simulate`, and the figures they report.
+
+use std::time::{Duration, Instant as WallClock};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::Serialize;
+
+use super::{ACK_ONLY_BYTES, DATAGRAM_OVERHEAD, Process, Simulator};
+use crate::core::{Config, EventKind, Profile};
+use crate::wire::State;
+
+/// What happens during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioKind {
+    /// A member is SIGKILLed every `every`; detection times are measured.
+    Crash,
+    /// A member leaves gracefully every `every`; it must end `left`, never `failed`.
+    Leave,
+    /// Uniform loss on every link for the whole run; nobody may be declared failed.
+    Loss,
+    /// A member is paused for `pause` every `every`; it must not be declared failed.
+    Pause,
+    /// The cluster splits in halves for `hold`, then heals.
+    PartitionHeal,
+    /// Members crash, restart (with or without state), leave and join at random.
+    Churn,
+    /// Nothing happens: load at steady state (after a cold start when `members` ≤ 1000).
+    Steady,
+}
+
+impl std::str::FromStr for ScenarioKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "crash" => ScenarioKind::Crash,
+            "leave" => ScenarioKind::Leave,
+            "loss" => ScenarioKind::Loss,
+            "pause" => ScenarioKind::Pause,
+            "partition-heal" => ScenarioKind::PartitionHeal,
+            "churn" => ScenarioKind::Churn,
+            "steady" => ScenarioKind::Steady,
+            other => {
+                return Err(format!(
+                    "unknown scenario {other:?}: expected crash, leave, loss, pause, partition-heal, churn or steady"
+                ));
+            }
+        })
+    }
+}
+
+impl ScenarioKind {
+    /// The scenario's name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScenarioKind::Crash => "crash",
+            ScenarioKind::Leave => "leave",
+            ScenarioKind::Loss => "loss",
+            ScenarioKind::Pause => "pause",
+            ScenarioKind::PartitionHeal => "partition-heal",
+            ScenarioKind::Churn => "churn",
+            ScenarioKind::Steady => "steady",
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The scenario.
+    pub scenario: ScenarioKind,
+    /// Cluster size.
+    pub members: usize,
+    /// RNG seed: same seed, same run.
+    pub seed: u64,
+    /// Simulated time.
+    pub duration: Duration,
+    /// Link loss for `loss` (and background loss for the others).
+    pub loss: f64,
+    /// Pause length for `pause`.
+    pub pause: Duration,
+    /// Time between events (crash, leave, pause, churn steps).
+    pub every: Duration,
+    /// How long `partition-heal` keeps the halves apart.
+    pub hold: Duration,
+    /// Name of the profile the config came from.
+    pub profile: Profile,
+    /// The protocol configuration.
+    pub config: Config,
+    /// Print a progress line on stderr every few seconds.
+    pub progress: bool,
+}
+
+impl Options {
+    /// Defaults for a scenario: 50 members, seed 1, the default profile.
+    pub fn new(scenario: ScenarioKind) -> Self {
+        Options {
+            scenario,
+            members: 50,
+            seed: 1,
+            duration: Duration::from_secs(120),
+            loss: 0.0,
+            pause: Duration::from_secs(3),
+            every: Duration::from_secs(20),
+            hold: Duration::from_secs(30),
+            profile: Profile::Default,
+            config: Config::default(),
+            progress: false,
+        }
+    }
+}
+
+/// Percentiles of a set of durations, in seconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile (nearest rank).
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+    /// How many values.
+    pub n: usize,
+}
+
+impl Distribution {
+    fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            let i = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len().max(1)) - 1;
+            values.get(i).copied().map(round3)
+        };
+        Distribution {
+            p50: rank(0.5),
+            p99: rank(0.99),
+            max: values.last().copied().map(round3),
+            n: values.len(),
+        }
+    }
+}
+
+/// Load sent per member per second.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PerMember {
+    /// Packets, QUIC ACK-only packets included.
+    pub msgs_sent_per_s: f64,
+    /// SWIM payload bytes.
+    pub bytes_sent_per_s: f64,
+    /// Payload plus the per-packet overhead model (see `overhead`).
+    pub bytes_sent_with_overhead_per_s: f64,
+}
+
+/// The overhead model used for `bytes_sent_with_overhead_per_s`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Overhead {
+    /// Bytes added to every packet: IPv4+UDP 28, QUIC short header + AEAD + frame 37.
+    pub per_packet_bytes: usize,
+    /// An ACK-only QUIC packet, sent when no other packet to that peer leaves within 25 ms.
+    pub ack_only_packet_bytes: usize,
+}
+
+/// One run's figures; a figure the scenario does not produce is `null`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Cluster size.
+    pub members: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Profile name.
+    pub profile: &'static str,
+    /// Simulated seconds.
+    pub duration_s: f64,
+    /// Events injected (crashes, leaves, pauses, partitions, churn steps).
+    pub events: usize,
+    /// From each event to the first member that noticed it.
+    pub detection_first_s: Distribution,
+    /// From each event to the last surviving member that noticed it.
+    pub detection_all_s: Distribution,
+    /// Events some survivor never noticed before the run ended.
+    pub undetected: usize,
+    /// Declarations `failed` of a member that was running (or paused), by any observer.
+    pub false_positives: usize,
+    /// `failed → alive` transitions of members that had not been down.
+    pub flaps: usize,
+    /// Load at the end of warm-up until the end of the run.
+    pub per_member: PerMember,
+    /// Time until every running member sees exactly the running members alive, after the
+    /// cold start (`steady`), the heal (`partition-heal`) or the churn.
+    pub convergence_s: Option<f64>,
+    /// The overhead model.
+    pub overhead: Overhead,
+    /// Packets a member could not decode (a bug if not 0).
+    pub decode_errors: u64,
+    /// Hash of every delivery: same seed, same hash.
+    pub trace_hash: String,
+    /// The protocol configuration used.
+    pub config: Config,
+    /// Wall-clock seconds the run took.
+    pub wall_s: f64,
+}
+
+const WARMUP: Duration = Duration::from_secs(5);
+const DETECTION_LIMIT: Duration = Duration::from_secs(60);
+
+struct Run {
+    sim: Simulator,
+    opts: Options,
+    rng: ChaCha8Rng,
+    /// Per node: times it went down (crash or exit).
+    downs: Vec<Vec<Duration>>,
+    /// Same-side check for partition-heal: node → side.
+    side: Option<Vec<u8>>,
+    wall: WallClock,
+    last_progress: WallClock,
+}
+
+/// Runs one scenario.
+pub fn run(opts: Options) -> Report {
+    let wall = WallClock::now();
+    let mut sim = Simulator::new(opts.members, opts.config.clone(), opts.seed);
+    if opts.scenario != ScenarioKind::Loss {
+        sim.network.loss = opts.loss;
+    }
+    let mut run = Run {
+        rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed),
+        downs: vec![Vec::new(); opts.members],
+        side: None,
+        sim,
+        opts,
+        wall,
+        last_progress: wall,
+    };
+    run.execute()
+}
+
+impl Run {
+    fn execute(&mut self) -> Report {
+        let mut convergence = None;
+        let cold = self.opts.scenario == ScenarioKind::Steady && self.opts.members <= 1000;
+        if cold {
+            // Everyone joins through node 0, started over the first second.
+            self.sim.start_joining(0, &[]);
+            for i in 1..self.opts.members {
+                let delay = Duration::from_micros(self.rng.next_u64() % 1_000_000);
+                self.advance_to(delay);
+                self.sim.start_joining(i, &[0]);
+            }
+            convergence = self
+                .sim
+                .run_until(Duration::from_secs(60), Simulator::converged)
+                .map(|_| self.sim.elapsed());
+        } else {
+            self.sim.start_converged();
+        }
+        if self.opts.scenario == ScenarioKind::Loss {
+            self.sim.network.loss = self.opts.loss;
+        }
+        let warmup = self.sim.elapsed().max(WARMUP);
+        self.advance_to(warmup);
+        self.sim.settle_acks();
+        let start_load = self.load();
+        let load_start = self.sim.elapsed();
+
+        let mut firsts = Vec::new();
+        let mut alls = Vec::new();
+        let mut undetected = 0;
+        let mut events = 0;
+        let end = self.opts.duration.max(warmup);
+        match self.opts.scenario {
+            ScenarioKind::Steady | ScenarioKind::Loss => self.advance_to(end),
+            ScenarioKind::Crash | ScenarioKind::Leave | ScenarioKind::Pause => {
+                let mut pending = Vec::new();
+                let mut t = warmup;
+                while t + self.opts.every <= end {
+                    self.advance_to(t);
+                    let running = self.sim.running();
+                    if running.len() < 3 {
+                        break;
+                    }
+                    let victim = running[(self.rng.next_u64() % running.len() as u64) as usize];
+                    let at = self.sim.elapsed();
+                    match self.opts.scenario {
+                        ScenarioKind::Crash => {
+                            self.sim.crash(victim);
+                            self.note_down(victim, at);
+                            pending.push((victim, at, EventKind::Failed));
+                        }
+                        ScenarioKind::Leave => {
+                            self.sim.leave(victim, Duration::from_secs(2));
+                            self.note_down(victim, self.sim.elapsed());
+                            pending.push((victim, at, EventKind::Left));
+                        }
+                        _ => {
+                            self.sim.pause(victim);
+                            let until = at + self.opts.pause;
+                            self.advance_to(until);
+                            self.sim.resume(victim);
+                        }
+                    }
+                    events += 1;
+                    t += self.opts.every;
+                }
+                self.advance_to(end);
+                for (victim, at, kind) in pending {
+                    match self.detection(victim, at, kind) {
+                        Some((first, all)) => {
+                            firsts.push(first);
+                            if let Some(all) = all {
+                                alls.push(all);
+                            } else {
+                                undetected += 1;
+                            }
+                        }
+                        None => undetected += 1,
+                    }
+                }
+            }
+            ScenarioKind::PartitionHeal => {
+                let n = self.opts.members;
+                let a: Vec<usize> = (0..n / 2).collect();
+                let b: Vec<usize> = (n / 2..n).collect();
+                self.side = Some((0..n).map(|i| u8::from(i >= n / 2)).collect());
+                self.sim.network.partition(&a, &b);
+                let at = self.sim.elapsed();
+                events += 1;
+                let hold = self.opts.hold;
+                let first_seen = self.sim.run_until(hold, |s| {
+                    s.observations().iter().any(|o| o.kind == EventKind::Failed && o.at >= at)
+                });
+                let remaining = hold.saturating_sub(first_seen.unwrap_or(hold));
+                let all_seen = self.sim.run_until(remaining, |s| split_complete(s, &a, &b));
+                if let Some(first) = first_seen {
+                    firsts.push(first.as_secs_f64());
+                }
+                match all_seen {
+                    Some(extra) => alls.push((first_seen.unwrap_or_default() + extra).as_secs_f64()),
+                    None => undetected += 1,
+                }
+                self.advance_to(at + hold);
+                self.sim.network.heal();
+                convergence = self.sim.run_until(Duration::from_secs(120), Simulator::converged);
+                self.advance_to(end.max(self.sim.elapsed()));
+            }
+            ScenarioKind::Churn => {
+                let quiet = Duration::from_secs(30);
+                let churn_end = end.saturating_sub(quiet).max(warmup);
+                let mut t = warmup;
+                while t < churn_end {
+                    self.advance_to(t);
+                    self.churn_step();
+                    events += 1;
+                    t += self.opts.every;
+                }
+                self.advance_to(churn_end);
+                convergence = self.sim.run_until(Duration::from_secs(120), Simulator::converged);
+                self.advance_to(end.max(self.sim.elapsed()));
+            }
+        }
+        self.sim.settle_acks();
+        let end_load = self.load();
+        let window = (self.sim.elapsed() - load_start).as_secs_f64().max(1e-9);
+        let members = self.opts.members.max(1) as f64;
+        let per = |a: u64, b: u64| round3((b.saturating_sub(a)) as f64 / window / members);
+        let (false_positives, flaps) = self.false_positives();
+        Report {
+            scenario: self.opts.scenario.as_str(),
+            members: self.opts.members,
+            seed: self.opts.seed,
+            profile: self.opts.profile.as_str(),
+            duration_s: round3(self.sim.elapsed().as_secs_f64()),
+            events,
+            detection_first_s: Distribution::of(firsts),
+            detection_all_s: Distribution::of(alls),
+            undetected,
+            false_positives,
+            flaps,
+            per_member: PerMember {
+                msgs_sent_per_s: per(start_load.0, end_load.0),
+                bytes_sent_per_s: per(start_load.1, end_load.1),
+                bytes_sent_with_overhead_per_s: per(start_load.2, end_load.2),
+            },
+            convergence_s: convergence.map(|d| round3(d.as_secs_f64())),
+            overhead: Overhead {
+                per_packet_bytes: DATAGRAM_OVERHEAD,
+                ack_only_packet_bytes: ACK_ONLY_BYTES,
+            },
+            decode_errors: self.sim.decode_errors(),
+            trace_hash: format!("{:016x}", self.sim.trace_hash()),
+            config: self.opts.config.clone(),
+            wall_s: round3(self.wall.elapsed().as_secs_f64()),
+        }
+    }
+
+    fn note_down(&mut self, node: usize, at: Duration) {
+        if let Some(d) = self.downs.get_mut(node) {
+            d.push(at);
+        }
+    }
+
+    /// Runs in slices of one simulated second, printing progress every few wall seconds.
+    fn advance_to(&mut self, t: Duration) {
+        while self.sim.elapsed() < t {
+            let step = (t - self.sim.elapsed()).min(Duration::from_secs(1));
+            self.sim.run_for(step);
+            if self.opts.progress && self.last_progress.elapsed() >= Duration::from_secs(3) {
+                self.last_progress = WallClock::now();
+                eprintln!(
+                    "simulate: {:.0}/{:.0} s simulated, {:.1} s wall",
+                    self.sim.elapsed().as_secs_f64(),
+                    self.opts.duration.as_secs_f64(),
+                    self.wall.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    fn load(&self) -> (u64, u64, u64) {
+        (0..self.sim.len()).map(|i| self.sim.sent(i)).fold((0, 0, 0), |acc, s| (acc.0 + s.0, acc.1 + s.1, acc.2 + s.2))
+    }
+
+    /// (first, all) seconds from `at` until observers running since then saw `kind` about
+    /// `victim`; `all` is `None` if some observer never did.
+    fn detection(&self, victim: usize, at: Duration, kind: EventKind) -> Option<(f64, Option<f64>)> {
+        let limit = at + DETECTION_LIMIT;
+        let observers: Vec<usize> = self
+            .sim
+            .running()
+            .into_iter()
+            .filter(|&o| o != victim && self.downs.get(o).is_none_or(|d| d.iter().all(|&t| t < at)))
+            .collect();
+        let mut first: Option<Duration> = None;
+        let mut last = Duration::ZERO;
+        let mut seen = 0;
+        for &o in &observers {
+            let when = self
+                .sim
+                .observations()
+                .iter()
+                .find(|e| e.observer == o && e.subject == victim && e.kind == kind && e.at >= at && e.at <= limit)
+                .map(|e| e.at - at);
+            if let Some(w) = when {
+                seen += 1;
+                first = Some(first.map_or(w, |f| f.min(w)));
+                last = last.max(w);
+            }
+        }
+        let first = first?.as_secs_f64();
+        Some((first, (seen == observers.len()).then(|| last.as_secs_f64())))
+    }
+
+    /// Failed declarations of members not down in the preceding minute, and recoveries of
+    /// members not down in the preceding minute. Across a partition neither counts.
+    fn false_positives(&self) -> (usize, usize) {
+        let was_down = |node: usize, at: Duration| {
+            self.downs
+                .get(node)
+                .is_some_and(|d| d.iter().any(|&t| t <= at && at.saturating_sub(t) <= Duration::from_secs(60)))
+        };
+        let across = |a: usize, b: usize| match &self.side {
+            Some(side) => side.get(a) != side.get(b),
+            None => false,
+        };
+        let mut fp = 0;
+        let mut flaps = 0;
+        for o in self.sim.observations() {
+            if o.subject == usize::MAX || across(o.observer, o.subject) || was_down(o.subject, o.at) {
+                continue;
+            }
+            match o.kind {
+                EventKind::Failed => fp += 1,
+                EventKind::Recovered => flaps += 1,
+                _ => {}
+            }
+        }
+        (fp, flaps)
+    }
+
+    fn churn_step(&mut self) {
+        let n = self.opts.members;
+        let running = self.sim.running();
+        let down: Vec<usize> = (0..n).filter(|&i| self.sim.process(i) == Process::Down).collect();
+        let roll = self.rng.next_u64() % 4;
+        let pick = |v: &[usize], r: u64| v.get((r % v.len().max(1) as u64) as usize).copied();
+        let r = self.rng.next_u64();
+        let at = self.sim.elapsed();
+        match roll {
+            0 | 1 if running.len() > n / 2 => {
+                if let Some(victim) = pick(&running, r) {
+                    if roll == 0 {
+                        self.sim.crash(victim);
+                        self.note_down(victim, at);
+                    } else {
+                        self.sim.leave(victim, Duration::from_secs(2));
+                        self.note_down(victim, self.sim.elapsed());
+                    }
+                }
+            }
+            _ => {
+                if let Some(node) = pick(&down, r) {
+                    let seed = pick(&running, r >> 8).unwrap_or(0);
+                    let keep_state = r & 1 == 0;
+                    self.sim.restart(node, keep_state, &[seed]);
+                }
+            }
+        }
+    }
+}
+
+fn split_complete(sim: &Simulator, a: &[usize], b: &[usize]) -> bool {
+    // Nobody else fails in this scenario, so counting failed members suffices (and stays
+    // cheap at thousands of members).
+    let sees_failed = |side: &[usize], other: &[usize]| {
+        side.iter().all(|&o| sim.swim(o).is_some_and(|s| s.count(State::Failed) >= other.len()))
+    };
+    sees_failed(a, b) && sees_failed(b, a)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

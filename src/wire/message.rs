@@ -1,0 +1,196 @@
+//! SWIM message types. Every struct is a msgpack array; fields are only ever appended.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{Incarnation, NodeName, State, WireAddr};
+
+/// Small key/value metadata a member publishes about itself.
+pub type Tags = BTreeMap<String, String>;
+
+/// Declares a wire struct: serialized as an array; decoding fills missing trailing fields with
+/// their `Default` and skips unknown trailing fields, so older and newer agents interoperate.
+macro_rules! wire_struct {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct $name { $($(#[$fm])* pub $field: $ty),* }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct SeqVisitor;
+                impl<'de> serde::de::Visitor<'de> for SeqVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str(concat!("a ", stringify!($name), " array"))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<$name, A::Error> {
+                        $(let $field: $ty = seq.next_element()?.unwrap_or_default();)*
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        Ok($name { $($field),* })
+                    }
+                }
+                d.deserialize_seq(SeqVisitor)
+            }
+        }
+    };
+}
+
+
+wire_struct! {
+    /// One piggybacked membership update: what the sender believes about `name`.
+    pub struct Update {
+        /// The member the update is about.
+        pub name: NodeName,
+        /// The member's incarnation the update refers to.
+        pub incarnation: Incarnation,
+        /// The state claimed.
+        pub state: State,
+        /// For `suspect`/`failed`: the member that made the accusation; empty otherwise.
+        pub from: NodeName,
+        /// For `alive`: where the member listens.
+        pub addr: Option<WireAddr>,
+        /// For `alive`: the member's tags.
+        pub tags: Option<Tags>,
+    }
+}
+
+wire_struct! {
+    /// A direct probe: the receiver answers [`Ack`] if it is `target`.
+    pub struct Ping {
+        /// The sender's probe sequence number, echoed in the answer.
+        pub seq: u32,
+        /// Who the sender thinks it is probing (addresses can be reused).
+        pub target: NodeName,
+    }
+}
+
+wire_struct! {
+    /// The answer to a [`Ping`] (or a relayed answer to a [`PingReq`]).
+    pub struct Ack {
+        /// The sequence number being answered.
+        pub seq: u32,
+    }
+}
+
+wire_struct! {
+    /// Asks the receiver to probe `target` on the sender's behalf.
+    pub struct PingReq {
+        /// The requester's sequence number, echoed in the relayed [`Ack`] or [`Nack`].
+        pub seq: u32,
+        /// The member to probe.
+        pub target: NodeName,
+        /// Where to probe it.
+        pub addr: WireAddr,
+    }
+}
+
+wire_struct! {
+    /// Lifeguard: the relay could not reach the target (so the requester's own link is fine).
+    pub struct Nack {
+        /// The requester's sequence number.
+        pub seq: u32,
+    }
+}
+
+wire_struct! {
+    /// Anti-entropy: the sender's view of (part of) the membership.
+    pub struct PushPull {
+        /// Sent by a joining member: the answer carries the full membership.
+        pub join: bool,
+        /// This is the answer to a push-pull request.
+        pub reply: bool,
+        /// The members described.
+        pub members: Vec<Update>,
+        /// The sender's anti-entropy digest: one 16-bit hash per ring bucket (requests).
+        pub digest: Digest,
+        /// In an answer: the buckets whose members are included, and that the requester
+        /// should send its own members of in return.
+        pub buckets: Vec<u8>,
+    }
+}
+
+/// Per-bucket membership hashes, as one msgpack `bin` (2 bytes per bucket, big-endian).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Digest(pub Vec<u16>);
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|h| h.to_be_bytes()).collect();
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl serde::de::Visitor<'_> for BytesVisitor {
+            type Value = Digest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("digest bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Digest, E> {
+                Ok(Digest(
+                    b.chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .collect(),
+                ))
+            }
+        }
+        d.deserialize_bytes(BytesVisitor)
+    }
+}
+
+/// A message body; its kind is the byte that precedes it in a [`Packet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Direct probe.
+    Ping(Ping),
+    /// Probe answer.
+    Ack(Ack),
+    /// Indirect probe request.
+    PingReq(PingReq),
+    /// Indirect probe failed.
+    Nack(Nack),
+    /// Nothing but piggybacked updates.
+    Gossip,
+    /// State exchange (sent on a stream).
+    PushPull(PushPull),
+}
+
+impl Message {
+    /// The kind byte on the wire.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Ping(_) => 0,
+            Message::Ack(_) => 1,
+            Message::PingReq(_) => 2,
+            Message::Nack(_) => 3,
+            Message::Gossip => 4,
+            Message::PushPull(_) => 5,
+        }
+    }
+
+    /// A short name for logs and metric labels.
+    pub fn name(&self) -> &'static str {
+        KIND_NAMES.get(usize::from(self.kind())).copied().unwrap_or("unknown")
+    }
+}
+
+/// Metric label of each kind byte, in kind order.
+pub const KIND_NAMES: [&str; 6] = ["ping", "ack", "ping_req", "nack", "gossip", "push_pull"];
+
+/// A decoded packet: who sent it, the message, and the updates riding along.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// The sender's name (the agent checks it against the connection's certificate).
+    pub from: NodeName,
+    /// The message.
+    pub message: Message,
+    /// Piggybacked membership updates.
+    pub updates: Vec<Update>,
+}

@@ -42,6 +42,14 @@ impl Suspicion {
         true
     }
 
+    /// Who suspected the member first.
+    pub(crate) fn first_accuser(&self) -> &NodeName {
+        match self.accusers.first() {
+            Some(accuser) => accuser,
+            None => unreachable!("a suspicion starts with its accuser"),
+        }
+    }
+
     /// Independent confirmations so far (accusers beyond the first).
     pub(crate) fn confirmations(&self) -> u32 {
         self.accusers.len().saturating_sub(1) as u32

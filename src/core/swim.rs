@@ -114,6 +114,8 @@ pub struct Swim {
     leaving: bool,
     /// Declared failed while too unhealthy to refute: refute once health recovers.
     pending_refutation: Option<Incarnation>,
+    /// Accusers we sent our refutation to directly, for our current incarnation.
+    told_accusers: (Incarnation, Vec<NodeName>),
     gossip_scheduled: bool,
     last_gossip: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -155,6 +157,7 @@ impl Swim {
             joined: false,
             leaving: false,
             pending_refutation: None,
+            told_accusers: (Incarnation::default(), Vec::new()),
             gossip_scheduled: false,
             last_gossip: None,
             transmits: VecDeque::new(),
@@ -495,12 +498,10 @@ impl Swim {
             return;
         }
         self.stats.probes_failed += 1;
-        // Lifeguard: missing nacks mean our own links may be the problem.
-        let delta = if probe.nacks_expected > 0 {
-            (probe.nacks_expected - probe.nacks.min(probe.nacks_expected)) as i32
-        } else {
-            1
-        };
+        // Lifeguard: without nacks our own links may be the problem. Unlike memberlist we
+        // count one step, and none once any nack arrived: a nack proves our links to that
+        // relay work, and in a partition the relays across it can never answer.
+        let delta = i32::from(probe.nacks == 0);
         self.change_awareness(now, delta);
         let Some(member) = self.members.get(probe.target) else { return };
         if member.info.name != probe.target_name {
@@ -877,6 +878,7 @@ impl Swim {
                 if update.incarnation >= current {
                     self.refute(now, update.incarnation);
                 }
+                self.tell_accuser(&update.from);
             }
             State::Failed | State::Left => {
                 if update.incarnation >= current {
@@ -884,10 +886,29 @@ impl Swim {
                         self.refute(now, update.incarnation);
                     } else {
                         self.pending_refutation = Some(update.incarnation.max(self.pending_refutation.unwrap_or_default()));
+                        return;
                     }
                 }
+                self.tell_accuser(&update.from);
             }
         }
+    }
+
+    /// Sends our refutation straight to whoever accused us: its suspicion started first, so
+    /// its timer runs out first, and gossip alone may reach it late.
+    fn tell_accuser(&mut self, accuser: &NodeName) {
+        let incarnation = self.incarnation();
+        if self.told_accusers.0 != incarnation {
+            self.told_accusers = (incarnation, Vec::new());
+        }
+        if accuser.as_str().is_empty() || self.told_accusers.1.contains(accuser) || self.told_accusers.1.len() >= 8 {
+            return;
+        }
+        let Some(slot) = self.members.find(accuser.as_str()) else { return };
+        let Some(addr) = self.members.info(slot).map(|i| i.addr) else { return };
+        self.told_accusers.1.push(accuser.clone());
+        let me = self.me;
+        self.send_with(addr, Some(slot), Message::Gossip, Some(me));
     }
 
     fn reap(&mut self, now: Instant, slot: Slot) {
@@ -949,18 +970,36 @@ impl Swim {
     /// believe suspect or failed gets our view of itself first (Lifeguard's buddy system,
     /// extended to failure), so it can refute at once.
     fn send(&mut self, to: SocketAddr, slot: Option<Slot>, message: Message) {
+        self.send_with(to, slot, message, None);
+    }
+
+    /// [`Swim::send`], with our current view of member `about` first in the packet.
+    fn send_with(&mut self, to: SocketAddr, slot: Option<Slot>, message: Message, about: Option<Slot>) {
         let mut payload = Vec::with_capacity(self.config.datagram_budget);
         wire::encode_head(self.cluster, &self.my_info().name.clone(), &message, &mut payload);
         let mut updates = Vec::new();
         let mut count = 0;
         let room = self.config.datagram_budget.saturating_sub(payload.len() + 3);
-        if let Some(member) = slot.and_then(|s| self.members.get(s))
-            && matches!(member.state, State::Suspect | State::Failed)
-        {
+        let buddy = slot.filter(|&s| {
+            self.members
+                .get(s)
+                .is_some_and(|m| matches!(m.state, State::Suspect | State::Failed))
+        });
+        for member_slot in [buddy, about].into_iter().flatten() {
+            let Some(member) = self.members.get(member_slot) else { continue };
             let mut update = update_of(member);
-            update.from = self.my_info().name.clone();
+            // Name the first accuser, so the suspect can answer it directly.
+            update.from = match update.state {
+                State::Suspect => self
+                    .suspicions
+                    .get(&member_slot)
+                    .map(|s| s.first_accuser().clone())
+                    .unwrap_or_else(|| self.my_info().name.clone()),
+                State::Failed => self.my_info().name.clone(),
+                _ => NodeName::default(),
+            };
             let bytes = wire::encode_update(&update);
-            if bytes.len() <= room {
+            if bytes.len() <= room.saturating_sub(updates.len()) {
                 updates.extend_from_slice(&bytes);
                 count += 1;
             }

@@ -497,11 +497,11 @@ impl Simulator {
             });
         }
         let wake = swim.poll_timeout();
-        if let Some(at) = wake
+        if let Some(at) = wake.map(|at| at.max(now))
             && node.wake_at.is_none_or(|w| at < w || w < now)
         {
             node.wake_at = Some(at);
-            self.push_job(at.max(now), Job::Wake(i));
+            self.push_job(at, Job::Wake(i));
         }
         for t in outgoing {
             let Some(&to) = self.by_addr.get(&t.to) else { continue };

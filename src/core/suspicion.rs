@@ -15,6 +15,8 @@ pub(crate) struct Suspicion {
     expected: u32,
     /// Who has suspected the member independently (the first accuser included).
     accusers: Vec<NodeName>,
+    /// Started from a `failed` verdict we had no suspicion for: only our timer ends it.
+    pub(crate) from_verdict: bool,
 }
 
 impl Suspicion {
@@ -30,6 +32,7 @@ impl Suspicion {
             max,
             expected,
             accusers: vec![accuser],
+            from_verdict: false,
         }
     }
 

@@ -747,9 +747,15 @@ impl Swim {
         }
         let Some(member) = self.members.get(slot) else { return };
         let (current, state) = (member.incarnation, member.state);
+        // The accuser: named in the update, else the peer it came from (push-pull).
+        let mut update = update;
+        if matches!(update.state, State::Suspect | State::Failed) && update.from.as_str().is_empty() {
+            update.from = sender.cloned().unwrap_or_default();
+        }
         // Accusations from members we believe suspect or failed are not trusted: a member
-        // that cannot hear acks would otherwise fail the whole cluster (ours, see DESIGN).
-        if matches!(update.state, State::Suspect | State::Failed) && !update.from.as_str().is_empty() {
+        // that cannot hear acks, or the far side of a healed partition, would otherwise
+        // fail healthy members (ours).
+        if matches!(update.state, State::Suspect | State::Failed) {
             let distrusted = self
                 .members
                 .find(update.from.as_str())
@@ -791,27 +797,26 @@ impl Swim {
                     self.transition(now, slot, State::Alive, update.incarnation, source);
                 }
             }
-            State::Suspect => {
-                let accuser = if update.from.as_str().is_empty() {
-                    sender.cloned().unwrap_or_default()
-                } else {
-                    update.from
-                };
-                self.suspect(now, slot, update.incarnation, accuser, source);
-            }
+            State::Suspect => self.suspect(now, slot, update.incarnation, update.from, source),
             State::Failed => {
                 if update.incarnation < current || matches!(state, State::Failed | State::Left) {
                     return;
                 }
                 if state == State::Alive {
-                    // A verdict we had no suspicion for: run our own suspicion instead, so a
-                    // single confused member cannot fail a healthy one (ours).
-                    let accuser = if update.from.as_str().is_empty() {
-                        sender.cloned().unwrap_or_default()
-                    } else {
-                        update.from
-                    };
-                    self.suspect(now, slot, update.incarnation, accuser, source);
+                    // A verdict we had no suspicion for: run our own suspicion instead and
+                    // check the member ourselves, so a confused member (or the far side of
+                    // a healed partition) cannot fail a healthy one (ours).
+                    self.suspect(now, slot, update.incarnation, update.from, source);
+                    if let Some(suspicion) = self.suspicions.get_mut(&slot) {
+                        suspicion.from_verdict = true;
+                        if !self.probes.values().any(|p| p.target == slot) {
+                            self.start_probe(now, slot, ProbeKind::Check);
+                        }
+                    }
+                    return;
+                }
+                if self.suspicions.get(&slot).is_some_and(|s| s.from_verdict) {
+                    // Our own timer decides a suspicion that began as a surprise verdict.
                     return;
                 }
                 self.transition(now, slot, State::Failed, update.incarnation, source);

@@ -218,6 +218,12 @@ struct Run {
 
 /// Runs one scenario.
 pub fn run(opts: Options) -> Report {
+    run_detailed(opts).0
+}
+
+/// Runs one scenario and also returns the simulator (for its observations) and, per node,
+/// the times it went down.
+pub fn run_detailed(opts: Options) -> (Report, Simulator, Vec<Vec<Duration>>) {
     let wall = WallClock::now();
     let mut sim = Simulator::new(opts.members, opts.config.clone(), opts.seed);
     if opts.scenario != ScenarioKind::Loss {
@@ -232,7 +238,8 @@ pub fn run(opts: Options) -> Report {
         wall,
         last_progress: wall,
     };
-    run.execute()
+    let report = run.execute();
+    (report, run.sim, run.downs)
 }
 
 impl Run {
@@ -451,12 +458,14 @@ impl Run {
     }
 
     /// Failed declarations of members not down in the preceding minute, and recoveries of
-    /// members not down in the preceding minute. Across a partition neither counts.
+    /// members that had not gone down since (a minute before) they were declared failed.
+    /// Across a partition neither counts.
     fn false_positives(&self) -> (usize, usize) {
-        let was_down = |node: usize, at: Duration| {
+        let minute = Duration::from_secs(60);
+        let down_between = |node: usize, from: Duration, to: Duration| {
             self.downs
                 .get(node)
-                .is_some_and(|d| d.iter().any(|&t| t <= at && at.saturating_sub(t) <= Duration::from_secs(60)))
+                .is_some_and(|d| d.iter().any(|&t| t <= to && t + minute >= from))
         };
         let across = |a: usize, b: usize| match &self.side {
             Some(side) => side.get(a) != side.get(b),
@@ -464,13 +473,24 @@ impl Run {
         };
         let mut fp = 0;
         let mut flaps = 0;
+        let mut failed_at: std::collections::HashMap<(usize, usize), Duration> = Default::default();
         for o in self.sim.observations() {
-            if o.subject == usize::MAX || across(o.observer, o.subject) || was_down(o.subject, o.at) {
+            if o.subject == usize::MAX || across(o.observer, o.subject) {
                 continue;
             }
             match o.kind {
-                EventKind::Failed => fp += 1,
-                EventKind::Recovered => flaps += 1,
+                EventKind::Failed => {
+                    failed_at.insert((o.observer, o.subject), o.at);
+                    if !down_between(o.subject, o.at, o.at) {
+                        fp += 1;
+                    }
+                }
+                EventKind::Recovered => {
+                    let since = failed_at.get(&(o.observer, o.subject)).copied().unwrap_or(o.at);
+                    if !down_between(o.subject, since, o.at) {
+                        flaps += 1;
+                    }
+                }
                 _ => {}
             }
         }

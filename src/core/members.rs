@@ -27,6 +27,11 @@ pub struct MemberInfo {
 }
 
 impl MemberInfo {
+    /// Position on the hash ring (a stable hash of the name).
+    pub fn ring_hash(&self) -> u64 {
+        self.ring_hash
+    }
+
     /// Builds an identity.
     pub fn new(name: NodeName, addr: SocketAddr, tags: Tags) -> Self {
         let ring_hash = hash64(name.as_str().as_bytes(), 0);
@@ -166,6 +171,37 @@ impl Members {
         slot
     }
 
+    /// Adds many members not yet in the table at once (restoring 10,000 members one by one
+    /// would cost O(n²) in ring insertions).
+    pub(crate) fn extend(&mut self, members: Vec<Member>, rng: &mut impl RngCore) -> Vec<Slot> {
+        let mut added = Vec::with_capacity(members.len());
+        for member in members {
+            self.counts[state_index(member.state)] += 1;
+            let failed = member.state == State::Failed;
+            self.slots.push(Some(member));
+            let slot = (self.slots.len() - 1) as Slot;
+            if failed {
+                self.failed.push(slot);
+            }
+            self.toggle_digest(slot);
+            added.push(slot);
+        }
+        self.ring.extend_from_slice(&added);
+        let slots = &self.slots;
+        let key = |s: &Slot| {
+            slots
+                .get(*s as usize)
+                .and_then(Option::as_ref)
+                .map(|m| (m.info.ring_hash, m.info.name.as_str()))
+        };
+        // Input usually arrives in ring order (a snapshot), which this sort handles in O(n).
+        self.ring.sort_by(|a, b| key(a).cmp(&key(b)));
+        self.probe_order.extend_from_slice(&added);
+        shuffle(&mut self.probe_order, rng);
+        self.probe_pos = 0;
+        added
+    }
+
     pub(crate) fn remove(&mut self, slot: Slot) -> Option<Member> {
         let name = self.info(slot)?.name.clone();
         if let Ok(pos) = self.ring_search(name.as_str()) {
@@ -251,9 +287,6 @@ impl Members {
         self.count(State::Alive) + self.count(State::Suspect)
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.ring.len()
-    }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Slot, &Member)> {
         self.ring

@@ -190,9 +190,25 @@ impl Swim {
 
     /// Loads last-known members (from the agent's state directory, or the simulator's
     /// bootstrap) without events; they are probed like any other member.
-    pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = Update>) {
-        for update in members {
-            self.apply_update(now, update, None, Source::Restore);
+    /// Members already known (ourselves included) are skipped.
+    pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = (Arc<MemberInfo>, Incarnation, State)>) {
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<Member> = members
+            .into_iter()
+            .filter(|(info, _, _)| self.members.find(info.name.as_str()).is_none() && seen.insert(info.name.clone()))
+            .map(|(info, incarnation, state)| Member {
+                info,
+                incarnation,
+                state,
+                since: now,
+            })
+            .collect();
+        for slot in self.members.extend(fresh, &mut self.rng) {
+            match self.members.get(slot).map(|m| m.state) {
+                Some(State::Failed) => self.schedule(now + self.config.reap_failed_after, Timer::Reap(slot)),
+                Some(State::Left) => self.schedule(now + self.config.reap_left_after, Timer::Reap(slot)),
+                _ => {}
+            }
         }
         if self.members.live() > 1 {
             self.joined = true;
@@ -830,27 +846,28 @@ impl Swim {
         }
     }
 
-    fn add_member(&mut self, now: Instant, update: Update, source: Source) {
-        let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
-        let info = Arc::new(MemberInfo::new(update.name, addr, update.tags.unwrap_or_default()));
+    fn insert_member(&mut self, now: Instant, info: Arc<MemberInfo>, incarnation: Incarnation, state: State) -> Slot {
         let slot = self.members.insert(
             Member {
                 info,
-                incarnation: update.incarnation,
-                state: update.state,
+                incarnation,
+                state,
                 since: now,
             },
             &mut self.rng,
         );
-        if update.state != State::Alive {
-            // Restored non-alive members keep their reaping clock from now.
-            let after = if update.state == State::Left {
-                self.config.reap_left_after
-            } else {
-                self.config.reap_failed_after
-            };
-            self.schedule(now + after, Timer::Reap(slot));
+        match state {
+            State::Failed => self.schedule(now + self.config.reap_failed_after, Timer::Reap(slot)),
+            State::Left => self.schedule(now + self.config.reap_left_after, Timer::Reap(slot)),
+            State::Alive | State::Suspect => {}
         }
+        slot
+    }
+
+    fn add_member(&mut self, now: Instant, update: Update, source: Source) {
+        let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
+        let info = Arc::new(MemberInfo::new(update.name, addr, update.tags.unwrap_or_default()));
+        let slot = self.insert_member(now, info, update.incarnation, update.state);
         if self.members.live() > 1 {
             self.joined = true;
         }

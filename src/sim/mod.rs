@@ -9,6 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
@@ -16,8 +17,8 @@ use rand_core::{RngCore, SeedableRng};
 
 pub use network::Network;
 
-use crate::core::{Channel, Config, EventKind, Identity, Swim};
-use crate::wire::{self, ClusterId, Incarnation, NodeName, State, Update};
+use crate::core::{Channel, Config, EventKind, Identity, MemberInfo, Swim};
+use crate::wire::{self, ClusterId, Incarnation, NodeName, State};
 
 /// Bytes every datagram costs on the wire beyond its payload: IPv4 + UDP (28) and QUIC's
 /// short header, AEAD tag and DATAGRAM frame header with 8-byte connection ids (37),
@@ -65,7 +66,7 @@ struct Node {
     backlog: Vec<(SocketAddr, Vec<u8>, Channel)>,
     wake_at: Option<Instant>,
     /// What the state directory holds across restarts.
-    saved: Option<(Incarnation, Vec<Update>)>,
+    saved: Option<(Incarnation, Vec<(Arc<MemberInfo>, Incarnation, State)>)>,
     msgs_sent: u64,
     bytes_sent: u64,
     bytes_with_overhead: u64,
@@ -179,16 +180,17 @@ impl Simulator {
     /// Starts every node already knowing every other (as a restarted agent restores its
     /// state directory): a converged cluster without simulating thousands of joins.
     pub fn start_converged(&mut self) {
-        let everyone: Vec<Update> = self
+        // One shared identity per member, as a real agent would hold one per peer.
+        let everyone: Vec<(Arc<MemberInfo>, Incarnation, State)> = self
             .nodes
             .iter()
-            .map(|n| Update {
-                name: n.name.clone(),
-                addr: Some(wire::WireAddr(n.addr)),
-                tags: Some(Default::default()),
-                ..Update::default()
+            .map(|n| {
+                let info = MemberInfo::new(n.name.clone(), n.addr, Default::default());
+                (Arc::new(info), Incarnation(0), State::Alive)
             })
             .collect();
+        let mut everyone = everyone;
+        everyone.sort_by(|a, b| (a.0.ring_hash(), a.0.name.as_str()).cmp(&(b.0.ring_hash(), b.0.name.as_str())));
         for i in 0..self.nodes.len() {
             self.boot(i, Incarnation(0));
             let now = self.now;
@@ -231,7 +233,10 @@ impl Simulator {
     pub fn crash(&mut self, i: usize) {
         if let Some(node) = self.nodes.get_mut(i) {
             if let Some(swim) = node.swim.take() {
-                node.saved = Some((swim.incarnation(), swim.snapshot()));
+                node.saved = Some((
+                    swim.incarnation(),
+                    swim.members().map(|m| (m.info, m.incarnation, m.state)).collect(),
+                ));
             }
             node.process = Process::Down;
             node.backlog.clear();

@@ -1,1 +1,205 @@
+use std::net::SocketAddr;
 
+use proptest::prelude::*;
+
+use super::*;
+
+const CLUSTER: ClusterId = ClusterId(0xdead_beef);
+
+fn name() -> impl Strategy<Value = NodeName> {
+    "[a-z0-9._-]{1,20}".prop_map(|s| NodeName::new(&s))
+}
+
+fn addr() -> impl Strategy<Value = WireAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| WireAddr(SocketAddr::from((ip, port)))),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| WireAddr(SocketAddr::from((ip, port)))),
+    ]
+}
+
+fn state() -> impl Strategy<Value = State> {
+    prop_oneof![Just(State::Alive), Just(State::Suspect), Just(State::Failed), Just(State::Left)]
+}
+
+fn update() -> impl Strategy<Value = Update> {
+    (
+        name(),
+        any::<u32>(),
+        state(),
+        prop_oneof![Just(NodeName::default()), name()],
+        proptest::option::of(addr()),
+        proptest::option::of(proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,16}", 0..4)),
+    )
+        .prop_map(|(name, inc, state, from, addr, tags)| Update {
+            name,
+            incarnation: Incarnation(inc),
+            state,
+            from,
+            addr,
+            tags,
+        })
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (any::<u32>(), name()).prop_map(|(seq, target)| Message::Ping(Ping { seq, target })),
+        any::<u32>().prop_map(|seq| Message::Ack(Ack { seq })),
+        (any::<u32>(), name(), addr()).prop_map(|(seq, target, addr)| Message::PingReq(PingReq { seq, target, addr })),
+        any::<u32>().prop_map(|seq| Message::Nack(Nack { seq })),
+        Just(Message::Gossip),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(update(), 0..5),
+            proptest::collection::vec(any::<u16>(), 0..64),
+            proptest::collection::vec(0u8..64, 0..8)
+        )
+            .prop_map(|(join, reply, members, digest, buckets)| Message::PushPull(PushPull {
+                join,
+                reply,
+                members,
+                digest: Digest(digest),
+                buckets,
+            })),
+    ]
+}
+
+fn packet() -> impl Strategy<Value = Packet> {
+    (name(), message(), proptest::collection::vec(update(), 0..8)).prop_map(|(from, message, updates)| Packet {
+        from,
+        message,
+        updates,
+    })
+}
+
+proptest! {
+    #[test]
+    fn every_packet_round_trips(p in packet()) {
+        let bytes = encode(CLUSTER, &p);
+        prop_assert_eq!(decode(CLUSTER, &bytes, MAX_STREAM_LEN), Ok(p));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN);
+        let mut framed = vec![VERSION];
+        framed.extend_from_slice(&CLUSTER.0.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        let _ = decode(CLUSTER, &framed, MAX_DATAGRAM_LEN);
+    }
+
+    #[test]
+    fn corrupted_packets_never_panic(p in packet(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut bytes = encode(CLUSTER, &p);
+        for (at, value) in flips {
+            let len = bytes.len();
+            bytes[at % len] = value;
+        }
+        let _ = decode(CLUSTER, &bytes, MAX_STREAM_LEN);
+    }
+
+    #[test]
+    fn truncated_packets_are_errors(p in packet(), cut in any::<usize>()) {
+        let bytes = encode(CLUSTER, &p);
+        let cut = cut % bytes.len();
+        prop_assert!(decode(CLUSTER, &bytes[..cut], MAX_STREAM_LEN).is_err());
+    }
+}
+
+fn sample() -> Packet {
+    Packet {
+        from: NodeName::new("node-1"),
+        message: Message::Ping(Ping { seq: 7, target: NodeName::new("node-2") }),
+        updates: vec![],
+    }
+}
+
+#[test]
+fn other_cluster_is_rejected() {
+    let bytes = encode(ClusterId::of("blue"), &sample());
+    assert_eq!(decode(ClusterId::of("green"), &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::ClusterMismatch(ClusterId::of("blue").0)));
+}
+
+#[test]
+fn unknown_version_is_rejected() {
+    let mut bytes = encode(CLUSTER, &sample());
+    bytes[0] = 9;
+    assert_eq!(decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::Version(9)));
+}
+
+#[test]
+fn oversize_is_rejected_before_parsing() {
+    let bytes = vec![0u8; 2000];
+    assert!(matches!(decode(CLUSTER, &bytes, 1200), Err(DecodeError::Oversize { len: 2000, limit: 1200 })));
+}
+
+#[test]
+fn declared_lengths_beyond_the_input_are_rejected() {
+    // An array claiming 2^32-1 elements in 5 bytes must not allocate for them.
+    let mut bytes = vec![VERSION];
+    bytes.extend_from_slice(&CLUSTER.0.to_be_bytes());
+    bytes.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+    assert!(matches!(decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::Malformed(_))));
+    // A string claiming 4 GiB.
+    assert!(check_structure(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a']).is_err());
+}
+
+#[test]
+fn deep_nesting_is_rejected() {
+    let bytes = vec![0x91; 64];
+    assert!(check_structure(&bytes).is_err());
+}
+
+#[test]
+fn invalid_names_are_rejected() {
+    let mut p = sample();
+    p.from = NodeName::new("bad name");
+    assert!(matches!(decode(CLUSTER, &encode(CLUSTER, &p), MAX_DATAGRAM_LEN), Err(DecodeError::Invalid(_))));
+    p.from = NodeName::new("");
+    assert!(matches!(decode(CLUSTER, &encode(CLUSTER, &p), MAX_DATAGRAM_LEN), Err(DecodeError::Invalid(_))));
+}
+
+#[test]
+fn oversized_peer_tags_are_rejected() {
+    let mut p = sample();
+    let tags: Tags = (0..100).map(|i| (format!("key{i}"), "v".repeat(40))).collect();
+    p.updates.push(Update { name: NodeName::new("x"), tags: Some(tags), ..Update::default() });
+    assert_eq!(decode(CLUSTER, &encode(CLUSTER, &p), MAX_STREAM_LEN), Err(DecodeError::Invalid("member tags exceed 4096 bytes")));
+}
+
+#[test]
+fn newer_fields_are_skipped_and_missing_ones_default() {
+    // An Ack from a future version with two extra trailing fields.
+    let mut bytes = vec![VERSION];
+    bytes.extend_from_slice(&CLUSTER.0.to_be_bytes());
+    let mut body = Vec::new();
+    rmp::encode::write_array_len(&mut body, 5).unwrap(); // packet with one extra field
+    rmp::encode::write_str(&mut body, "node-1").unwrap();
+    rmp::encode::write_uint(&mut body, 1).unwrap();
+    rmp::encode::write_array_len(&mut body, 3).unwrap(); // Ack { seq, extra, extra }
+    rmp::encode::write_uint(&mut body, 42).unwrap();
+    rmp::encode::write_str(&mut body, "future").unwrap();
+    rmp::encode::write_nil(&mut body).unwrap();
+    rmp::encode::write_array_len(&mut body, 1).unwrap(); // one update with only a name
+    rmp::encode::write_array_len(&mut body, 1).unwrap();
+    rmp::encode::write_str(&mut body, "node-2").unwrap();
+    rmp::encode::write_bool(&mut body, true).unwrap(); // the extra packet field
+    bytes.extend_from_slice(&body);
+    let packet = decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN).unwrap();
+    assert_eq!(packet.message, Message::Ack(Ack { seq: 42 }));
+    assert_eq!(packet.updates, vec![Update { name: NodeName::new("node-2"), ..Update::default() }]);
+}
+
+#[test]
+fn ping_is_compact() {
+    // Header 5 + array 1 + "node-1" 7 + kind 1 + [seq, "node-2"] 9 + updates 1.
+    assert_eq!(encode(CLUSTER, &sample()).len(), 24);
+}
+
+#[test]
+fn unknown_message_kind_is_an_error() {
+    let mut bytes = encode(CLUSTER, &sample());
+    // The kind byte follows the header, the array marker and the 7-byte name.
+    bytes[5 + 1 + 7] = 42;
+    assert!(matches!(decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::Malformed(_))));
+}

@@ -29,6 +29,12 @@ impl Awareness {
         d * (self.score + 1)
     }
 
+    /// At the maximum: this member's own probes keep failing without nacks. It stops
+    /// refuting, so a member that cannot talk properly ends failed instead of flapping.
+    pub(crate) fn is_degraded(self) -> bool {
+        self.score >= self.max
+    }
+
     /// Healthy enough to claim, against the cluster's verdict, that it is not failed:
     /// a member whose own probes keep failing is the likelier culprit and stays out until
     /// its health recovers (below half the maximum).

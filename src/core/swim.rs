@@ -56,6 +56,7 @@ enum Timer {
     ProbeDeadline(u32),
     RelayTimeout(u32),
     Suspicion(Slot),
+    SuspicionCheck(Slot),
     Reap(Slot),
 }
 
@@ -433,6 +434,15 @@ impl Swim {
                     }
                 }
             }
+            Timer::SuspicionCheck(slot) => {
+                // Nobody confirmed this suspicion: we may have missed the refutation (or be
+                // the only one to have heard a stale rumor). Check the member ourselves; the
+                // ping tells it what we believe, so a live member answers with its news.
+                let unconfirmed = self.suspicions.get(&slot).is_some_and(|s| s.confirmations() == 0);
+                if unconfirmed && !self.leaving && !self.probes.values().any(|p| p.target == slot) {
+                    self.start_probe(now, slot, ProbeKind::Check);
+                }
+            }
             Timer::Reap(slot) => self.reap(now, slot),
         }
     }
@@ -639,8 +649,10 @@ impl Swim {
                 } else {
                     self.config.suspicion_confirmations
                 };
-                let suspicion = Suspicion::new(now, accuser.clone(), expected, self.config.suspicion_bounds(n));
+                let bounds = self.config.suspicion_bounds(n);
+                let suspicion = Suspicion::new(now, accuser.clone(), expected, bounds);
                 self.schedule(suspicion.deadline(), Timer::Suspicion(slot));
+                self.schedule(now + bounds.0 / 2, Timer::SuspicionCheck(slot));
                 self.suspicions.insert(slot, suspicion);
                 self.transition(now, slot, State::Suspect, incarnation, source);
                 self.enqueue_suspect(now, slot, &accuser);
@@ -757,7 +769,7 @@ impl Swim {
         };
         if slot == self.me {
             if source != Source::Restore {
-                self.update_about_me(now, update);
+                self.update_about_me(now, update, sender);
             }
             return;
         }
@@ -880,7 +892,7 @@ impl Swim {
         }
     }
 
-    fn update_about_me(&mut self, now: Instant, update: Update) {
+    fn update_about_me(&mut self, now: Instant, update: Update, sender: Option<&NodeName>) {
         let current = self.incarnation();
         if self.leaving {
             return;
@@ -898,9 +910,19 @@ impl Swim {
             }
             State::Suspect => {
                 if update.incarnation >= current {
+                    if self.awareness.is_degraded() {
+                        // Our own probes keep failing without nacks: we are the likelier
+                        // culprit, so we let the suspicion run (ours; see may_refute_failure).
+                        self.pending_refutation = Some(update.incarnation.max(self.pending_refutation.unwrap_or_default()));
+                        return;
+                    }
                     self.refute(now, update.incarnation);
                 }
                 self.tell_accuser(&update.from);
+                if let Some(sender) = sender {
+                    // The sender still holds the suspicion: it missed our refutation.
+                    self.tell_accuser(sender);
+                }
             }
             State::Failed | State::Left => {
                 if update.incarnation >= current {
@@ -912,6 +934,9 @@ impl Swim {
                     }
                 }
                 self.tell_accuser(&update.from);
+                if let Some(sender) = sender {
+                    self.tell_accuser(sender);
+                }
             }
         }
     }
@@ -960,7 +985,10 @@ impl Swim {
             Some(last) => (last + self.config.gossip_interval).max(now),
             None => now,
         };
-        self.schedule(at, Timer::Gossip);
+        // A little jitter keeps members from gossiping in lockstep: rounds that all fire at
+        // the same instant race with the very updates they carry.
+        let jitter = self.random_fraction_of(self.config.gossip_interval / 5);
+        self.schedule(at + jitter, Timer::Gossip);
     }
 
     fn gossip(&mut self, now: Instant) {

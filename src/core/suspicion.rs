@@ -15,8 +15,8 @@ pub(crate) struct Suspicion {
     expected: u32,
     /// Who has suspected the member independently (the first accuser included).
     accusers: Vec<NodeName>,
-    /// Started from a `failed` verdict we had no suspicion for: only our timer ends it.
-    pub(crate) from_verdict: bool,
+    /// A `failed` verdict arrived while the suspicion was young: it takes effect then.
+    verdict_at: Option<Instant>,
 }
 
 impl Suspicion {
@@ -32,7 +32,7 @@ impl Suspicion {
             max,
             expected,
             accusers: vec![accuser],
-            from_verdict: false,
+            verdict_at: None,
         }
     }
 
@@ -58,9 +58,21 @@ impl Suspicion {
         self.accusers.len().saturating_sub(1) as u32
     }
 
+    /// When the suspicion began.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Records a verdict to accept at `at` (the earliest one wins); returns the new deadline.
+    pub(crate) fn accept_verdict_at(&mut self, at: Instant) -> Instant {
+        self.verdict_at = Some(self.verdict_at.map_or(at, |v| v.min(at)));
+        self.deadline()
+    }
+
     /// When the member is declared failed, given the confirmations so far.
     pub(crate) fn deadline(&self) -> Instant {
-        self.started + timeout(self.confirmations(), self.expected, self.min, self.max)
+        let own = self.started + timeout(self.confirmations(), self.expected, self.min, self.max);
+        self.verdict_at.map_or(own, |v| v.min(own))
     }
 }
 

@@ -831,20 +831,22 @@ impl Swim {
                     return;
                 }
                 if state == State::Alive {
-                    // A verdict we had no suspicion for: run our own suspicion instead and
-                    // check the member ourselves, so a confused member (or the far side of
-                    // a healed partition) cannot fail a healthy one (ours).
-                    self.suspect(now, slot, update.incarnation, update.from, source);
-                    if let Some(suspicion) = self.suspicions.get_mut(&slot) {
-                        suspicion.from_verdict = true;
-                        if !self.probes.values().any(|p| p.target == slot) {
-                            self.start_probe(now, slot, ProbeKind::Check);
-                        }
-                    }
-                    return;
+                    self.suspect(now, slot, update.incarnation, update.from.clone(), source);
                 }
-                if self.suspicions.get(&slot).is_some_and(|s| s.from_verdict) {
-                    // Our own timer decides a suspicion that began as a surprise verdict.
+                // A verdict on a member we did not suspect, or only just began to: check it
+                // ourselves and accept the verdict only once our suspicion is half its minimum
+                // old, so the member gets a chance to refute in our eyes. A crashed member
+                // costs nothing more (we rarely hear a verdict before the suspicion); a
+                // confused member, or the far side of a healed partition, cannot fail a
+                // healthy one (ours).
+                let half_min = self.config.suspicion_bounds(self.members.live()).0 / 2;
+                let Some(suspicion) = self.suspicions.get_mut(&slot) else { return };
+                if now < suspicion.started() + half_min {
+                    let at = suspicion.accept_verdict_at(suspicion.started() + half_min);
+                    self.schedule(at, Timer::Suspicion(slot));
+                    if !self.probes.values().any(|p| p.target == slot) {
+                        self.start_probe(now, slot, ProbeKind::Check);
+                    }
                     return;
                 }
                 self.transition(now, slot, State::Failed, update.incarnation, source);

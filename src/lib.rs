@@ -5,10 +5,10 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod core;
 pub mod sim;
 pub mod wire;
-pub mod cli;
 
 /// The version and source revision, as `swimd --version` prints them.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SWIMD_REVISION"), ")");

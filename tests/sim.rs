@@ -19,7 +19,12 @@ fn converged_cluster(members: usize, seed: u64) -> Simulator {
 }
 
 /// Time until every running node other than `subject` sees it in `state`.
-fn time_until_everyone_sees(sim: &mut Simulator, subject: usize, state: State, limit: Duration) -> Option<Duration> {
+fn time_until_everyone_sees(
+    sim: &mut Simulator,
+    subject: usize,
+    state: State,
+    limit: Duration,
+) -> Option<Duration> {
     sim.run_until(limit, |s| {
         s.running()
             .into_iter()
@@ -40,11 +45,18 @@ fn crashed_member_is_failed_everywhere_within(members: usize, bound: Duration) {
     let victim = members / 3;
     sim.crash(victim);
     let took = time_until_everyone_sees(&mut sim, victim, State::Failed, secs(30));
-    let took = took.unwrap_or_else(|| panic!("{members} members: crash not detected everywhere in 30 s"));
-    assert!(took <= bound, "{members} members: detection took {took:?}, bound {bound:?}");
+    let took =
+        took.unwrap_or_else(|| panic!("{members} members: crash not detected everywhere in 30 s"));
+    assert!(
+        took <= bound,
+        "{members} members: detection took {took:?}, bound {bound:?}"
+    );
     // Nobody else was hurt.
     for o in sim.observations() {
-        assert!(o.kind != EventKind::Failed || o.subject == victim, "false failure: {o:?}");
+        assert!(
+            o.kind != EventKind::Failed || o.subject == victim,
+            "false failure: {o:?}"
+        );
     }
 }
 
@@ -69,9 +81,16 @@ fn leaving_member_is_left_everywhere_and_never_failed(members: usize) {
     sim.leave(leaver, secs(2));
     assert_eq!(sim.process(leaver), Process::Down);
     let took = time_until_everyone_sees(&mut sim, leaver, State::Left, secs(5));
-    assert!(took.is_some(), "{members} members: leave not seen everywhere");
+    assert!(
+        took.is_some(),
+        "{members} members: leave not seen everywhere"
+    );
     sim.run_for(secs(30));
-    assert_eq!(failures_of(&sim, leaver), 0, "a member that left was declared failed");
+    assert_eq!(
+        failures_of(&sim, leaver),
+        0,
+        "a member that left was declared failed"
+    );
     for o in sim.running() {
         assert_eq!(sim.view(o, leaver), Some(State::Left));
     }
@@ -98,11 +117,22 @@ fn suspected_live_member_refutes_with_higher_incarnation() {
     let target = 4;
     // Everything sent to the target is lost for a moment: probes of it fail.
     sim.network.set_node_loss(target, 1.0, 0.0);
-    let suspected = sim.run_until(secs(10), |s| s.observations().iter().any(|o| o.subject == target && o.kind == EventKind::Suspect));
-    assert!(suspected.is_some(), "the unreachable member was never suspected");
+    let suspected = sim.run_until(secs(10), |s| {
+        s.observations()
+            .iter()
+            .any(|o| o.subject == target && o.kind == EventKind::Suspect)
+    });
+    assert!(
+        suspected.is_some(),
+        "the unreachable member was never suspected"
+    );
     sim.network.set_node_loss(target, 0.0, 0.0);
     sim.run_for(secs(15));
-    assert_eq!(failures_of(&sim, target), 0, "the member was declared failed instead of refuting");
+    assert_eq!(
+        failures_of(&sim, target),
+        0,
+        "the member was declared failed instead of refuting"
+    );
     let refuted_incarnation = sim.swim(target).map(|s| s.incarnation().0).unwrap_or(0);
     assert!(refuted_incarnation >= 1, "no refutation happened");
     for o in sim.running() {
@@ -123,7 +153,11 @@ fn pause_is_not_failed(members: usize, seed: u64) {
         sim.run_for(secs(3));
         sim.resume(victim);
         sim.run_for(secs(15));
-        assert_eq!(failures_of(&sim, victim), 0, "{members} members: a 3 s pause of node {victim} was declared failed");
+        assert_eq!(
+            failures_of(&sim, victim),
+            0,
+            "{members} members: a 3 s pause of node {victim} was declared failed"
+        );
     }
     assert!(sim.converged());
 }
@@ -148,7 +182,12 @@ fn eight_second_pause_is_declared_failed_then_recovers() {
     let mut sim = converged_cluster(50, 4);
     sim.pause(9);
     sim.run_for(secs(8));
-    assert!(sim.running().iter().filter(|&&o| o != 9).all(|&o| sim.view(o, 9) == Some(State::Failed)));
+    assert!(
+        sim.running()
+            .iter()
+            .filter(|&&o| o != 9)
+            .all(|&o| sim.view(o, 9) == Some(State::Failed))
+    );
     sim.resume(9);
     let back = time_until_everyone_sees(&mut sim, 9, State::Alive, secs(30));
     assert!(back.is_some(), "the resumed member never came back");
@@ -159,8 +198,15 @@ fn no_false_failure_at_10pct_loss_for_10_minutes_50_members() {
     let mut sim = converged_cluster(50, 5);
     sim.network.loss = 0.10;
     sim.run_for(secs(600));
-    let failed: Vec<_> = sim.observations().iter().filter(|o| o.kind == EventKind::Failed).collect();
-    assert!(failed.is_empty(), "false failures under 10% loss: {failed:?}");
+    let failed: Vec<_> = sim
+        .observations()
+        .iter()
+        .filter(|o| o.kind == EventKind::Failed)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "false failures under 10% loss: {failed:?}"
+    );
 }
 
 #[test]
@@ -170,17 +216,30 @@ fn two_way_partition_is_detected_on_both_sides_and_heals() {
         let (a, b): (Vec<usize>, Vec<usize>) = (0..members).partition(|&i| i < members / 2);
         sim.network.partition(&a, &b);
         let split = sim.run_until(secs(60), |s| {
-            a.iter().all(|&x| b.iter().all(|&y| s.view(x, y) == Some(State::Failed) && s.view(y, x) == Some(State::Failed)))
+            a.iter().all(|&x| {
+                b.iter().all(|&y| {
+                    s.view(x, y) == Some(State::Failed) && s.view(y, x) == Some(State::Failed)
+                })
+            })
         });
-        assert!(split.is_some(), "{members}: the partition was not detected on both sides");
+        assert!(
+            split.is_some(),
+            "{members}: the partition was not detected on both sides"
+        );
         // Nobody failed a member on its own side.
         for o in sim.observations() {
             let same_side = (o.observer < members / 2) == (o.subject < members / 2);
-            assert!(!(same_side && o.kind == EventKind::Failed), "{members}: same-side failure {o:?}");
+            assert!(
+                !(same_side && o.kind == EventKind::Failed),
+                "{members}: same-side failure {o:?}"
+            );
         }
         sim.network.heal();
         let healed = sim.run_until(secs(30), Simulator::converged);
-        assert!(healed.is_some(), "{members}: membership did not heal after the partition ended");
+        assert!(
+            healed.is_some(),
+            "{members}: membership did not heal after the partition ended"
+        );
     }
 }
 
@@ -192,7 +251,11 @@ fn member_that_cannot_receive_ends_failed_everywhere_and_nobody_else_flaps() {
     sim.run_for(secs(120));
     for o in sim.running() {
         if o != deaf {
-            assert_eq!(sim.view(o, deaf), Some(State::Failed), "node {o} does not see the deaf member failed");
+            assert_eq!(
+                sim.view(o, deaf),
+                Some(State::Failed),
+                "node {o} does not see the deaf member failed"
+            );
         }
     }
     for o in sim.observations() {
@@ -217,8 +280,15 @@ fn member_with_heavy_outbound_loss_ends_failed_without_failing_others() {
         .filter(|o| o.kind == EventKind::Failed && o.subject != lossy && o.observer != lossy)
         .count();
     assert_eq!(healthy_failed, 0, "a healthy member was declared failed");
-    let failed_views = sim.running().into_iter().filter(|&o| o != lossy && sim.view(o, lossy) == Some(State::Failed)).count();
-    assert_eq!(failed_views, 19, "the lossy member does not end failed everywhere");
+    let failed_views = sim
+        .running()
+        .into_iter()
+        .filter(|&o| o != lossy && sim.view(o, lossy) == Some(State::Failed))
+        .count();
+    assert_eq!(
+        failed_views, 19,
+        "the lossy member does not end failed everywhere"
+    );
 }
 
 #[test]
@@ -233,10 +303,20 @@ fn alive_members_agree_after_quiescence() {
     sim.crash(7);
     sim.leave(8, secs(2));
     sim.run_for(secs(30));
-    let reference: Vec<_> = sim.swim(0).unwrap().members().map(|m| (m.info.name.clone(), m.state, m.incarnation)).collect();
+    let reference: Vec<_> = sim
+        .swim(0)
+        .unwrap()
+        .members()
+        .map(|m| (m.info.name.clone(), m.state, m.incarnation))
+        .collect();
     assert_eq!(reference.len(), 60);
     for i in sim.running() {
-        let view: Vec<_> = sim.swim(i).unwrap().members().map(|m| (m.info.name.clone(), m.state, m.incarnation)).collect();
+        let view: Vec<_> = sim
+            .swim(i)
+            .unwrap()
+            .members()
+            .map(|m| (m.info.name.clone(), m.state, m.incarnation))
+            .collect();
         assert_eq!(view, reference, "node {i} disagrees");
     }
 }
@@ -248,7 +328,10 @@ fn cold_start_through_one_seed_converges() {
         sim.start_joining(i, &[0]);
     }
     let took = sim.run_until(secs(10), Simulator::converged);
-    assert!(took.is_some_and(|t| t <= secs(3)), "20 members did not converge within 3 s: {took:?}");
+    assert!(
+        took.is_some_and(|t| t <= secs(3)),
+        "20 members did not converge within 3 s: {took:?}"
+    );
 }
 
 #[test]
@@ -258,7 +341,10 @@ fn restarted_member_with_state_rejoins_without_seeds_and_outbids_its_failure() {
     assert!(time_until_everyone_sees(&mut sim, 2, State::Failed, secs(20)).is_some());
     sim.restart(2, true, &[]);
     let back = time_until_everyone_sees(&mut sim, 2, State::Alive, secs(10));
-    assert!(back.is_some(), "the restarted member did not come back without seeds");
+    assert!(
+        back.is_some(),
+        "the restarted member did not come back without seeds"
+    );
     assert!(sim.swim(2).unwrap().incarnation().0 >= 1);
 }
 
@@ -295,9 +381,17 @@ fn failed_member_is_reaped_after_timeout() {
     sim.crash(4);
     sim.run_for(secs(40));
     for o in sim.running() {
-        assert_eq!(sim.view(o, 4), None, "node {o} still lists the failed member");
+        assert_eq!(
+            sim.view(o, 4),
+            None,
+            "node {o} still lists the failed member"
+        );
     }
-    assert!(sim.observations().iter().any(|o| o.kind == EventKind::Reaped && o.subject == 4));
+    assert!(
+        sim.observations()
+            .iter()
+            .any(|o| o.kind == EventKind::Reaped && o.subject == 4)
+    );
 }
 
 #[test]
@@ -313,7 +407,11 @@ fn same_seed_gives_same_trace() {
     let (hash_b, obs_b) = run(21);
     assert_eq!(hash_a, hash_b);
     assert_eq!(obs_a, obs_b);
-    assert_ne!(run(22).0, hash_a, "a different seed should give a different trace");
+    assert_ne!(
+        run(22).0,
+        hash_a,
+        "a different seed should give a different trace"
+    );
 }
 
 #[test]
@@ -324,11 +422,17 @@ fn fast_confirmation_makes_default_detection_faster_than_memberlist_profile() {
         opts.duration = secs(125);
         opts.profile = profile;
         opts.config = profile.config();
-        scenario::run(opts).detection_all_s.p50.expect("crashes detected")
+        scenario::run(opts)
+            .detection_all_s
+            .p50
+            .expect("crashes detected")
     };
     let ours = detect(Profile::Default);
     let memberlist = detect(Profile::Memberlist);
-    assert!(ours < memberlist * 0.7, "default {ours} s vs memberlist {memberlist} s");
+    assert!(
+        ours < memberlist * 0.7,
+        "default {ours} s vs memberlist {memberlist} s"
+    );
 }
 
 #[test]
@@ -338,9 +442,20 @@ fn steady_state_load_is_within_budget() {
     opts.duration = secs(60);
     let report = scenario::run(opts);
     assert_eq!(report.false_positives, 0);
-    assert!(report.per_member.msgs_sent_per_s <= 3.0, "{:?}", report.per_member);
-    assert!(report.per_member.bytes_sent_with_overhead_per_s <= 350.0, "{:?}", report.per_member);
-    assert!(report.convergence_s.is_some(), "cold start did not converge");
+    assert!(
+        report.per_member.msgs_sent_per_s <= 3.0,
+        "{:?}",
+        report.per_member
+    );
+    assert!(
+        report.per_member.bytes_sent_with_overhead_per_s <= 350.0,
+        "{:?}",
+        report.per_member
+    );
+    assert!(
+        report.convergence_s.is_some(),
+        "cold start did not converge"
+    );
 }
 
 #[test]
@@ -353,5 +468,8 @@ fn churn_ends_converged_without_false_positives() {
     assert!(report.events > 20);
     assert_eq!(report.false_positives, 0);
     assert_eq!(report.flaps, 0);
-    assert!(report.convergence_s.is_some(), "churn did not end converged");
+    assert!(
+        report.convergence_s.is_some(),
+        "churn did not end converged"
+    );
 }

@@ -46,7 +46,11 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.members < 3 {
         bail!("--members must be at least 3");
     }
-    let loss = args.loss.unwrap_or(if args.scenario == ScenarioKind::Loss { 0.1 } else { 0.0 });
+    let loss = args.loss.unwrap_or(if args.scenario == ScenarioKind::Loss {
+        0.1
+    } else {
+        0.0
+    });
     if !(0.0..1.0).contains(&loss) {
         bail!("--loss must be in [0, 1), got {loss}");
     }
@@ -58,7 +62,10 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
-        config.set(key.trim(), value.trim()).map_err(anyhow::Error::msg).context("--set")?;
+        config
+            .set(key.trim(), value.trim())
+            .map_err(anyhow::Error::msg)
+            .context("--set")?;
     }
     config.validate()?;
     let report = scenario::run(Options {

@@ -54,7 +54,13 @@ impl BroadcastQueue {
 
     /// Appends to `out` the updates that fit in `budget` bytes, skipping `exclude`, and counts
     /// a transmission for each; an update sent `limit` times leaves the queue.
-    pub(crate) fn fill(&mut self, budget: usize, limit: u32, exclude: Option<Slot>, out: &mut Vec<u8>) -> usize {
+    pub(crate) fn fill(
+        &mut self,
+        budget: usize,
+        limit: u32,
+        exclude: Option<Slot>,
+        out: &mut Vec<u8>,
+    ) -> usize {
         let mut used = 0;
         let mut picked = Vec::new();
         for &(transmits, id, slot) in &self.order {
@@ -64,7 +70,9 @@ impl BroadcastQueue {
             if Some(slot) == exclude {
                 continue;
             }
-            let Some(entry) = self.entries.get(&slot) else { continue };
+            let Some(entry) = self.entries.get(&slot) else {
+                continue;
+            };
             if entry.bytes.len() <= budget - used {
                 used += entry.bytes.len();
                 out.extend_from_slice(&entry.bytes);

@@ -162,7 +162,10 @@ impl Config {
         let err = |key, problem: String| Err(ConfigError { key, problem });
         let ms = |d: Duration| humantime::format_duration(d).to_string();
         if self.probe_interval < Duration::from_millis(10) {
-            return err("probe_interval", format!("({}) must be at least 10ms", ms(self.probe_interval)));
+            return err(
+                "probe_interval",
+                format!("({}) must be at least 10ms", ms(self.probe_interval)),
+            );
         }
         if self.probe_timeout.is_zero() || self.probe_timeout >= self.probe_interval {
             return err(
@@ -175,10 +178,16 @@ impl Config {
             );
         }
         if self.indirect_checks > 16 {
-            return err("indirect_checks", format!("({}) must be at most 16", self.indirect_checks));
+            return err(
+                "indirect_checks",
+                format!("({}) must be at most 16", self.indirect_checks),
+            );
         }
         if !(self.suspicion_mult.is_finite() && self.suspicion_mult > 0.0) {
-            return err("suspicion_mult", format!("({}) must be a positive number", self.suspicion_mult));
+            return err(
+                "suspicion_mult",
+                format!("({}) must be a positive number", self.suspicion_mult),
+            );
         }
         if self.suspicion_max_timeout_mult < 1 {
             return err("suspicion_max_timeout_mult", "must be at least 1".into());
@@ -186,14 +195,20 @@ impl Config {
         if self.awareness_max_multiplier < 1 || self.awareness_max_multiplier > 64 {
             return err(
                 "awareness_max_multiplier",
-                format!("({}) must be between 1 and 64", self.awareness_max_multiplier),
+                format!(
+                    "({}) must be between 1 and 64",
+                    self.awareness_max_multiplier
+                ),
             );
         }
         if self.gossip_interval < Duration::from_millis(1) {
             return err("gossip_interval", "must be at least 1ms".into());
         }
         if self.gossip_nodes == 0 || self.gossip_nodes > 64 {
-            return err("gossip_nodes", format!("({}) must be between 1 and 64", self.gossip_nodes));
+            return err(
+                "gossip_nodes",
+                format!("({}) must be between 1 and 64", self.gossip_nodes),
+            );
         }
         if self.retransmit_mult == 0 {
             return err("retransmit_mult", "must be at least 1".into());
@@ -204,7 +219,10 @@ impl Config {
         if !(256..=super::super::wire::MAX_DATAGRAM_LEN).contains(&self.datagram_budget) {
             return err(
                 "datagram_budget",
-                format!("({}) must be between 256 and 65507 bytes; QUIC at a 1200-byte MTU allows 1162", self.datagram_budget),
+                format!(
+                    "({}) must be between 256 and 65507 bytes; QUIC at a 1200-byte MTU allows 1162",
+                    self.datagram_budget
+                ),
             );
         }
         if self.reconnect_interval.is_zero() {
@@ -214,12 +232,18 @@ impl Config {
             return err("seed_retry_interval", "must be above zero".into());
         }
         if self.reap_failed_after < self.suspicion_min_timeout {
-            return err("reap_failed_after", "must be longer than gossip.suspicion_min_timeout".into());
+            return err(
+                "reap_failed_after",
+                "must be longer than gossip.suspicion_min_timeout".into(),
+            );
         }
         if self.max_tags_bytes > super::super::wire::MAX_PEER_TAGS_LEN {
             return err(
                 "max_tags_bytes",
-                format!("({}) must be at most 4096 (peers reject larger tags)", self.max_tags_bytes),
+                format!(
+                    "({}) must be at most 4096 (peers reject larger tags)",
+                    self.max_tags_bytes
+                ),
             );
         }
         Ok(())

@@ -132,7 +132,8 @@ impl Members {
 
     fn ring_search(&self, name: &str) -> Result<usize, usize> {
         let hash = hash64(name.as_bytes(), 0);
-        self.ring.binary_search_by(|&slot| self.ring_cmp(slot, hash, name))
+        self.ring
+            .binary_search_by(|&slot| self.ring_cmp(slot, hash, name))
     }
 
     pub(crate) fn find(&self, name: &str) -> Option<Slot> {
@@ -233,20 +234,37 @@ impl Members {
     /// Members of one ring bucket.
     pub(crate) fn bucket(&self, bucket: usize) -> impl Iterator<Item = Slot> + '_ {
         let low = (bucket as u64) << 58;
-        let start = self.ring.partition_point(|&s| self.info(s).is_some_and(|i| i.ring_hash < low));
+        let start = self
+            .ring
+            .partition_point(|&s| self.info(s).is_some_and(|i| i.ring_hash < low));
         self.ring[start.min(self.ring.len())..]
             .iter()
             .copied()
-            .take_while(move |&s| self.info(s).is_some_and(|i| bucket_of(i.ring_hash) == bucket))
+            .take_while(move |&s| {
+                self.info(s)
+                    .is_some_and(|i| bucket_of(i.ring_hash) == bucket)
+            })
     }
 
-    pub(crate) fn set_state(&mut self, slot: Slot, state: State, incarnation: Incarnation, now: Instant) {
+    pub(crate) fn set_state(
+        &mut self,
+        slot: Slot,
+        state: State,
+        incarnation: Incarnation,
+        now: Instant,
+    ) {
         self.toggle_digest(slot);
         self.set_state_inner(slot, state, incarnation, now);
         self.toggle_digest(slot);
     }
 
-    fn set_state_inner(&mut self, slot: Slot, state: State, incarnation: Incarnation, now: Instant) {
+    fn set_state_inner(
+        &mut self,
+        slot: Slot,
+        state: State,
+        incarnation: Incarnation,
+        now: Instant,
+    ) {
         if let Some(Some(member)) = self.slots.get_mut(slot as usize) {
             self.counts[state_index(member.state)] -= 1;
             self.counts[state_index(state)] += 1;
@@ -275,18 +293,24 @@ impl Members {
 
     /// A random failed member not in `exclude`.
     pub(crate) fn random_failed(&self, rng: &mut impl RngCore, exclude: &[Slot]) -> Option<Slot> {
-        let candidates: Vec<Slot> = self.failed.iter().copied().filter(|s| !exclude.contains(s)).collect();
+        let candidates: Vec<Slot> = self
+            .failed
+            .iter()
+            .copied()
+            .filter(|s| !exclude.contains(s))
+            .collect();
         if candidates.is_empty() {
             return None;
         }
-        candidates.get((rng.next_u64() % candidates.len() as u64) as usize).copied()
+        candidates
+            .get((rng.next_u64() % candidates.len() as u64) as usize)
+            .copied()
     }
 
     /// Members that take part in probing and suspicion math: alive or suspect.
     pub(crate) fn live(&self) -> usize {
         self.count(State::Alive) + self.count(State::Suspect)
     }
-
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Slot, &Member)> {
         self.ring
@@ -295,7 +319,11 @@ impl Members {
     }
 
     /// The first member after `slot` on the ring that `eligible` accepts.
-    pub(crate) fn ring_successor(&self, slot: Slot, eligible: impl Fn(Slot, &Member) -> bool) -> Option<Slot> {
+    pub(crate) fn ring_successor(
+        &self,
+        slot: Slot,
+        eligible: impl Fn(Slot, &Member) -> bool,
+    ) -> Option<Slot> {
         let name = self.info(slot)?.name.clone();
         let pos = self.ring_search(name.as_str()).ok()?;
         let len = self.ring.len();
@@ -348,14 +376,20 @@ impl Members {
             return picked;
         }
         if self.ring.len() <= count * 8 {
-            let mut all: Vec<Slot> = self.iter().filter(|(s, m)| eligible(*s, m)).map(|(s, _)| s).collect();
+            let mut all: Vec<Slot> = self
+                .iter()
+                .filter(|(s, m)| eligible(*s, m))
+                .map(|(s, _)| s)
+                .collect();
             shuffle(&mut all, rng);
             all.truncate(count);
             return all;
         }
         for _ in 0..count * 8 {
             let at = (rng.next_u64() % self.ring.len() as u64) as usize;
-            let Some(&slot) = self.ring.get(at) else { continue };
+            let Some(&slot) = self.ring.get(at) else {
+                continue;
+            };
             if !picked.contains(&slot) && self.get(slot).is_some_and(|m| eligible(slot, m)) {
                 picked.push(slot);
                 if picked.len() == count {

@@ -28,6 +28,9 @@ pub use swim::{Identity, Swim, TagsError};
 
 pub use crate::wire::{Incarnation, NodeName, State, Tags};
 
+/// A member as restored from a state directory: identity, incarnation, state.
+pub type KnownMember = (Arc<MemberInfo>, Incarnation, State);
+
 /// Bytes for one peer, produced by the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -132,3 +135,6 @@ pub struct Stats {
     /// Number of round trips summed in `rtt_us_sum`.
     pub rtt_count: u64,
 }
+
+#[cfg(test)]
+mod tests;

@@ -117,7 +117,10 @@ mod tests {
         assert!(s.confirm(&"b".into()));
         assert!(!s.confirm(&"b".into()));
         assert!(s.confirm(&"c".into()));
-        assert!(!s.confirm(&"d".into()), "beyond the expected count nothing changes");
+        assert!(
+            !s.confirm(&"d".into()),
+            "beyond the expected count nothing changes"
+        );
         assert_eq!(s.deadline(), now + MIN);
     }
 }

@@ -13,10 +13,10 @@ use super::awareness::Awareness;
 use super::broadcast::BroadcastQueue;
 use super::members::{DIGEST_BUCKETS, Member, MemberInfo, Members, Slot, hash64};
 use super::suspicion::Suspicion;
-use super::{Channel, Config, Event, EventKind, MemberView, Stats, Transmit};
+use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
-    self, Ack, ClusterId, Digest, Incarnation, Message, Nack, NodeName, Packet, Ping, PingReq, PushPull,
-    State, Tags, Update, WireAddr,
+    self, Ack, ClusterId, Digest, Incarnation, Message, Nack, NodeName, Packet, Ping, PingReq,
+    PushPull, State, Tags, Update, WireAddr,
 };
 
 /// Who this member is.
@@ -170,7 +170,8 @@ impl Swim {
         let jitter = swim.random_fraction_of(swim.config.probe_interval);
         swim.schedule(now + jitter, Timer::Probe);
         if !swim.config.push_pull_interval.is_zero() {
-            let first = swim.config.push_pull_interval + swim.random_fraction_of(swim.config.push_pull_interval);
+            let first = swim.config.push_pull_interval
+                + swim.random_fraction_of(swim.config.push_pull_interval);
             swim.schedule(now + first, Timer::PushPull);
         }
         swim.schedule(now + swim.config.reconnect_interval, Timer::Reconnect);
@@ -192,11 +193,13 @@ impl Swim {
     /// Loads last-known members (from the agent's state directory, or the simulator's
     /// bootstrap) without events; they are probed like any other member.
     /// Members already known (ourselves included) are skipped.
-    pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = (Arc<MemberInfo>, Incarnation, State)>) {
+    pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = KnownMember>) {
         let mut seen = std::collections::HashSet::new();
         let fresh: Vec<Member> = members
             .into_iter()
-            .filter(|(info, _, _)| self.members.find(info.name.as_str()).is_none() && seen.insert(info.name.clone()))
+            .filter(|(info, _, _)| {
+                self.members.find(info.name.as_str()).is_none() && seen.insert(info.name.clone())
+            })
             .map(|(info, incarnation, state)| Member {
                 info,
                 incarnation,
@@ -206,8 +209,12 @@ impl Swim {
             .collect();
         for slot in self.members.extend(fresh, &mut self.rng) {
             match self.members.get(slot).map(|m| m.state) {
-                Some(State::Failed) => self.schedule(now + self.config.reap_failed_after, Timer::Reap(slot)),
-                Some(State::Left) => self.schedule(now + self.config.reap_left_after, Timer::Reap(slot)),
+                Some(State::Failed) => {
+                    self.schedule(now + self.config.reap_failed_after, Timer::Reap(slot))
+                }
+                Some(State::Left) => {
+                    self.schedule(now + self.config.reap_left_after, Timer::Reap(slot))
+                }
                 _ => {}
             }
         }
@@ -225,7 +232,8 @@ impl Swim {
         }
         self.leaving = true;
         let incarnation = self.incarnation().next();
-        self.members.set_state(self.me, State::Left, incarnation, now);
+        self.members
+            .set_state(self.me, State::Left, incarnation, now);
         self.enqueue_broadcast(self.me);
         self.schedule_gossip(now);
     }
@@ -249,7 +257,8 @@ impl Swim {
         let info = Arc::new(MemberInfo::new(me.name.clone(), me.addr, tags));
         self.members.set_info(self.me, info);
         let incarnation = self.incarnation().next();
-        self.members.set_state(self.me, State::Alive, incarnation, now);
+        self.members
+            .set_state(self.me, State::Alive, incarnation, now);
         self.announce_self(now);
         Ok(())
     }
@@ -257,8 +266,12 @@ impl Swim {
     /// Forgets a failed member at once (`swimd force-leave`): it is marked `left` everywhere.
     /// Returns false if the member is unknown, ourselves, or not failed.
     pub fn force_leave(&mut self, now: Instant, name: &str) -> bool {
-        let Some(slot) = self.members.find(name) else { return false };
-        let Some(member) = self.members.get(slot) else { return false };
+        let Some(slot) = self.members.find(name) else {
+            return false;
+        };
+        let Some(member) = self.members.get(slot) else {
+            return false;
+        };
         if slot == self.me || member.state != State::Failed {
             return false;
         }
@@ -318,7 +331,10 @@ impl Swim {
 
     /// Our current incarnation.
     pub fn incarnation(&self) -> Incarnation {
-        self.members.get(self.me).map(|m| m.incarnation).unwrap_or_default()
+        self.members
+            .get(self.me)
+            .map(|m| m.incarnation)
+            .unwrap_or_default()
     }
 
     /// True once we know another alive member (or a seed answered).
@@ -363,7 +379,10 @@ impl Swim {
 
     /// One member by name.
     pub fn member(&self, name: &str) -> Option<MemberView> {
-        self.members.find(name).and_then(|s| self.members.get(s)).map(view)
+        self.members
+            .find(name)
+            .and_then(|s| self.members.get(s))
+            .map(view)
     }
 
     /// Every member as wire updates, for the agent's state directory (and [`Swim::restore`]).
@@ -438,7 +457,10 @@ impl Swim {
                 // Nobody confirmed this suspicion: we may have missed the refutation (or be
                 // the only one to have heard a stale rumor). Check the member ourselves; the
                 // ping tells it what we believe, so a live member answers with its news.
-                let unconfirmed = self.suspicions.get(&slot).is_some_and(|s| s.confirmations() == 0);
+                let unconfirmed = self
+                    .suspicions
+                    .get(&slot)
+                    .is_some_and(|s| s.confirmations() == 0);
                 if unconfirmed && !self.leaving && !self.probes.values().any(|p| p.target == slot) {
                     self.start_probe(now, slot, ProbeKind::Check);
                 }
@@ -451,7 +473,8 @@ impl Swim {
 
     fn probe_next(&mut self, now: Instant) {
         let me = self.me;
-        let probeable = |s: Slot, m: &Member| s != me && matches!(m.state, State::Alive | State::Suspect);
+        let probeable =
+            |s: Slot, m: &Member| s != me && matches!(m.state, State::Alive | State::Suspect);
         let ring = self.config.ring_probes && self.next_is_ring_probe;
         self.next_is_ring_probe = !self.next_is_ring_probe;
         let target = if ring {
@@ -465,7 +488,9 @@ impl Swim {
     }
 
     fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) {
-        let Some(info) = self.members.info(target).cloned() else { return };
+        let Some(info) = self.members.info(target).cloned() else {
+            return;
+        };
         self.next_seq = self.next_seq.wrapping_add(1);
         let seq = self.next_seq;
         self.probes.insert(
@@ -495,15 +520,23 @@ impl Swim {
     }
 
     fn on_direct_timeout(&mut self, now: Instant, seq: u32) {
-        let Some(probe) = self.probes.get(&seq) else { return };
+        let Some(probe) = self.probes.get(&seq) else {
+            return;
+        };
         let (target, target_name) = (probe.target, probe.target_name.clone());
-        let Some(addr) = self.members.info(target).map(|i| i.addr) else { return };
+        let Some(addr) = self.members.info(target).map(|i| i.addr) else {
+            return;
+        };
         let me = self.me;
-        let helpers = self.members.random(self.config.indirect_checks, &mut self.rng, |s, m| {
-            s != me && s != target && m.state == State::Alive
-        });
+        let helpers = self
+            .members
+            .random(self.config.indirect_checks, &mut self.rng, |s, m| {
+                s != me && s != target && m.state == State::Alive
+            });
         for &helper in &helpers {
-            let Some(helper_addr) = self.members.info(helper).map(|i| i.addr) else { continue };
+            let Some(helper_addr) = self.members.info(helper).map(|i| i.addr) else {
+                continue;
+            };
             let req = Message::PingReq(PingReq {
                 seq,
                 target: target_name.clone(),
@@ -519,7 +552,9 @@ impl Swim {
     }
 
     fn on_probe_deadline(&mut self, now: Instant, seq: u32) {
-        let Some(probe) = self.probes.remove(&seq) else { return };
+        let Some(probe) = self.probes.remove(&seq) else {
+            return;
+        };
         if probe.kind == ProbeKind::Reconnect {
             return;
         }
@@ -529,7 +564,9 @@ impl Swim {
         // relay work, and in a partition the relays across it can never answer.
         let delta = i32::from(probe.nacks == 0);
         self.change_awareness(now, delta);
-        let Some(member) = self.members.get(probe.target) else { return };
+        let Some(member) = self.members.get(probe.target) else {
+            return;
+        };
         if member.info.name != probe.target_name {
             return;
         }
@@ -622,17 +659,30 @@ impl Swim {
     // ----- suspicion and state changes ----------------------------------------------------
 
     /// `accuser` suspects `slot` at `incarnation`: start or confirm a suspicion.
-    fn suspect(&mut self, now: Instant, slot: Slot, incarnation: Incarnation, accuser: NodeName, source: Source) {
-        let Some(member) = self.members.get(slot) else { return };
+    fn suspect(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        incarnation: Incarnation,
+        accuser: NodeName,
+        source: Source,
+    ) {
+        let Some(member) = self.members.get(slot) else {
+            return;
+        };
         if incarnation < member.incarnation {
             return;
         }
         match member.state {
             State::Suspect => {
                 let current = member.incarnation;
-                let confirmed = self.suspicions.get_mut(&slot).is_some_and(|s| s.confirm(&accuser));
+                let confirmed = self
+                    .suspicions
+                    .get_mut(&slot)
+                    .is_some_and(|s| s.confirm(&accuser));
                 if incarnation > current {
-                    self.members.set_state(slot, State::Suspect, incarnation, now);
+                    self.members
+                        .set_state(slot, State::Suspect, incarnation, now);
                 }
                 if confirmed {
                     if let Some(deadline) = self.suspicions.get(&slot).map(Suspicion::deadline) {
@@ -644,7 +694,8 @@ impl Swim {
             State::Alive => {
                 self.stats.suspicions += 1;
                 let n = self.members.live();
-                let expected = if n.saturating_sub(2) < self.config.suspicion_confirmations as usize {
+                let expected = if n.saturating_sub(2) < self.config.suspicion_confirmations as usize
+                {
                     0
                 } else {
                     self.config.suspicion_confirmations
@@ -672,10 +723,13 @@ impl Swim {
         if self.config.fast_confirm_probes == 0 || self.leaving {
             return false;
         }
-        let Some(suspect) = self.members.info(slot) else { return false };
+        let Some(suspect) = self.members.info(slot) else {
+            return false;
+        };
         let others = self.members.live().saturating_sub(2).max(1) as f64;
         let share = (f64::from(self.config.fast_confirm_probes) / others).min(1.0);
-        let mut key = Vec::with_capacity(suspect.name.as_str().len() + self.name().as_str().len() + 5);
+        let mut key =
+            Vec::with_capacity(suspect.name.as_str().len() + self.name().as_str().len() + 5);
         key.extend_from_slice(suspect.name.as_str().as_bytes());
         key.push(0);
         key.extend_from_slice(&incarnation.0.to_be_bytes());
@@ -684,7 +738,9 @@ impl Swim {
     }
 
     fn enqueue_suspect(&mut self, now: Instant, slot: Slot, accuser: &NodeName) {
-        let Some(member) = self.members.get(slot) else { return };
+        let Some(member) = self.members.get(slot) else {
+            return;
+        };
         let update = Update {
             name: member.info.name.clone(),
             incarnation: member.incarnation,
@@ -698,8 +754,17 @@ impl Swim {
     }
 
     /// Moves a member to a new state, with its event and, unless restored, its broadcast.
-    fn transition(&mut self, now: Instant, slot: Slot, state: State, incarnation: Incarnation, source: Source) {
-        let Some(previous) = self.members.get(slot).map(|m| m.state) else { return };
+    fn transition(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        state: State,
+        incarnation: Incarnation,
+        source: Source,
+    ) {
+        let Some(previous) = self.members.get(slot).map(|m| m.state) else {
+            return;
+        };
         self.members.set_state(slot, state, incarnation, now);
         if state != State::Suspect {
             self.suspicions.remove(&slot);
@@ -753,14 +818,21 @@ impl Swim {
 
     fn refute(&mut self, now: Instant, claimed: Incarnation) {
         let incarnation = claimed.max(self.incarnation()).next();
-        self.members.set_state(self.me, State::Alive, incarnation, now);
+        self.members
+            .set_state(self.me, State::Alive, incarnation, now);
         self.stats.refutations += 1;
         self.awareness.apply(1);
         self.announce_self(now);
     }
 
     /// Applies one claim about a member. `sender` is the peer the claim came through.
-    fn apply_update(&mut self, now: Instant, update: Update, sender: Option<&NodeName>, source: Source) {
+    fn apply_update(
+        &mut self,
+        now: Instant,
+        update: Update,
+        sender: Option<&NodeName>,
+        source: Source,
+    ) {
         let Some(slot) = self.members.find(update.name.as_str()) else {
             if matches!(update.state, State::Alive) || source == Source::Restore {
                 self.add_member(now, update, source);
@@ -773,11 +845,14 @@ impl Swim {
             }
             return;
         }
-        let Some(member) = self.members.get(slot) else { return };
+        let Some(member) = self.members.get(slot) else {
+            return;
+        };
         let (current, state) = (member.incarnation, member.state);
         // The accuser: named in the update, else the peer it came from (push-pull).
         let mut update = update;
-        if matches!(update.state, State::Suspect | State::Failed) && update.from.as_str().is_empty() {
+        if matches!(update.state, State::Suspect | State::Failed) && update.from.as_str().is_empty()
+        {
             update.from = sender.cloned().unwrap_or_default();
         }
         // Accusations from members we believe suspect or failed are not trusted: a member
@@ -809,11 +884,15 @@ impl Swim {
                     let info = member.info.clone();
                     if info.addr != addr.0 || info.tags != tags {
                         changed = true;
-                        self.members.set_info(slot, Arc::new(MemberInfo::new(info.name.clone(), addr.0, tags)));
+                        self.members.set_info(
+                            slot,
+                            Arc::new(MemberInfo::new(info.name.clone(), addr.0, tags)),
+                        );
                     }
                 }
                 if state == State::Alive {
-                    self.members.set_state(slot, State::Alive, update.incarnation, now);
+                    self.members
+                        .set_state(slot, State::Alive, update.incarnation, now);
                     if changed && source != Source::Restore {
                         self.emit(EventKind::Updated, slot, Some(State::Alive));
                     }
@@ -840,7 +919,9 @@ impl Swim {
                 // confused member, or the far side of a healed partition, cannot fail a
                 // healthy one (ours).
                 let half_min = self.config.suspicion_bounds(self.members.live()).0 / 2;
-                let Some(suspicion) = self.suspicions.get_mut(&slot) else { return };
+                let Some(suspicion) = self.suspicions.get_mut(&slot) else {
+                    return;
+                };
                 if now < suspicion.started() + half_min {
                     let at = suspicion.accept_verdict_at(suspicion.started() + half_min);
                     self.schedule(at, Timer::Suspicion(slot));
@@ -860,7 +941,13 @@ impl Swim {
         }
     }
 
-    fn insert_member(&mut self, now: Instant, info: Arc<MemberInfo>, incarnation: Incarnation, state: State) -> Slot {
+    fn insert_member(
+        &mut self,
+        now: Instant,
+        info: Arc<MemberInfo>,
+        incarnation: Incarnation,
+        state: State,
+    ) -> Slot {
         let slot = self.members.insert(
             Member {
                 info,
@@ -880,7 +967,11 @@ impl Swim {
 
     fn add_member(&mut self, now: Instant, update: Update, source: Source) {
         let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
-        let info = Arc::new(MemberInfo::new(update.name, addr, update.tags.unwrap_or_default()));
+        let info = Arc::new(MemberInfo::new(
+            update.name,
+            addr,
+            update.tags.unwrap_or_default(),
+        ));
         let slot = self.insert_member(now, info, update.incarnation, update.state);
         if self.members.live() > 1 {
             self.joined = true;
@@ -915,7 +1006,11 @@ impl Swim {
                     if self.awareness.is_degraded() {
                         // Our own probes keep failing without nacks: we are the likelier
                         // culprit, so we let the suspicion run (ours; see may_refute_failure).
-                        self.pending_refutation = Some(update.incarnation.max(self.pending_refutation.unwrap_or_default()));
+                        self.pending_refutation = Some(
+                            update
+                                .incarnation
+                                .max(self.pending_refutation.unwrap_or_default()),
+                        );
                         return;
                     }
                     self.refute(now, update.incarnation);
@@ -931,7 +1026,11 @@ impl Swim {
                     if self.awareness.may_refute_failure() {
                         self.refute(now, update.incarnation);
                     } else {
-                        self.pending_refutation = Some(update.incarnation.max(self.pending_refutation.unwrap_or_default()));
+                        self.pending_refutation = Some(
+                            update
+                                .incarnation
+                                .max(self.pending_refutation.unwrap_or_default()),
+                        );
                         return;
                     }
                 }
@@ -950,18 +1049,27 @@ impl Swim {
         if self.told_accusers.0 != incarnation {
             self.told_accusers = (incarnation, Vec::new());
         }
-        if accuser.as_str().is_empty() || self.told_accusers.1.contains(accuser) || self.told_accusers.1.len() >= 8 {
+        if accuser.as_str().is_empty()
+            || self.told_accusers.1.contains(accuser)
+            || self.told_accusers.1.len() >= 8
+        {
             return;
         }
-        let Some(slot) = self.members.find(accuser.as_str()) else { return };
-        let Some(addr) = self.members.info(slot).map(|i| i.addr) else { return };
+        let Some(slot) = self.members.find(accuser.as_str()) else {
+            return;
+        };
+        let Some(addr) = self.members.info(slot).map(|i| i.addr) else {
+            return;
+        };
         self.told_accusers.1.push(accuser.clone());
         let me = self.me;
         self.send_with(addr, Some(slot), Message::Gossip, Some(me));
     }
 
     fn reap(&mut self, now: Instant, slot: Slot) {
-        let Some(member) = self.members.get(slot) else { return };
+        let Some(member) = self.members.get(slot) else {
+            return;
+        };
         let after = match member.state {
             State::Failed => self.config.reap_failed_after,
             State::Left => self.config.reap_left_after,
@@ -1000,14 +1108,16 @@ impl Swim {
         self.last_gossip = Some(now);
         let me = self.me;
         let dead_window = self.config.gossip_to_the_dead;
-        let targets = self.members.random(self.config.gossip_nodes, &mut self.rng, |s, m| {
-            s != me
-                && match m.state {
-                    State::Alive | State::Suspect => true,
-                    State::Failed => now.saturating_duration_since(m.since) < dead_window,
-                    State::Left => false,
-                }
-        });
+        let targets = self
+            .members
+            .random(self.config.gossip_nodes, &mut self.rng, |s, m| {
+                s != me
+                    && match m.state {
+                        State::Alive | State::Suspect => true,
+                        State::Failed => now.saturating_duration_since(m.since) < dead_window,
+                        State::Left => false,
+                    }
+            });
         for target in targets {
             if let Some(addr) = self.members.info(target).map(|i| i.addr) {
                 self.send(addr, Some(target), Message::Gossip);
@@ -1026,19 +1136,35 @@ impl Swim {
     }
 
     /// [`Swim::send`], with our current view of member `about` first in the packet.
-    fn send_with(&mut self, to: SocketAddr, slot: Option<Slot>, message: Message, about: Option<Slot>) {
+    fn send_with(
+        &mut self,
+        to: SocketAddr,
+        slot: Option<Slot>,
+        message: Message,
+        about: Option<Slot>,
+    ) {
         let mut payload = Vec::with_capacity(self.config.datagram_budget);
-        wire::encode_head(self.cluster, &self.my_info().name.clone(), &message, &mut payload);
+        wire::encode_head(
+            self.cluster,
+            &self.my_info().name.clone(),
+            &message,
+            &mut payload,
+        );
         let mut updates = Vec::new();
         let mut count = 0;
-        let room = self.config.datagram_budget.saturating_sub(payload.len() + 3);
+        let room = self
+            .config
+            .datagram_budget
+            .saturating_sub(payload.len() + 3);
         let buddy = slot.filter(|&s| {
             self.members
                 .get(s)
                 .is_some_and(|m| matches!(m.state, State::Suspect | State::Failed))
         });
         for member_slot in [buddy, about].into_iter().flatten() {
-            let Some(member) = self.members.get(member_slot) else { continue };
+            let Some(member) = self.members.get(member_slot) else {
+                continue;
+            };
             let mut update = update_of(member);
             // Name the first accuser, so the suspect can answer it directly.
             update.from = match update.state {
@@ -1057,12 +1183,16 @@ impl Swim {
             }
         }
         let limit = self.config.retransmit_limit(self.members.live());
-        count += self.broadcasts.fill(room - updates.len(), limit, slot, &mut updates);
+        count += self
+            .broadcasts
+            .fill(room - updates.len(), limit, slot, &mut updates);
         wire::encode_updates_len(count, &mut payload);
         payload.extend_from_slice(&updates);
         self.transmits.push_back(Transmit {
             to,
-            to_name: slot.and_then(|s| self.members.info(s)).map(|i| i.name.clone()),
+            to_name: slot
+                .and_then(|s| self.members.info(s))
+                .map(|i| i.name.clone()),
             payload,
             channel: Channel::Datagram,
         });
@@ -1072,7 +1202,12 @@ impl Swim {
 
     fn contact_seeds(&mut self, now: Instant) {
         let my_addr = self.my_info().addr;
-        let seeds: Vec<SocketAddr> = self.seeds.iter().copied().filter(|&s| s != my_addr).collect();
+        let seeds: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .copied()
+            .filter(|&s| s != my_addr)
+            .collect();
         for seed in seeds {
             self.send_push_pull(now, seed, None, true, false);
         }
@@ -1088,11 +1223,24 @@ impl Swim {
     /// we see it (so it can refute), and our digest: the peer answers with its members of
     /// every ring bucket where the digests differ and we send ours back, so the exchange
     /// costs a few hundred bytes when views agree and heals exactly what differs.
-    fn send_push_pull(&mut self, now: Instant, to: SocketAddr, peer: Option<Slot>, join: bool, reply: bool) {
+    fn send_push_pull(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        peer: Option<Slot>,
+        join: bool,
+        reply: bool,
+    ) {
         let (members, digest) = if join {
-            (self.members.iter().map(|(_, m)| update_of(m)).collect(), Digest::default())
+            (
+                self.members.iter().map(|(_, m)| update_of(m)).collect(),
+                Digest::default(),
+            )
         } else {
-            (self.self_and_peer(peer), Digest(self.members.digest().to_vec()))
+            (
+                self.self_and_peer(peer),
+                Digest(self.members.digest().to_vec()),
+            )
         };
         self.stats.push_pulls_started += 1;
         let message = PushPull {
@@ -1108,12 +1256,20 @@ impl Swim {
     fn self_and_peer(&self, peer: Option<Slot>) -> Vec<Update> {
         let mut slots = vec![self.me];
         slots.extend(peer.filter(|&p| p != self.me));
-        slots.iter().filter_map(|&s| self.members.get(s)).map(update_of).collect()
+        slots
+            .iter()
+            .filter_map(|&s| self.members.get(s))
+            .map(update_of)
+            .collect()
     }
 
     /// Our members of `buckets`, stopping before `push_pull_max_members`; returns the
     /// buckets actually covered.
-    fn bucket_members(&self, buckets: impl Iterator<Item = usize>, out: &mut Vec<Update>) -> Vec<u8> {
+    fn bucket_members(
+        &self,
+        buckets: impl Iterator<Item = usize>,
+        out: &mut Vec<Update>,
+    ) -> Vec<u8> {
         let mut covered = Vec::new();
         for bucket in buckets {
             let members: Vec<Update> = self
@@ -1123,7 +1279,8 @@ impl Swim {
                 .filter_map(|s| self.members.get(s))
                 .map(update_of)
                 .collect();
-            if !covered.is_empty() && out.len() + members.len() > self.config.push_pull_max_members {
+            if !covered.is_empty() && out.len() + members.len() > self.config.push_pull_max_members
+            {
                 break;
             }
             out.extend(members);
@@ -1135,17 +1292,31 @@ impl Swim {
     fn send_stream(&mut self, now: Instant, to: SocketAddr, peer: Option<Slot>, message: PushPull) {
         let mut payload = Vec::new();
         let message = Message::PushPull(message);
-        wire::encode_packet(self.cluster, &self.my_info().name.clone(), &message, &[], &mut payload);
+        wire::encode_packet(
+            self.cluster,
+            &self.my_info().name.clone(),
+            &message,
+            &[],
+            &mut payload,
+        );
         self.transmits.push_back(Transmit {
             to,
-            to_name: peer.and_then(|s| self.members.info(s)).map(|i| i.name.clone()),
+            to_name: peer
+                .and_then(|s| self.members.info(s))
+                .map(|i| i.name.clone()),
             payload,
             channel: Channel::Stream,
         });
         let _ = now;
     }
 
-    fn on_push_pull(&mut self, now: Instant, from: SocketAddr, sender: &NodeName, push_pull: PushPull) {
+    fn on_push_pull(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: &NodeName,
+        push_pull: PushPull,
+    ) {
         let PushPull {
             join,
             reply,
@@ -1163,14 +1334,18 @@ impl Swim {
                 // gossip of joins in a fresh cluster misses a few (an update is sent a
                 // bounded number of times): digest exchanges with random members 1, 2, 4
                 // and 8 probe intervals after joining settle it.
-                let delay = self.config.probe_interval + self.random_fraction_of(self.config.probe_interval);
+                let delay = self.config.probe_interval
+                    + self.random_fraction_of(self.config.probe_interval);
                 self.schedule(now + delay, Timer::SyncAfterJoin(0));
             }
             self.joined = true;
             if !buckets.is_empty() {
                 // Second half of a digest exchange: our members of the buckets that differed.
                 let mut members = Vec::new();
-                let wanted = buckets.iter().map(|&b| usize::from(b)).filter(|&b| b < DIGEST_BUCKETS);
+                let wanted = buckets
+                    .iter()
+                    .map(|&b| usize::from(b))
+                    .filter(|&b| b < DIGEST_BUCKETS);
                 self.bucket_members(wanted, &mut members);
                 let message = PushPull {
                     reply: true,
@@ -1195,7 +1370,12 @@ impl Swim {
                 .collect();
             // Start at a random differing bucket so capped exchanges cover all in turn.
             let offset = (self.rng.next_u64() % differing.len().max(1) as u64) as usize;
-            let rotated = differing.iter().cycle().skip(offset).take(differing.len()).copied();
+            let rotated = differing
+                .iter()
+                .cycle()
+                .skip(offset)
+                .take(differing.len())
+                .copied();
             covered = self.bucket_members(rotated, &mut members);
         }
         let message = PushPull {
@@ -1213,7 +1393,9 @@ impl Swim {
             return;
         }
         let me = self.me;
-        let peers = self.members.random(1, &mut self.rng, |s, m| s != me && m.state == State::Alive);
+        let peers = self
+            .members
+            .random(1, &mut self.rng, |s, m| s != me && m.state == State::Alive);
         if let Some(&peer) = peers.first() {
             self.push_pull(now, peer, false);
         }
@@ -1223,7 +1405,12 @@ impl Swim {
         if self.leaving {
             return;
         }
-        let pending: Vec<Slot> = self.probes.values().filter(|p| p.kind == ProbeKind::Reconnect).map(|p| p.target).collect();
+        let pending: Vec<Slot> = self
+            .probes
+            .values()
+            .filter(|p| p.kind == ProbeKind::Reconnect)
+            .map(|p| p.target)
+            .collect();
         if let Some(slot) = self.members.random_failed(&mut self.rng, &pending) {
             self.start_probe(now, slot, ProbeKind::Reconnect);
         }

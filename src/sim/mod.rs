@@ -17,7 +17,7 @@ use rand_core::{RngCore, SeedableRng};
 
 pub use network::Network;
 
-use crate::core::{Channel, Config, EventKind, Identity, MemberInfo, Swim};
+use crate::core::{Channel, Config, EventKind, Identity, KnownMember, MemberInfo, Swim};
 use crate::wire::{self, ClusterId, Incarnation, NodeName, State};
 
 /// Bytes every datagram costs on the wire beyond its payload: IPv4 + UDP (28) and QUIC's
@@ -66,7 +66,7 @@ struct Node {
     backlog: Vec<(SocketAddr, Vec<u8>, Channel)>,
     wake_at: Option<Instant>,
     /// What the state directory holds across restarts.
-    saved: Option<(Incarnation, Vec<(Arc<MemberInfo>, Incarnation, State)>)>,
+    saved: Option<(Incarnation, Vec<KnownMember>)>,
     msgs_sent: u64,
     bytes_sent: u64,
     bytes_with_overhead: u64,
@@ -181,7 +181,7 @@ impl Simulator {
     /// state directory): a converged cluster without simulating thousands of joins.
     pub fn start_converged(&mut self) {
         // One shared identity per member, as a real agent would hold one per peer.
-        let everyone: Vec<(Arc<MemberInfo>, Incarnation, State)> = self
+        let everyone: Vec<KnownMember> = self
             .nodes
             .iter()
             .map(|n| {
@@ -190,7 +190,9 @@ impl Simulator {
             })
             .collect();
         let mut everyone = everyone;
-        everyone.sort_by(|a, b| (a.0.ring_hash(), a.0.name.as_str()).cmp(&(b.0.ring_hash(), b.0.name.as_str())));
+        everyone.sort_by(|a, b| {
+            (a.0.ring_hash(), a.0.name.as_str()).cmp(&(b.0.ring_hash(), b.0.name.as_str()))
+        });
         for i in 0..self.nodes.len() {
             self.boot(i, Incarnation(0));
             let now = self.now;
@@ -204,7 +206,11 @@ impl Simulator {
     /// Starts node `i` with a fresh state and joins it through `seeds` (node indices).
     pub fn start_joining(&mut self, i: usize, seeds: &[usize]) {
         self.boot(i, Incarnation(0));
-        let seeds: Vec<SocketAddr> = seeds.iter().filter_map(|&s| self.nodes.get(s)).map(|n| n.addr).collect();
+        let seeds: Vec<SocketAddr> = seeds
+            .iter()
+            .filter_map(|&s| self.nodes.get(s))
+            .map(|n| n.addr)
+            .collect();
         let now = self.now;
         if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
             swim.join(now, seeds);
@@ -215,7 +221,9 @@ impl Simulator {
     fn boot(&mut self, i: usize, incarnation: Incarnation) {
         let seed = self.rng.next_u64();
         let (config, cluster, now) = (self.config.clone(), self.cluster, self.now);
-        let Some(node) = self.nodes.get_mut(i) else { return };
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
         let identity = Identity {
             name: node.name.clone(),
             addr: node.addr,
@@ -235,7 +243,9 @@ impl Simulator {
             if let Some(swim) = node.swim.take() {
                 node.saved = Some((
                     swim.incarnation(),
-                    swim.members().map(|m| (m.info, m.incarnation, m.state)).collect(),
+                    swim.members()
+                        .map(|m| (m.info, m.incarnation, m.state))
+                        .collect(),
                 ));
             }
             node.process = Process::Down;
@@ -252,7 +262,10 @@ impl Simulator {
                 // The agent starts one incarnation above what it persisted.
                 self.boot(i, incarnation.next());
                 let now = self.now;
-                let seeds = seeds.iter().filter_map(|&s| self.by_index_addr(s)).collect();
+                let seeds = seeds
+                    .iter()
+                    .filter_map(|&s| self.by_index_addr(s))
+                    .collect();
                 if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
                     swim.restore(now, members);
                     swim.join(now, seeds);
@@ -289,7 +302,11 @@ impl Simulator {
 
     /// Stops node `i` (SIGSTOP).
     pub fn pause(&mut self, i: usize) {
-        if let Some(node) = self.nodes.get_mut(i).filter(|n| n.process == Process::Running) {
+        if let Some(node) = self
+            .nodes
+            .get_mut(i)
+            .filter(|n| n.process == Process::Running)
+        {
             node.process = Process::Paused;
         }
     }
@@ -297,7 +314,13 @@ impl Simulator {
     /// Resumes node `i` (SIGCONT): it handles its backlog, then its overdue timers.
     pub fn resume(&mut self, i: usize) {
         let now = self.now;
-        let Some(node) = self.nodes.get_mut(i).filter(|n| n.process == Process::Paused) else { return };
+        let Some(node) = self
+            .nodes
+            .get_mut(i)
+            .filter(|n| n.process == Process::Paused)
+        else {
+            return;
+        };
         node.process = Process::Running;
         let backlog = std::mem::take(&mut node.backlog);
         for (from, payload, channel) in backlog {
@@ -348,7 +371,9 @@ impl Simulator {
     /// (messages, payload bytes, bytes with overhead) sent by node `i` so far, QUIC ACK-only
     /// packets included in the first and last.
     pub fn sent(&self, i: usize) -> (u64, u64, u64) {
-        self.nodes.get(i).map_or((0, 0, 0), |n| (n.msgs_sent, n.bytes_sent, n.bytes_with_overhead))
+        self.nodes.get(i).map_or((0, 0, 0), |n| {
+            (n.msgs_sent, n.bytes_sent, n.bytes_with_overhead)
+        })
     }
 
     /// Runs the simulation for `d` of virtual time.
@@ -359,7 +384,11 @@ impl Simulator {
 
     /// Runs until `done` holds (checked every 50 ms of virtual time) or `limit` passes;
     /// returns the time it took, if `done` held.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Simulator) -> bool) -> Option<Duration> {
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Simulator) -> bool,
+    ) -> Option<Duration> {
         let start = self.now;
         let step = Duration::from_millis(50);
         loop {
@@ -378,7 +407,9 @@ impl Simulator {
             if *at > until {
                 break;
             }
-            let Some(Reverse((at, _, job))) = self.jobs.pop() else { break };
+            let Some(Reverse((at, _, job))) = self.jobs.pop() else {
+                break;
+            };
             self.now = self.now.max(at);
             match job {
                 Job::Wake(i) => self.wake(i, at),
@@ -388,7 +419,11 @@ impl Simulator {
                     channel,
                     payload,
                 } => {
-                    let channel = if channel == 0 { Channel::Datagram } else { Channel::Stream };
+                    let channel = if channel == 0 {
+                        Channel::Datagram
+                    } else {
+                        Channel::Stream
+                    };
                     self.deliver(to, from, payload, channel);
                 }
             }
@@ -402,7 +437,9 @@ impl Simulator {
     }
 
     fn wake(&mut self, i: usize, at: Instant) {
-        let Some(node) = self.nodes.get_mut(i) else { return };
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
         if node.wake_at != Some(at) || node.process != Process::Running {
             return;
         }
@@ -415,12 +452,17 @@ impl Simulator {
     }
 
     fn deliver(&mut self, to: usize, from: usize, payload: Vec<u8>, channel: Channel) {
-        let Some(from_addr) = self.by_index_addr(from) else { return };
-        self.trace.write_u64((self.now - self.epoch).as_nanos() as u64);
+        let Some(from_addr) = self.by_index_addr(from) else {
+            return;
+        };
+        self.trace
+            .write_u64((self.now - self.epoch).as_nanos() as u64);
         self.trace.write_usize(from);
         self.trace.write_usize(to);
         self.trace.write(&payload);
-        let Some(node) = self.nodes.get_mut(to) else { return };
+        let Some(node) = self.nodes.get_mut(to) else {
+            return;
+        };
         match node.process {
             Process::Down => return,
             Process::Paused => {
@@ -441,7 +483,9 @@ impl Simulator {
         };
         let now = self.now;
         let cluster = self.cluster;
-        let Some(swim) = self.nodes.get_mut(to).and_then(|n| n.swim.as_mut()) else { return };
+        let Some(swim) = self.nodes.get_mut(to).and_then(|n| n.swim.as_mut()) else {
+            return;
+        };
         match wire::decode(cluster, payload, limit) {
             Ok(packet) => swim.handle_packet(now, from, packet),
             Err(_) => self.decode_errors += 1,
@@ -485,14 +529,22 @@ impl Simulator {
     fn after_step(&mut self, i: usize) {
         let now = self.now;
         let elapsed = self.elapsed();
-        let Some(node) = self.nodes.get_mut(i) else { return };
-        let Some(swim) = node.swim.as_mut() else { return };
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
+        let Some(swim) = node.swim.as_mut() else {
+            return;
+        };
         let mut outgoing = Vec::new();
         while let Some(t) = swim.poll_transmit() {
             outgoing.push(t);
         }
         while let Some(event) = swim.poll_event() {
-            let subject = self.by_name.get(&event.member.info.name).copied().unwrap_or(usize::MAX);
+            let subject = self
+                .by_name
+                .get(&event.member.info.name)
+                .copied()
+                .unwrap_or(usize::MAX);
             self.observations.push(Observation {
                 at: elapsed,
                 observer: i,
@@ -509,7 +561,9 @@ impl Simulator {
             self.push_job(at, Job::Wake(i));
         }
         for t in outgoing {
-            let Some(&to) = self.by_addr.get(&t.to) else { continue };
+            let Some(&to) = self.by_addr.get(&t.to) else {
+                continue;
+            };
             let len = t.payload.len() as u64;
             // A stream message larger than a packet takes several.
             let packets = len.div_ceil(STREAM_PACKET_PAYLOAD as u64).max(1);
@@ -543,14 +597,18 @@ impl Simulator {
 
     /// Indices of nodes whose process is running.
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.process(i) == Process::Running).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.process(i) == Process::Running)
+            .collect()
     }
 
     /// True when every running node sees exactly the running nodes alive and nobody suspect.
     pub fn converged(&self) -> bool {
         let running = self.running();
         running.iter().all(|&i| {
-            self.swim(i).is_some_and(|s| s.count(State::Alive) == running.len() && s.count(State::Suspect) == 0)
+            self.swim(i).is_some_and(|s| {
+                s.count(State::Alive) == running.len() && s.count(State::Suspect) == 0
+            })
         })
     }
 }

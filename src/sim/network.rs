@@ -77,7 +77,12 @@ impl Network {
     }
 
     /// Decides a datagram's fate: `None` if lost, else its delay.
-    pub(crate) fn datagram(&self, from: usize, to: usize, rng: &mut ChaCha8Rng) -> Option<Duration> {
+    pub(crate) fn datagram(
+        &self,
+        from: usize,
+        to: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<Duration> {
         if !self.connected(from, to) {
             return None;
         }

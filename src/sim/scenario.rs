@@ -334,7 +334,9 @@ impl Run {
                 events += 1;
                 let hold = self.opts.hold;
                 let first_seen = self.sim.run_until(hold, |s| {
-                    s.observations().iter().any(|o| o.kind == EventKind::Failed && o.at >= at)
+                    s.observations()
+                        .iter()
+                        .any(|o| o.kind == EventKind::Failed && o.at >= at)
                 });
                 let remaining = hold.saturating_sub(first_seen.unwrap_or(hold));
                 let all_seen = self.sim.run_until(remaining, |s| split_complete(s, &a, &b));
@@ -342,12 +344,16 @@ impl Run {
                     firsts.push(first.as_secs_f64());
                 }
                 match all_seen {
-                    Some(extra) => alls.push((first_seen.unwrap_or_default() + extra).as_secs_f64()),
+                    Some(extra) => {
+                        alls.push((first_seen.unwrap_or_default() + extra).as_secs_f64())
+                    }
                     None => undetected += 1,
                 }
                 self.advance_to(at + hold);
                 self.sim.network.heal();
-                convergence = self.sim.run_until(Duration::from_secs(120), Simulator::converged);
+                convergence = self
+                    .sim
+                    .run_until(Duration::from_secs(120), Simulator::converged);
                 self.advance_to(end.max(self.sim.elapsed()));
             }
             ScenarioKind::Churn => {
@@ -361,7 +367,9 @@ impl Run {
                     t += self.opts.every;
                 }
                 self.advance_to(churn_end);
-                convergence = self.sim.run_until(Duration::from_secs(120), Simulator::converged);
+                convergence = self
+                    .sim
+                    .run_until(Duration::from_secs(120), Simulator::converged);
                 self.advance_to(end.max(self.sim.elapsed()));
             }
         }
@@ -424,12 +432,19 @@ impl Run {
     }
 
     fn load(&self) -> (u64, u64, u64) {
-        (0..self.sim.len()).map(|i| self.sim.sent(i)).fold((0, 0, 0), |acc, s| (acc.0 + s.0, acc.1 + s.1, acc.2 + s.2))
+        (0..self.sim.len())
+            .map(|i| self.sim.sent(i))
+            .fold((0, 0, 0), |acc, s| (acc.0 + s.0, acc.1 + s.1, acc.2 + s.2))
     }
 
     /// (first, all) seconds from `at` until observers running since then saw `kind` about
     /// `victim`; `all` is `None` if some observer never did.
-    fn detection(&self, victim: usize, at: Duration, kind: EventKind) -> Option<(f64, Option<f64>)> {
+    fn detection(
+        &self,
+        victim: usize,
+        at: Duration,
+        kind: EventKind,
+    ) -> Option<(f64, Option<f64>)> {
         let limit = at + DETECTION_LIMIT;
         let observers: Vec<usize> = self
             .sim
@@ -445,7 +460,13 @@ impl Run {
                 .sim
                 .observations()
                 .iter()
-                .find(|e| e.observer == o && e.subject == victim && e.kind == kind && e.at >= at && e.at <= limit)
+                .find(|e| {
+                    e.observer == o
+                        && e.subject == victim
+                        && e.kind == kind
+                        && e.at >= at
+                        && e.at <= limit
+                })
                 .map(|e| e.at - at);
             if let Some(w) = when {
                 seen += 1;
@@ -454,7 +475,10 @@ impl Run {
             }
         }
         let first = first?.as_secs_f64();
-        Some((first, (seen == observers.len()).then(|| last.as_secs_f64())))
+        Some((
+            first,
+            (seen == observers.len()).then_some(last.as_secs_f64()),
+        ))
     }
 
     /// Failed declarations of members not down in the preceding minute, and recoveries of
@@ -486,7 +510,10 @@ impl Run {
                     }
                 }
                 EventKind::Recovered => {
-                    let since = failed_at.get(&(o.observer, o.subject)).copied().unwrap_or(o.at);
+                    let since = failed_at
+                        .get(&(o.observer, o.subject))
+                        .copied()
+                        .unwrap_or(o.at);
                     if !down_between(o.subject, since, o.at) {
                         flaps += 1;
                     }
@@ -500,7 +527,9 @@ impl Run {
     fn churn_step(&mut self) {
         let n = self.opts.members;
         let running = self.sim.running();
-        let down: Vec<usize> = (0..n).filter(|&i| self.sim.process(i) == Process::Down).collect();
+        let down: Vec<usize> = (0..n)
+            .filter(|&i| self.sim.process(i) == Process::Down)
+            .collect();
         let roll = self.rng.next_u64() % 4;
         let pick = |v: &[usize], r: u64| v.get((r % v.len().max(1) as u64) as usize).copied();
         let r = self.rng.next_u64();
@@ -532,7 +561,10 @@ fn split_complete(sim: &Simulator, a: &[usize], b: &[usize]) -> bool {
     // Nobody else fails in this scenario, so counting failed members suffices (and stays
     // cheap at thousands of members).
     let sees_failed = |side: &[usize], other: &[usize]| {
-        side.iter().all(|&o| sim.swim(o).is_some_and(|s| s.count(State::Failed) >= other.len()))
+        side.iter().all(|&o| {
+            sim.swim(o)
+                .is_some_and(|s| s.count(State::Failed) >= other.len())
+        })
     };
     sees_failed(a, b) && sees_failed(b, a)
 }

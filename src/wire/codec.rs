@@ -209,7 +209,10 @@ fn validate(packet: &Packet) -> Result<(), DecodeError> {
 
 /// The encoded size of a tag map (keys and values plus their msgpack headers).
 pub fn tags_len(tags: &super::message::Tags) -> usize {
-    tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + 1
+    tags.iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum::<usize>()
+        + 1
 }
 
 impl<'de> Deserialize<'de> for Packet {
@@ -233,9 +236,7 @@ impl<'de> Deserialize<'de> for Packet {
                         seq.next_element::<IgnoredAny>()?.ok_or_else(missing)?;
                         Message::Gossip
                     }
-                    5 => {
-                        Message::PushPull(seq.next_element::<PushPull>()?.ok_or_else(missing)?)
-                    }
+                    5 => Message::PushPull(seq.next_element::<PushPull>()?.ok_or_else(missing)?),
                     other => {
                         return Err(de::Error::custom(format_args!(
                             "unknown message kind {other}"
@@ -317,7 +318,9 @@ impl Cursor<'_> {
             0x80..=0x8f => self.elements(2 * usize::from(marker & 0x0f), depth),
             0x90..=0x9f => self.elements(usize::from(marker & 0x0f), depth),
             0xa0..=0xbf => self.skip(usize::from(marker & 0x1f)),
-            0xc1 => Err(DecodeError::Malformed("reserved msgpack marker 0xc1".into())),
+            0xc1 => Err(DecodeError::Malformed(
+                "reserved msgpack marker 0xc1".into(),
+            )),
             0xc4 | 0xd9 => {
                 let n = self.uint(1)?;
                 self.skip(n)

@@ -40,7 +40,6 @@ macro_rules! wire_struct {
     };
 }
 
-
 wire_struct! {
     /// One piggybacked membership update: what the sender believes about `name`.
     pub struct Update {
@@ -177,7 +176,10 @@ impl Message {
 
     /// A short name for logs and metric labels.
     pub fn name(&self) -> &'static str {
-        KIND_NAMES.get(usize::from(self.kind())).copied().unwrap_or("unknown")
+        KIND_NAMES
+            .get(usize::from(self.kind()))
+            .copied()
+            .unwrap_or("unknown")
     }
 }
 

@@ -12,13 +12,20 @@ fn name() -> impl Strategy<Value = NodeName> {
 
 fn addr() -> impl Strategy<Value = WireAddr> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| WireAddr(SocketAddr::from((ip, port)))),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| WireAddr(SocketAddr::from((ip, port)))),
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, port)| WireAddr(SocketAddr::from((ip, port)))),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, port)| WireAddr(SocketAddr::from((ip, port)))),
     ]
 }
 
 fn state() -> impl Strategy<Value = State> {
-    prop_oneof![Just(State::Alive), Just(State::Suspect), Just(State::Failed), Just(State::Left)]
+    prop_oneof![
+        Just(State::Alive),
+        Just(State::Suspect),
+        Just(State::Failed),
+        Just(State::Left)
+    ]
 }
 
 fn update() -> impl Strategy<Value = Update> {
@@ -28,7 +35,11 @@ fn update() -> impl Strategy<Value = Update> {
         state(),
         prop_oneof![Just(NodeName::default()), name()],
         proptest::option::of(addr()),
-        proptest::option::of(proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,16}", 0..4)),
+        proptest::option::of(proptest::collection::btree_map(
+            "[a-z]{1,8}",
+            "[ -~]{0,16}",
+            0..4,
+        )),
     )
         .prop_map(|(name, inc, state, from, addr, tags)| Update {
             name,
@@ -44,7 +55,11 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (any::<u32>(), name()).prop_map(|(seq, target)| Message::Ping(Ping { seq, target })),
         any::<u32>().prop_map(|seq| Message::Ack(Ack { seq })),
-        (any::<u32>(), name(), addr()).prop_map(|(seq, target, addr)| Message::PingReq(PingReq { seq, target, addr })),
+        (any::<u32>(), name(), addr()).prop_map(|(seq, target, addr)| Message::PingReq(PingReq {
+            seq,
+            target,
+            addr
+        })),
         any::<u32>().prop_map(|seq| Message::Nack(Nack { seq })),
         Just(Message::Gossip),
         (
@@ -54,22 +69,26 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(any::<u16>(), 0..64),
             proptest::collection::vec(0u8..64, 0..8)
         )
-            .prop_map(|(join, reply, members, digest, buckets)| Message::PushPull(PushPull {
-                join,
-                reply,
-                members,
-                digest: Digest(digest),
-                buckets,
-            })),
+            .prop_map(|(join, reply, members, digest, buckets)| Message::PushPull(
+                PushPull {
+                    join,
+                    reply,
+                    members,
+                    digest: Digest(digest),
+                    buckets,
+                }
+            )),
     ]
 }
 
 fn packet() -> impl Strategy<Value = Packet> {
-    (name(), message(), proptest::collection::vec(update(), 0..8)).prop_map(|(from, message, updates)| Packet {
-        from,
-        message,
-        updates,
-    })
+    (name(), message(), proptest::collection::vec(update(), 0..8)).prop_map(
+        |(from, message, updates)| Packet {
+            from,
+            message,
+            updates,
+        },
+    )
 }
 
 proptest! {
@@ -109,7 +128,10 @@ proptest! {
 fn sample() -> Packet {
     Packet {
         from: NodeName::new("node-1"),
-        message: Message::Ping(Ping { seq: 7, target: NodeName::new("node-2") }),
+        message: Message::Ping(Ping {
+            seq: 7,
+            target: NodeName::new("node-2"),
+        }),
         updates: vec![],
     }
 }
@@ -117,20 +139,32 @@ fn sample() -> Packet {
 #[test]
 fn other_cluster_is_rejected() {
     let bytes = encode(ClusterId::of("blue"), &sample());
-    assert_eq!(decode(ClusterId::of("green"), &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::ClusterMismatch(ClusterId::of("blue").0)));
+    assert_eq!(
+        decode(ClusterId::of("green"), &bytes, MAX_DATAGRAM_LEN),
+        Err(DecodeError::ClusterMismatch(ClusterId::of("blue").0))
+    );
 }
 
 #[test]
 fn unknown_version_is_rejected() {
     let mut bytes = encode(CLUSTER, &sample());
     bytes[0] = 9;
-    assert_eq!(decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::Version(9)));
+    assert_eq!(
+        decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN),
+        Err(DecodeError::Version(9))
+    );
 }
 
 #[test]
 fn oversize_is_rejected_before_parsing() {
     let bytes = vec![0u8; 2000];
-    assert!(matches!(decode(CLUSTER, &bytes, 1200), Err(DecodeError::Oversize { len: 2000, limit: 1200 })));
+    assert!(matches!(
+        decode(CLUSTER, &bytes, 1200),
+        Err(DecodeError::Oversize {
+            len: 2000,
+            limit: 1200
+        })
+    ));
 }
 
 #[test]
@@ -139,7 +173,10 @@ fn declared_lengths_beyond_the_input_are_rejected() {
     let mut bytes = vec![VERSION];
     bytes.extend_from_slice(&CLUSTER.0.to_be_bytes());
     bytes.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
-    assert!(matches!(decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN),
+        Err(DecodeError::Malformed(_))
+    ));
     // A string claiming 4 GiB.
     assert!(check_structure(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a']).is_err());
 }
@@ -154,17 +191,32 @@ fn deep_nesting_is_rejected() {
 fn invalid_names_are_rejected() {
     let mut p = sample();
     p.from = NodeName::new("bad name");
-    assert!(matches!(decode(CLUSTER, &encode(CLUSTER, &p), MAX_DATAGRAM_LEN), Err(DecodeError::Invalid(_))));
+    assert!(matches!(
+        decode(CLUSTER, &encode(CLUSTER, &p), MAX_DATAGRAM_LEN),
+        Err(DecodeError::Invalid(_))
+    ));
     p.from = NodeName::new("");
-    assert!(matches!(decode(CLUSTER, &encode(CLUSTER, &p), MAX_DATAGRAM_LEN), Err(DecodeError::Invalid(_))));
+    assert!(matches!(
+        decode(CLUSTER, &encode(CLUSTER, &p), MAX_DATAGRAM_LEN),
+        Err(DecodeError::Invalid(_))
+    ));
 }
 
 #[test]
 fn oversized_peer_tags_are_rejected() {
     let mut p = sample();
-    let tags: Tags = (0..100).map(|i| (format!("key{i}"), "v".repeat(40))).collect();
-    p.updates.push(Update { name: NodeName::new("x"), tags: Some(tags), ..Update::default() });
-    assert_eq!(decode(CLUSTER, &encode(CLUSTER, &p), MAX_STREAM_LEN), Err(DecodeError::Invalid("member tags exceed 4096 bytes")));
+    let tags: Tags = (0..100)
+        .map(|i| (format!("key{i}"), "v".repeat(40)))
+        .collect();
+    p.updates.push(Update {
+        name: NodeName::new("x"),
+        tags: Some(tags),
+        ..Update::default()
+    });
+    assert_eq!(
+        decode(CLUSTER, &encode(CLUSTER, &p), MAX_STREAM_LEN),
+        Err(DecodeError::Invalid("member tags exceed 4096 bytes"))
+    );
 }
 
 #[test]
@@ -187,7 +239,13 @@ fn newer_fields_are_skipped_and_missing_ones_default() {
     bytes.extend_from_slice(&body);
     let packet = decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN).unwrap();
     assert_eq!(packet.message, Message::Ack(Ack { seq: 42 }));
-    assert_eq!(packet.updates, vec![Update { name: NodeName::new("node-2"), ..Update::default() }]);
+    assert_eq!(
+        packet.updates,
+        vec![Update {
+            name: NodeName::new("node-2"),
+            ..Update::default()
+        }]
+    );
 }
 
 #[test]
@@ -201,5 +259,8 @@ fn unknown_message_kind_is_an_error() {
     let mut bytes = encode(CLUSTER, &sample());
     // The kind byte follows the header, the array marker and the 7-byte name.
     bytes[5 + 1 + 7] = 42;
-    assert!(matches!(decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN),
+        Err(DecodeError::Malformed(_))
+    ));
 }

@@ -1,0 +1,576 @@
+//! Rule-by-rule tests of one core, driven by hand with packets and time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::wire::{self, ClusterId, Message, Packet, Ping, PingReq, Update, WireAddr};
+
+const CLUSTER: ClusterId = ClusterId(1);
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 7946))
+}
+
+fn info(i: u8) -> Arc<MemberInfo> {
+    Arc::new(MemberInfo::new(
+        NodeName::new(&format!("n{i}")),
+        addr(i),
+        Tags::new(),
+    ))
+}
+
+/// Member `n0` knowing `n1..=peers` alive at incarnation 0.
+fn core(peers: u8, now: Instant) -> Swim {
+    let identity = Identity {
+        name: NodeName::new("n0"),
+        addr: addr(0),
+        cluster: CLUSTER,
+        tags: Tags::new(),
+        incarnation: Incarnation(0),
+    };
+    let mut swim = Swim::new(identity, Config::default(), 42, now);
+    swim.restore(
+        now,
+        (1..=peers).map(|i| (info(i), Incarnation(0), State::Alive)),
+    );
+    drain(&mut swim);
+    swim
+}
+
+fn drain(swim: &mut Swim) -> Vec<(Transmit, Packet)> {
+    let mut out = Vec::new();
+    while let Some(t) = swim.poll_transmit() {
+        let packet = wire::decode(CLUSTER, &t.payload, wire::MAX_STREAM_LEN)
+            .expect("core emits valid packets");
+        out.push((t, packet));
+    }
+    out
+}
+
+fn events(swim: &mut Swim) -> Vec<Event> {
+    std::iter::from_fn(|| swim.poll_event()).collect()
+}
+
+fn packet(from: u8, message: Message, updates: Vec<Update>) -> Packet {
+    Packet {
+        from: NodeName::new(&format!("n{from}")),
+        message,
+        updates,
+    }
+}
+
+fn claim(about: &str, incarnation: u32, state: State, from: &str) -> Update {
+    Update {
+        name: NodeName::new(about),
+        incarnation: Incarnation(incarnation),
+        state,
+        from: NodeName::new(from),
+        ..Update::default()
+    }
+}
+
+/// Runs the core's timers up to `until`, collecting what it sent.
+fn run_until(swim: &mut Swim, until: Instant) -> Vec<(Transmit, Packet)> {
+    let mut sent = Vec::new();
+    while let Some(at) = swim.poll_timeout().filter(|&at| at <= until) {
+        swim.handle_timeout(at);
+        sent.extend(drain(swim));
+    }
+    sent
+}
+
+#[test]
+fn ping_is_answered_with_an_ack_to_the_sender() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let ping = Message::Ping(Ping {
+        seq: 9,
+        target: NodeName::new("n0"),
+    });
+    swim.handle_packet(now, addr(2), packet(2, ping, vec![]));
+    let sent = drain(&mut swim);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.to, addr(2));
+    assert_eq!(sent[0].1.message, Message::Ack(wire::Ack { seq: 9 }));
+}
+
+#[test]
+fn ping_for_another_member_is_not_answered() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let ping = Message::Ping(Ping {
+        seq: 9,
+        target: NodeName::new("someone-else"),
+    });
+    swim.handle_packet(now, addr(2), packet(2, ping, vec![]));
+    assert!(drain(&mut swim).is_empty());
+    assert_eq!(swim.stats().stray_packets, 1);
+}
+
+#[test]
+fn unanswered_probe_goes_indirect_then_suspects_the_target() {
+    let now = Instant::now();
+    let mut swim = core(5, now);
+    let sent = run_until(&mut swim, now + Duration::from_secs(1));
+    let (target, seq) = sent
+        .iter()
+        .find_map(|(_, p)| match &p.message {
+            Message::Ping(ping) => Some((ping.target.clone(), ping.seq)),
+            _ => None,
+        })
+        .expect("a probe within one interval");
+    let sent = run_until(&mut swim, now + Duration::from_millis(1600));
+    let reqs: Vec<&PingReq> = sent
+        .iter()
+        .filter_map(|(_, p)| match &p.message {
+            Message::PingReq(r) if r.seq == seq => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reqs.len(),
+        3,
+        "indirect_checks ping-reqs after the probe timeout"
+    );
+    assert!(reqs.iter().all(|r| r.target == target));
+    run_until(&mut swim, now + Duration::from_millis(2600));
+    let suspected: Vec<_> = events(&mut swim)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Suspect)
+        .collect();
+    assert_eq!(suspected.len(), 1);
+    assert_eq!(suspected[0].member.info.name, target);
+}
+
+#[test]
+fn relay_forwards_the_ack_or_answers_nack() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let req = |seq| {
+        Message::PingReq(PingReq {
+            seq,
+            target: NodeName::new("n3"),
+            addr: WireAddr(addr(3)),
+        })
+    };
+    swim.handle_packet(now, addr(1), packet(1, req(77), vec![]));
+    let sent = drain(&mut swim);
+    let relay_seq = match &sent[0].1.message {
+        Message::Ping(p) if sent[0].0.to == addr(3) => p.seq,
+        other => panic!("expected a ping to n3, got {other:?}"),
+    };
+    swim.handle_packet(
+        now,
+        addr(3),
+        packet(3, Message::Ack(wire::Ack { seq: relay_seq }), vec![]),
+    );
+    let sent = drain(&mut swim);
+    assert_eq!(
+        (sent[0].0.to, &sent[0].1.message),
+        (addr(1), &Message::Ack(wire::Ack { seq: 77 }))
+    );
+    // A second request the target never answers: a nack after the probe timeout.
+    swim.handle_packet(now, addr(1), packet(1, req(78), vec![]));
+    drain(&mut swim);
+    let sent = run_until(&mut swim, now + Duration::from_millis(600));
+    assert!(
+        sent.iter()
+            .any(|(t, p)| t.to == addr(1) && p.message == Message::Nack(wire::Nack { seq: 78 }))
+    );
+}
+
+#[test]
+fn suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n0", 0, State::Suspect, "n1")],
+        ),
+    );
+    assert_eq!(swim.incarnation(), Incarnation(1));
+    assert_eq!(swim.stats().refutations, 1);
+    // The accuser is told directly, with our new incarnation first in the packet.
+    let sent = drain(&mut swim);
+    let told = sent
+        .iter()
+        .find(|(t, _)| t.to == addr(1))
+        .expect("refutation sent to the accuser");
+    assert_eq!(told.1.updates[0].name.as_str(), "n0");
+    assert_eq!(
+        (told.1.updates[0].state, told.1.updates[0].incarnation),
+        (State::Alive, Incarnation(1))
+    );
+}
+
+#[test]
+fn stale_suspicion_of_ourselves_is_not_refuted_again() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n0", 0, State::Suspect, "n1")],
+        ),
+    );
+    swim.handle_packet(
+        now,
+        addr(2),
+        packet(
+            2,
+            Message::Gossip,
+            vec![claim("n0", 0, State::Suspect, "n1")],
+        ),
+    );
+    assert_eq!(swim.incarnation(), Incarnation(1));
+}
+
+#[test]
+fn alive_claim_overrides_suspicion_only_with_a_higher_incarnation() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n2", 0, State::Suspect, "n1")],
+        ),
+    );
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Suspect));
+    let alive = |inc| Update {
+        name: NodeName::new("n2"),
+        incarnation: Incarnation(inc),
+        addr: Some(WireAddr(addr(2))),
+        tags: Some(Tags::new()),
+        ..Update::default()
+    };
+    swim.handle_packet(now, addr(3), packet(3, Message::Gossip, vec![alive(0)]));
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Suspect));
+    swim.handle_packet(now, addr(2), packet(2, Message::Gossip, vec![alive(1)]));
+    assert_eq!(
+        swim.member("n2").map(|m| (m.state, m.incarnation)),
+        Some((State::Alive, Incarnation(1)))
+    );
+}
+
+#[test]
+fn suspicion_times_out_to_failed() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n2", 0, State::Suspect, "n1")],
+        ),
+    );
+    let (min, max) = swim.config().suspicion_bounds(11);
+    run_until(&mut swim, now + min);
+    assert_eq!(
+        swim.member("n2").map(|m| m.state),
+        Some(State::Suspect),
+        "no confirmations: not yet"
+    );
+    run_until(&mut swim, now + max + Duration::from_millis(1));
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Failed));
+}
+
+#[test]
+fn confirmations_shorten_the_suspicion_to_its_minimum() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    for accuser in ["n1", "n3", "n4"] {
+        swim.handle_packet(
+            now,
+            addr(1),
+            packet(
+                1,
+                Message::Gossip,
+                vec![claim("n2", 0, State::Suspect, accuser)],
+            ),
+        );
+    }
+    let (min, _) = swim.config().suspicion_bounds(11);
+    run_until(&mut swim, now + min + Duration::from_millis(1));
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Failed));
+}
+
+#[test]
+fn failed_verdict_about_an_alive_member_starts_our_own_check() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n2", 0, State::Failed, "n1")],
+        ),
+    );
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Suspect));
+    let sent = drain(&mut swim);
+    let check = sent
+        .iter()
+        .find(|(t, p)| t.to == addr(2) && matches!(p.message, Message::Ping(_)))
+        .expect("we probe it ourselves");
+    // The ping carries the suspicion, so a live member can refute at once.
+    assert_eq!(check.1.updates[0].state, State::Suspect);
+}
+
+#[test]
+fn accusations_from_a_member_we_suspect_are_ignored() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    swim.handle_packet(
+        now,
+        addr(3),
+        packet(
+            3,
+            Message::Gossip,
+            vec![claim("n1", 0, State::Suspect, "n3")],
+        ),
+    );
+    assert_eq!(swim.member("n1").map(|m| m.state), Some(State::Suspect));
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n2", 0, State::Suspect, "n1")],
+        ),
+    );
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Alive));
+}
+
+#[test]
+fn left_is_not_failed_and_is_announced_with_a_new_incarnation() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![claim("n2", 1, State::Left, "")]),
+    );
+    let evs = events(&mut swim);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(
+        (evs[0].kind, evs[0].previous),
+        (EventKind::Left, Some(State::Alive))
+    );
+    swim.leave(now);
+    assert_eq!(swim.incarnation(), Incarnation(1));
+    let sent = run_until(&mut swim, now + Duration::from_secs(2));
+    assert!(sent.iter().any(|(_, p)| {
+        p.updates
+            .iter()
+            .any(|u| u.name.as_str() == "n0" && u.state == State::Left)
+    }));
+    assert!(swim.leave_done());
+}
+
+#[test]
+fn tags_are_size_limited_and_published_with_a_new_incarnation() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let big: Tags = [("k".to_string(), "v".repeat(600))].into();
+    assert!(swim.set_tags(now, big).is_err());
+    assert_eq!(swim.incarnation(), Incarnation(0));
+    let small: Tags = [("role".to_string(), "web".to_string())].into();
+    swim.set_tags(now, small.clone()).expect("small tags fit");
+    assert_eq!(swim.incarnation(), Incarnation(1));
+    assert_eq!(swim.member("n0").map(|m| m.info.tags.clone()), Some(small));
+}
+
+#[test]
+fn force_leave_only_applies_to_failed_members() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    assert!(
+        !swim.force_leave(now, "n1"),
+        "alive members cannot be forced out"
+    );
+    assert!(!swim.force_leave(now, "nobody"));
+    swim.handle_packet(
+        now,
+        addr(3),
+        packet(
+            3,
+            Message::Gossip,
+            vec![claim("n1", 0, State::Suspect, "n3")],
+        ),
+    );
+    swim.handle_packet(
+        now,
+        addr(3),
+        packet(
+            3,
+            Message::Gossip,
+            vec![claim("n1", 0, State::Failed, "n3")],
+        ),
+    );
+    run_until(&mut swim, now + Duration::from_secs(30));
+    assert_eq!(swim.member("n1").map(|m| m.state), Some(State::Failed));
+    assert!(swim.force_leave(now + Duration::from_secs(30), "n1"));
+    assert_eq!(swim.member("n1").map(|m| m.state), Some(State::Left));
+}
+
+#[test]
+fn piggybacked_updates_respect_the_datagram_budget() {
+    let now = Instant::now();
+    let mut swim = core(200, now);
+    // 200 joins to disseminate: far more than one datagram holds.
+    for i in 0..200u32 {
+        let joiner = Update {
+            name: NodeName::new(&format!("joiner-{i:03}")),
+            addr: Some(WireAddr(addr(250))),
+            tags: Some(Tags::new()),
+            ..Update::default()
+        };
+        swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![joiner]));
+    }
+    let sent = run_until(&mut swim, now + Duration::from_secs(3));
+    let datagrams: Vec<_> = sent
+        .iter()
+        .filter(|(t, _)| t.channel == Channel::Datagram)
+        .collect();
+    assert!(!datagrams.is_empty());
+    for (t, p) in datagrams {
+        assert!(
+            t.payload.len() <= swim.config().datagram_budget,
+            "{} bytes",
+            t.payload.len()
+        );
+        assert!(p.updates.len() < 200);
+    }
+}
+
+#[test]
+fn each_update_is_sent_a_bounded_number_of_times() {
+    let now = Instant::now();
+    let mut swim = core(30, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![claim("n2", 1, State::Left, "")]),
+    );
+    let sent = run_until(&mut swim, now + Duration::from_secs(20));
+    let copies = sent
+        .iter()
+        .filter(|(_, p)| p.updates.iter().any(|u| u.name.as_str() == "n2"))
+        .count();
+    assert_eq!(copies as u32, swim.config().retransmit_limit(30));
+}
+
+/// How many of `trials` fresh members, each knowing `members` others, probe a member at
+/// once on hearing it is suspect.
+fn fast_probers(members: u32, trials: u32) -> u32 {
+    let now = Instant::now();
+    let mut probing = 0;
+    for t in 0..trials {
+        let identity = Identity {
+            name: NodeName::new(&format!("m{t}")),
+            addr: addr(0),
+            cluster: CLUSTER,
+            tags: Tags::new(),
+            incarnation: Incarnation(0),
+        };
+        let mut swim = Swim::new(identity, Config::default(), 1, now);
+        let others = (0..members).map(|i| {
+            let info = MemberInfo::new(NodeName::new(&format!("x{i}")), addr(1), Tags::new());
+            (Arc::new(info), Incarnation(0), State::Alive)
+        });
+        swim.restore(now, others);
+        drain(&mut swim);
+        swim.handle_packet(
+            now,
+            addr(1),
+            packet(
+                1,
+                Message::Gossip,
+                vec![claim("x7", 0, State::Suspect, "x1")],
+            ),
+        );
+        let pinged = drain(&mut swim).iter().any(
+            |(_, p)| matches!(&p.message, Message::Ping(ping) if ping.target.as_str() == "x7"),
+        );
+        probing += u32::from(pinged);
+    }
+    probing
+}
+
+#[test]
+fn fast_confirmation_selects_about_a_constant_number_of_members() {
+    // 1,000 members: each is selected with probability 3/999, so ~0.9 of 300.
+    assert!(fast_probers(1000, 300) <= 5);
+    // 10 members: probability 3/9, so ~100 of 300.
+    let small = fast_probers(10, 300);
+    assert!((60..=140).contains(&small), "{small} of 300");
+}
+
+#[test]
+fn config_rejects_inconsistent_values_with_the_key_and_fix() {
+    let mut config = Config::default();
+    config.probe_timeout = Duration::from_secs(2);
+    let err = config.validate().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "gossip.probe_timeout: (2s) must be above zero and shorter than gossip.probe_interval (1s)"
+    );
+    let mut config = Config::default();
+    config.datagram_budget = 100;
+    assert!(
+        config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("gossip.datagram_budget")
+    );
+    assert!(Config::default().validate().is_ok());
+    assert!(Profile::Memberlist.config().validate().is_ok());
+}
+
+#[test]
+fn config_set_parses_durations_numbers_and_booleans() {
+    let mut config = Config::default();
+    config.set("probe_interval", "800ms").unwrap();
+    config.set("indirect_checks", "5").unwrap();
+    config.set("ring_probes", "false").unwrap();
+    config.set("suspicion_mult", "2.5").unwrap();
+    assert_eq!(config.probe_interval, Duration::from_millis(800));
+    assert_eq!(config.indirect_checks, 5);
+    assert!(!config.ring_probes);
+    assert_eq!(config.suspicion_mult, 2.5);
+    assert!(config.set("no_such_key", "1").is_err());
+    assert!(config.set("probe_interval", "soon").is_err());
+}
+
+#[test]
+fn suspicion_bounds_and_retransmit_limit_scale_with_log_n() {
+    let config = Config::default();
+    assert_eq!(
+        config.suspicion_bounds(50).0,
+        Duration::from_millis(2500),
+        "the floor"
+    );
+    assert_eq!(config.suspicion_bounds(10_000).0, Duration::from_secs(5));
+    assert_eq!(config.suspicion_bounds(10_000).1, Duration::from_secs(30));
+    assert_eq!(config.retransmit_limit(50), 8);
+    assert_eq!(config.retransmit_limit(10_000), 20);
+    let memberlist = Profile::Memberlist.config();
+    assert_eq!(memberlist.suspicion_bounds(100).0, Duration::from_secs(8));
+}

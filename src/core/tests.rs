@@ -524,15 +524,19 @@ fn fast_confirmation_selects_about_a_constant_number_of_members() {
 
 #[test]
 fn config_rejects_inconsistent_values_with_the_key_and_fix() {
-    let mut config = Config::default();
-    config.probe_timeout = Duration::from_secs(2);
+    let config = Config {
+        probe_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
     let err = config.validate().unwrap_err();
     assert_eq!(
         err.to_string(),
         "gossip.probe_timeout: (2s) must be above zero and shorter than gossip.probe_interval (1s)"
     );
-    let mut config = Config::default();
-    config.datagram_budget = 100;
+    let config = Config {
+        datagram_budget: 100,
+        ..Config::default()
+    };
     assert!(
         config
             .validate()

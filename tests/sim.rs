@@ -473,3 +473,20 @@ fn churn_ends_converged_without_false_positives() {
         "churn did not end converged"
     );
 }
+
+#[test]
+fn one_lossy_link_does_not_fail_anybody() {
+    let mut sim = converged_cluster(10, 17);
+    sim.network.set_link_loss(1, 2, 1.0);
+    sim.network.set_link_loss(2, 1, 1.0);
+    sim.run_for(secs(120));
+    let failed: Vec<_> = sim
+        .observations()
+        .iter()
+        .filter(|o| o.kind == EventKind::Failed)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "indirect probes should route around one broken link: {failed:?}"
+    );
+}

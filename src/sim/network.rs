@@ -1,6 +1,6 @@
 //! The simulated network: per-link loss, latency with jitter, one-way and two-way cuts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +19,8 @@ pub struct Network {
     outbound_loss: Vec<f64>,
     /// Blocked `(from, to)` links.
     blocked: HashSet<(usize, usize)>,
+    /// Loss of single `(from, to)` links.
+    link_loss: HashMap<(usize, usize), f64>,
 }
 
 impl Network {
@@ -31,6 +33,7 @@ impl Network {
             inbound_loss: vec![0.0; nodes],
             outbound_loss: vec![0.0; nodes],
             blocked: HashSet::new(),
+            link_loss: HashMap::new(),
         }
     }
 
@@ -47,6 +50,11 @@ impl Network {
         if let Some(l) = self.outbound_loss.get_mut(node) {
             *l = outbound;
         }
+    }
+
+    /// Sets the loss of the one-way link `from → to`.
+    pub fn set_link_loss(&mut self, from: usize, to: usize, loss: f64) {
+        self.link_loss.insert((from, to), loss);
     }
 
     /// Blocks every link from a node of `from` to a node of `to` (one way).
@@ -88,7 +96,8 @@ impl Network {
         }
         let out = self.outbound_loss.get(from).copied().unwrap_or(0.0);
         let inb = self.inbound_loss.get(to).copied().unwrap_or(0.0);
-        let delivered = (1.0 - self.loss) * (1.0 - out) * (1.0 - inb);
+        let link = self.link_loss.get(&(from, to)).copied().unwrap_or(0.0);
+        let delivered = (1.0 - self.loss) * (1.0 - out) * (1.0 - inb) * (1.0 - link);
         if delivered < 1.0 && unit(rng) >= delivered {
             return None;
         }

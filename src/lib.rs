@@ -5,8 +5,12 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
+pub mod api;
 pub mod cli;
+pub mod config;
 pub mod core;
+pub mod net;
 pub mod sim;
 pub mod wire;
 

@@ -1,6 +1,12 @@
 //! The `swimd` command line: parse, call the library, print.
 
+mod agent;
+mod client;
+mod demo;
 mod simulate;
+mod tls;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -14,21 +20,61 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent (the daemon).
+    Agent(agent::AgentArgs),
+    /// List members as the agent sees them.
+    Members(client::MembersArgs),
+    /// Ask the agent to join a cluster through these addresses.
+    Join(client::JoinArgs),
+    /// Make the agent leave the cluster gracefully and exit.
+    Leave(client::LeaveArgs),
+    /// Mark a failed member as left everywhere.
+    ForceLeave(client::ForceLeaveArgs),
+    /// Follow membership events.
+    Watch(client::WatchArgs),
+    /// Is the agent joined and healthy? (exit 0 if so)
+    Health(client::HealthArgs),
+    /// Check a configuration file (exit 78 if invalid).
+    Validate(agent::ValidateArgs),
+    /// Create the cluster CA and node certificates.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Run a deterministic whole-cluster simulation and print its figures as JSON.
     Simulate(simulate::Args),
+    /// Start five agents on loopback, crash one, restart it, and clean up.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs the command line; the process exit code.
-pub fn main() -> std::process::ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => Ok(agent::agent(args)),
+        Command::Validate(args) => Ok(agent::validate(args)),
         Command::Simulate(args) => simulate::run(args),
+        Command::Tls(cmd) => tls::run(cmd),
+        Command::Demo(args) => demo::run(args),
+        Command::Members(args) => client_runtime(client::members(args)),
+        Command::Join(args) => client_runtime(client::join(args)),
+        Command::Leave(args) => client_runtime(client::leave(args)),
+        Command::ForceLeave(args) => client_runtime(client::force_leave(args)),
+        Command::Watch(args) => client_runtime(client::watch(args)),
+        Command::Health(args) => client_runtime(client::health(args)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("swimd: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
+}
+
+fn client_runtime(
+    future: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }

@@ -1,0 +1,218 @@
+//! How the API (and anything else) talks to the agent task: commands with replies, and a
+//! broadcast of membership events. The JSON shapes here are the API's.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::core::{EventKind, MemberView};
+use crate::wire::Tags;
+
+/// A member as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberJson {
+    /// Unique name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: String,
+    /// `alive`, `suspect`, `failed` or `left`.
+    pub state: String,
+    /// The member's incarnation.
+    pub incarnation: u32,
+    /// Its tags.
+    pub tags: Tags,
+    /// Seconds since it entered its state (as this agent saw it).
+    pub state_age_s: f64,
+}
+
+impl MemberJson {
+    /// Converts a core snapshot; `age` is how long ago it entered its state.
+    pub fn from_view(m: &MemberView, now: std::time::Instant) -> Self {
+        MemberJson {
+            name: m.info.name.to_string(),
+            addr: m.info.addr.to_string(),
+            state: m.state.as_str().to_string(),
+            incarnation: m.incarnation.0,
+            tags: m.info.tags.clone(),
+            state_age_s: (now.saturating_duration_since(m.since).as_millis() as f64) / 1000.0,
+        }
+    }
+}
+
+/// `GET /v1/self`: this agent's own entry plus its local view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfJson {
+    /// Our member entry.
+    pub member: MemberJson,
+    /// The cluster name.
+    pub cluster: String,
+    /// True once another member is known alive (or a seed answered).
+    pub joined: bool,
+    /// Lifeguard local health score (0 = healthy).
+    pub health_score: u32,
+    /// Members by state, ourselves included.
+    pub counts: StateCounts,
+    /// `swimd --version`.
+    pub version: String,
+}
+
+/// Members per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// Alive members.
+    pub alive: usize,
+    /// Suspect members.
+    pub suspect: usize,
+    /// Failed members.
+    pub failed: usize,
+    /// Members that left.
+    pub left: usize,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthJson {
+    /// `ok` or `unhealthy`.
+    pub status: String,
+    /// Why not ok (empty when ok).
+    pub reason: String,
+}
+
+/// One membership event as the API and hooks see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventJson {
+    /// Sequence number on this agent (the SSE id).
+    pub id: u64,
+    /// `member.joined`, `member.failed`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unix time in seconds (with milliseconds).
+    pub timestamp: f64,
+    /// The member after the change.
+    pub member: MemberJson,
+    /// Its state before the change, if it was known.
+    pub previous_state: Option<String>,
+    /// The agent that observed it.
+    pub observed_by: String,
+}
+
+/// A request to the agent task.
+#[derive(Debug)]
+pub enum Command {
+    /// Every member, ourselves included.
+    Members(oneshot::Sender<Vec<MemberJson>>),
+    /// One member by name.
+    Member(String, oneshot::Sender<Option<MemberJson>>),
+    /// Our own view.
+    SelfInfo(oneshot::Sender<SelfJson>),
+    /// Are we joined and healthy?
+    Health(oneshot::Sender<HealthJson>),
+    /// Contact these addresses (`host:port`) to join; replies how many were resolved.
+    Join(Vec<String>, oneshot::Sender<Result<usize, String>>),
+    /// Leave gracefully, then exit; replies once the leave has been announced.
+    Leave(oneshot::Sender<()>),
+    /// Mark a failed member as left everywhere.
+    ForceLeave(String, oneshot::Sender<Result<(), String>>),
+    /// Publish new tags.
+    SetTags(Tags, oneshot::Sender<Result<(), String>>),
+}
+
+/// Events kept for `Last-Event-ID` resumption.
+const REPLAY: usize = 1024;
+
+/// The agent's event bus: live subscribers plus a replay buffer.
+#[derive(Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<EventJson>,
+    recent: Arc<Mutex<VecDeque<EventJson>>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus {
+            sender: broadcast::channel(REPLAY).0,
+            recent: Arc::new(Mutex::new(VecDeque::with_capacity(REPLAY))),
+        }
+    }
+}
+
+impl EventBus {
+    /// Publishes an event to subscribers and the replay buffer.
+    pub fn publish(&self, event: EventJson) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == REPLAY {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
+        let _ = self.sender.send(event);
+    }
+
+    /// Subscribes; also returns the buffered events after `last_id` (for resumption).
+    pub fn subscribe(
+        &self,
+        last_id: Option<u64>,
+    ) -> (Vec<EventJson>, broadcast::Receiver<EventJson>) {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = self.sender.subscribe();
+        let replay = match last_id {
+            Some(id) => recent.iter().filter(|e| e.id > id).cloned().collect(),
+            None => Vec::new(),
+        };
+        (replay, receiver)
+    }
+
+    /// How many subscribers are listening (event streams, hooks, metrics).
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+}
+
+/// What the API holds: a way to ask the agent, and its events.
+#[derive(Clone)]
+pub struct AgentHandle {
+    /// Commands to the agent task.
+    pub commands: mpsc::Sender<Command>,
+    /// Membership events.
+    pub events: EventBus,
+}
+
+impl AgentHandle {
+    /// Sends a command and waits for its reply; `None` if the agent has stopped.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Builds the API's view of a core event.
+pub fn event_json(
+    id: u64,
+    kind: EventKind,
+    member: &MemberView,
+    previous: Option<crate::wire::State>,
+    observer: &str,
+) -> EventJson {
+    let now = std::time::Instant::now();
+    EventJson {
+        id,
+        kind: kind.as_str().to_string(),
+        timestamp: unix_now(),
+        member: MemberJson::from_view(member, now),
+        previous_state: previous.map(|s| s.as_str().to_string()),
+        observed_by: observer.to_string(),
+    }
+}
+
+/// Seconds since the Unix epoch, with milliseconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_millis() as f64) / 1000.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,576 @@
+//! The agent: the tokio driver around the protocol core. One task owns the [`Swim`] core
+//! and its single timer; the transport, the API and signals talk to it by message.
+
+pub mod handle;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{self, AgentConfig, Seed};
+use crate::core::{Channel, Identity, Swim};
+use crate::net::tls::{self, TlsIdentity};
+use crate::net::transport::{Inbound, Transport, TransportConfig};
+use crate::wire::{self, ClusterId, DecodeError, State};
+use handle::{AgentHandle, Command, EventBus, HealthJson, MemberJson, SelfJson, StateCounts};
+use state::StateDir;
+
+/// How long a graceful leave may take before the agent exits anyway.
+const LEAVE_BOUND: Duration = Duration::from_secs(3);
+/// Last-known members are saved at most this often after a change (and always on exit).
+const SAVE_AFTER_CHANGE: Duration = Duration::from_millis(500);
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// TLS material.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The gossip socket.
+    #[error(transparent)]
+    Transport(#[from] crate::net::transport::TransportError),
+    /// The API listener.
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A second SIGTERM/SIGINT arrived during the graceful leave.
+    #[error("interrupted during the graceful leave")]
+    Interrupted,
+}
+
+/// Packets dropped before the core saw them, by reason (the metric's label).
+#[derive(Debug, Default)]
+pub struct DropCounters {
+    /// Not well-formed, or an unknown version.
+    pub decode_error: AtomicU64,
+    /// Sent by a member of another cluster.
+    pub cluster_mismatch: AtomicU64,
+    /// The sender's name differs from its certificate's.
+    pub identity_mismatch: AtomicU64,
+    /// Larger than allowed.
+    pub oversize: AtomicU64,
+}
+
+impl DropCounters {
+    fn count(&self, error: &DecodeError) {
+        let counter = match error {
+            DecodeError::ClusterMismatch(_) => &self.cluster_mismatch,
+            DecodeError::Oversize { .. } => &self.oversize,
+            _ => &self.decode_error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Changes the log filter at run time (SIGHUP); returns false if the level is invalid.
+pub type LogReloader = Box<dyn Fn(&str) -> bool + Send>;
+
+/// Runs the agent until it has left (signal or API) and returns.
+pub async fn run(config: AgentConfig, reload_log: LogReloader) -> Result<(), AgentError> {
+    let mut agent = Agent::start(config, reload_log).await?;
+    agent.run().await
+}
+
+struct Agent {
+    config: AgentConfig,
+    swim: Swim,
+    transport: Transport,
+    identity: TlsIdentity,
+    inbound: mpsc::Receiver<Inbound>,
+    commands: mpsc::Receiver<Command>,
+    resolved_seeds: mpsc::Receiver<Vec<SocketAddr>>,
+    events: EventBus,
+    next_event_id: u64,
+    state: StateDir,
+    saved_incarnation: wire::Incarnation,
+    last_save: Instant,
+    members_changed: bool,
+    drops: Arc<DropCounters>,
+    reload_log: LogReloader,
+    leave_started: Option<Instant>,
+    leave_replies: Vec<oneshot::Sender<()>>,
+    cluster: ClusterId,
+    _api_shutdown: oneshot::Sender<()>,
+}
+
+impl Agent {
+    async fn start(config: AgentConfig, reload_log: LogReloader) -> Result<Agent, AgentError> {
+        let state = StateDir::open(&config.state.dir)?;
+        let identity = tls::load(
+            &config.tls.ca,
+            &config.tls.cert,
+            &config.tls.key,
+            &config.node.name,
+        )?;
+        // A restart starts above anything the cluster may remember of us.
+        let incarnation = state
+            .incarnation()?
+            .map_or(wire::Incarnation(0), wire::Incarnation::next);
+        state.save_incarnation(incarnation)?;
+        let reset_key = state.reset_key()?;
+        let advertise = config.gossip.advertise_addr();
+        let transport_config = TransportConfig {
+            handshake_timeout: config.gossip.protocol.probe_timeout,
+            ..TransportConfig::default()
+        };
+        let (transport, inbound) = Transport::start(
+            config.gossip.bind,
+            advertise,
+            &identity,
+            &reset_key,
+            transport_config,
+        )?;
+        let cluster = ClusterId::of(&config.node.cluster);
+        let seed =
+            u64::from_le_bytes(
+                state::random_bytes::<8>().map_err(|source| state::StateError {
+                    path: config.state.dir.clone(),
+                    source,
+                })?,
+            );
+        let now = Instant::now();
+        let me = Identity {
+            name: config.node.name.clone(),
+            addr: advertise,
+            cluster,
+            tags: config.node.tags.clone(),
+            incarnation,
+        };
+        let mut swim = Swim::new(me, config.gossip.protocol.clone(), seed, now);
+        let known = state.members()?;
+        if !known.is_empty() {
+            info!(
+                members = known.len(),
+                "restored last-known members from the state directory"
+            );
+        }
+        swim.restore(now, known);
+
+        let (command_tx, commands) = mpsc::channel(256);
+        let events = EventBus::default();
+        let handle = AgentHandle {
+            commands: command_tx,
+            events: events.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| AgentError::Api {
+                addr: config.api.listen,
+                source,
+            })?;
+        let (api_shutdown, api_stop) = oneshot::channel::<()>();
+        let token = config.api.token.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = api_stop.await;
+            };
+            if let Err(e) = crate::api::serve(listener, handle, token, stop).await {
+                error!(error = %e, "API server stopped");
+            }
+        });
+
+        let (seed_tx, resolved_seeds) = mpsc::channel(4);
+        tokio::spawn(resolve_seeds(config.gossip.seeds.clone(), seed_tx));
+        info!(
+            name = %config.node.name,
+            cluster = %config.node.cluster,
+            gossip = %advertise,
+            api = %config.api.listen,
+            incarnation = incarnation.0,
+            "agent started"
+        );
+        Ok(Agent {
+            saved_incarnation: incarnation,
+            config,
+            swim,
+            transport,
+            identity,
+            inbound,
+            commands,
+            resolved_seeds,
+            events,
+            next_event_id: 0,
+            state,
+            last_save: now,
+            members_changed: true,
+            drops: Arc::new(DropCounters::default()),
+            reload_log,
+            leave_started: None,
+            leave_replies: Vec::new(),
+            cluster,
+            _api_shutdown: api_shutdown,
+        })
+    }
+
+    async fn run(&mut self) -> Result<(), AgentError> {
+        let mut terminate = signal(SignalKind::terminate()).map_err(|source| AgentError::Api {
+            addr: self.config.api.listen,
+            source,
+        })?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| AgentError::Api {
+            addr: self.config.api.listen,
+            source,
+        })?;
+        let mut hangup = signal(SignalKind::hangup()).map_err(|source| AgentError::Api {
+            addr: self.config.api.listen,
+            source,
+        })?;
+        loop {
+            let deadline = self
+                .swim
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let deadline = match self.leave_started {
+                Some(started) => deadline.min(started + LEAVE_BOUND),
+                None => deadline,
+            };
+            // Wake up to save changed members even if nothing else happens.
+            let deadline = if self.members_changed {
+                deadline.min(self.last_save + SAVE_AFTER_CHANGE)
+            } else {
+                deadline
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.swim.handle_timeout(Instant::now());
+                }
+                Some(inbound) = self.inbound.recv() => self.receive(inbound),
+                Some(command) = self.commands.recv() => self.command(command).await,
+                Some(seeds) = self.resolved_seeds.recv() => {
+                    if !seeds.is_empty() {
+                        info!(seeds = ?seeds, "joining through seeds");
+                        self.swim.join(Instant::now(), seeds);
+                    }
+                }
+                _ = terminate.recv() => if self.begin_leave("SIGTERM") { return Err(AgentError::Interrupted) },
+                _ = interrupt.recv() => if self.begin_leave("SIGINT") { return Err(AgentError::Interrupted) },
+                _ = hangup.recv() => self.reload(),
+            }
+            self.flush();
+            if let Some(started) = self.leave_started
+                && (self.swim.leave_done() || started.elapsed() >= LEAVE_BOUND)
+            {
+                break;
+            }
+        }
+        info!(
+            took_ms = self.leave_started.map(|s| s.elapsed().as_millis() as u64),
+            "left the cluster"
+        );
+        self.save(true);
+        for reply in self.leave_replies.drain(..) {
+            let _ = reply.send(());
+        }
+        self.transport.shutdown().await;
+        Ok(())
+    }
+
+    /// Starts the graceful leave; true if one was already under way (exit at once).
+    fn begin_leave(&mut self, why: &str) -> bool {
+        if self.leave_started.is_some() {
+            warn!(
+                signal = why,
+                "second signal: exiting without finishing the leave"
+            );
+            return true;
+        }
+        info!(signal = why, "leaving the cluster");
+        self.leave_started = Some(Instant::now());
+        self.swim.leave(Instant::now());
+        false
+    }
+
+    fn receive(&mut self, inbound: Inbound) {
+        let limit = match inbound.channel {
+            Channel::Datagram => wire::MAX_DATAGRAM_LEN,
+            Channel::Stream => wire::MAX_STREAM_LEN,
+        };
+        match wire::decode(self.cluster, &inbound.payload, limit) {
+            Ok(packet) if packet.from != inbound.peer => {
+                self.drops.identity_mismatch.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %inbound.peer, claimed = %packet.from, "dropped a packet whose sender differs from its certificate");
+            }
+            Ok(packet) => self
+                .swim
+                .handle_packet(Instant::now(), inbound.from, packet),
+            Err(e) => {
+                self.drops.count(&e);
+                debug!(peer = %inbound.peer, from = %inbound.from, error = %e, "dropped a packet");
+            }
+        }
+    }
+
+    /// Sends what the core produced and publishes its events.
+    fn flush(&mut self) {
+        while let Some(t) = self.swim.poll_transmit() {
+            self.transport.send(t.to, t.channel, t.payload);
+        }
+        let observer = self.config.node.name.to_string();
+        while let Some(event) = self.swim.poll_event() {
+            self.members_changed = true;
+            let m = &event.member;
+            let previous = event.previous.map_or("none", State::as_str);
+            info!(
+                event = event.kind.as_str(),
+                member = %m.info.name,
+                previous,
+                state = m.state.as_str(),
+                incarnation = m.incarnation.0,
+                "{} {} {} -> {} (incarnation {})",
+                event.kind.as_str(),
+                m.info.name,
+                previous,
+                m.state.as_str(),
+                m.incarnation.0
+            );
+            self.next_event_id += 1;
+            self.events.publish(handle::event_json(
+                self.next_event_id,
+                event.kind,
+                m,
+                event.previous,
+                &observer,
+            ));
+        }
+        self.save(false);
+    }
+
+    /// Saves our incarnation at once when it changes, the members soon after they change.
+    fn save(&mut self, now: bool) {
+        let incarnation = self.swim.incarnation();
+        if incarnation != self.saved_incarnation {
+            match self.state.save_incarnation(incarnation) {
+                Ok(()) => self.saved_incarnation = incarnation,
+                Err(e) => error!(error = %e, "cannot save our incarnation"),
+            }
+        }
+        if now || (self.members_changed && self.last_save.elapsed() >= SAVE_AFTER_CHANGE) {
+            self.last_save = Instant::now();
+            self.members_changed = false;
+            let members: Vec<_> = self
+                .swim
+                .members()
+                .filter(|m| m.info.name != self.config.node.name)
+                .collect();
+            if let Err(e) = self.state.save_members(&members) {
+                error!(error = %e, "cannot save last-known members");
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Members(reply) => {
+                let _ = reply.send(
+                    self.swim
+                        .members()
+                        .map(|m| MemberJson::from_view(&m, now))
+                        .collect(),
+                );
+            }
+            Command::Member(name, reply) => {
+                let _ = reply.send(
+                    self.swim
+                        .member(&name)
+                        .map(|m| MemberJson::from_view(&m, now)),
+                );
+            }
+            Command::SelfInfo(reply) => {
+                let _ = reply.send(self.self_json(now));
+            }
+            Command::Health(reply) => {
+                let _ = reply.send(self.health());
+            }
+            Command::Join(addrs, reply) => {
+                let mut resolved = Vec::new();
+                for addr in &addrs {
+                    match tokio::net::lookup_host(addr.as_str()).await {
+                        Ok(found) => resolved.extend(found),
+                        Err(e) => warn!(addr = %addr, error = %e, "cannot resolve join address"),
+                    }
+                }
+                if resolved.is_empty() {
+                    let _ = reply.send(Err(format!("none of {addrs:?} could be resolved")));
+                } else {
+                    let n = resolved.len();
+                    self.swim.join(now, resolved);
+                    let _ = reply.send(Ok(n));
+                }
+            }
+            Command::Leave(reply) => {
+                self.leave_replies.push(reply);
+                let _ = self.begin_leave("API");
+            }
+            Command::ForceLeave(name, reply) => {
+                let result = if self.swim.force_leave(now, &name) {
+                    Ok(())
+                } else {
+                    match self.swim.member(&name) {
+                        None => Err(format!("no member named {name}")),
+                        Some(m) => Err(format!(
+                            "{name} is {}, not failed: only failed members can be forced out",
+                            m.state
+                        )),
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Command::SetTags(tags, reply) => {
+                let _ = reply.send(self.swim.set_tags(now, tags).map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    fn self_json(&self, now: Instant) -> SelfJson {
+        let member = self
+            .swim
+            .member(self.config.node.name.as_str())
+            .map(|m| MemberJson::from_view(&m, now))
+            .unwrap_or_else(|| MemberJson {
+                name: self.config.node.name.to_string(),
+                addr: self.config.gossip.advertise_addr().to_string(),
+                state: "alive".into(),
+                incarnation: self.swim.incarnation().0,
+                tags: self.config.node.tags.clone(),
+                state_age_s: 0.0,
+            });
+        SelfJson {
+            member,
+            cluster: self.config.node.cluster.clone(),
+            joined: self.swim.is_joined(),
+            health_score: self.swim.health_score(),
+            counts: StateCounts {
+                alive: self.swim.count(State::Alive),
+                suspect: self.swim.count(State::Suspect),
+                failed: self.swim.count(State::Failed),
+                left: self.swim.count(State::Left),
+            },
+            version: crate::VERSION.to_string(),
+        }
+    }
+
+    fn health(&self) -> HealthJson {
+        let degraded =
+            self.swim.health_score() * 2 >= self.config.gossip.protocol.awareness_max_multiplier;
+        let reason = if self.swim.is_leaving() {
+            "leaving the cluster".to_string()
+        } else if !self.swim.is_joined() {
+            "not joined: no other member known yet".to_string()
+        } else if degraded {
+            format!("local health degraded (score {})", self.swim.health_score())
+        } else {
+            String::new()
+        };
+        HealthJson {
+            status: if reason.is_empty() { "ok" } else { "unhealthy" }.to_string(),
+            reason,
+        }
+    }
+
+    /// SIGHUP: re-read the config; apply log level, tags and certificates. An invalid
+    /// config is rejected with one error line and the old one stays.
+    fn reload(&mut self) {
+        let new = match config::load(&self.config.path) {
+            Ok(new) => new,
+            Err(e) => {
+                error!("reload rejected, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        if new.node.name != self.config.node.name || new.node.cluster != self.config.node.cluster {
+            error!(
+                "reload rejected: node.name and node.cluster cannot change while running (restart the agent)"
+            );
+            return;
+        }
+        let identity = match tls::load(&new.tls.ca, &new.tls.cert, &new.tls.key, &new.node.name) {
+            Ok(identity) => identity,
+            Err(e) => {
+                error!("reload rejected, keeping the running configuration: tls: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.transport.reload_tls(&identity) {
+            error!("reload rejected, keeping the running configuration: tls: {e}");
+            return;
+        }
+        self.identity = identity;
+        if std::env::var_os("RUST_LOG").is_none() && !(self.reload_log)(&new.log.level) {
+            warn!(level = %new.log.level, "log level not changed");
+        }
+        if new.node.tags != self.config.node.tags
+            && let Err(e) = self.swim.set_tags(Instant::now(), new.node.tags.clone())
+        {
+            error!("reload: tags not published: {e}");
+        }
+        info!(path = %new.path.display(), "configuration reloaded (log level, tags, certificates)");
+        self.config = new;
+    }
+}
+
+/// Resolves the configured seeds (A/AAAA or SRV), retrying until some resolve.
+async fn resolve_seeds(seeds: Vec<Seed>, out: mpsc::Sender<Vec<SocketAddr>>) {
+    if seeds.is_empty() {
+        return;
+    }
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let mut addrs = Vec::new();
+        for seed in &seeds {
+            match resolve(seed).await {
+                Ok(found) => addrs.extend(found),
+                Err(e) => warn!(seed = %seed, error = %e, "cannot resolve seed"),
+            }
+        }
+        if !addrs.is_empty() {
+            addrs.sort();
+            addrs.dedup();
+            let _ = out.send(addrs).await;
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn resolve(seed: &Seed) -> std::io::Result<Vec<SocketAddr>> {
+    match seed {
+        Seed::Addr { host, port } => Ok(tokio::net::lookup_host((host.as_str(), *port))
+            .await?
+            .collect()),
+        Seed::Srv(name) => {
+            let resolver = hickory_resolver::TokioResolver::builder_tokio()
+                .map_err(std::io::Error::other)?
+                .build()
+                .map_err(std::io::Error::other)?;
+            let lookup = resolver
+                .lookup(name.as_str(), hickory_resolver::proto::rr::RecordType::SRV)
+                .await
+                .map_err(std::io::Error::other)?;
+            let mut addrs = Vec::new();
+            for record in lookup.answers() {
+                if let hickory_resolver::proto::rr::RData::SRV(srv) = &record.data {
+                    let target = srv.target.to_utf8();
+                    addrs.extend(
+                        tokio::net::lookup_host((target.trim_end_matches('.'), srv.port)).await?,
+                    );
+                }
+            }
+            Ok(addrs)
+        }
+    }
+}

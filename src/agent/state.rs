@@ -1,0 +1,242 @@
+//! The state directory: what a restarted agent needs to rejoin by itself and to be
+//! recognised by its peers at once.
+//!
+//! - `incarnation`: our last incarnation; a restart starts above it, so our announcement
+//!   beats whatever the cluster remembers of us (`left`, `failed`).
+//! - `members.json`: last-known members, so a restart rejoins with no seed reachable.
+//! - `reset-key`: the QUIC stateless-reset key; with the same key, peers' stale connections
+//!   to our previous process are reset within milliseconds instead of lingering.
+//!
+//! Files are written to a temporary name and renamed, so a crash never leaves half a file.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::core::{KnownMember, MemberInfo, MemberView};
+use crate::wire::{Incarnation, NodeName, State, Tags};
+
+/// A state-directory failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("state directory: {path}: {source}")]
+pub struct StateError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub source: std::io::Error,
+}
+
+/// An opened state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedMember {
+    name: String,
+    addr: std::net::SocketAddr,
+    incarnation: u32,
+    state: String,
+    #[serde(default)]
+    tags: Tags,
+}
+
+impl StateDir {
+    /// Creates the directory (mode 0700) if needed.
+    pub fn open(dir: &Path) -> Result<StateDir, StateError> {
+        let err = |source| StateError {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(err)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.path(name);
+        let tmp = self.path(&format!(".{name}.tmp"));
+        let err = |source| StateError {
+            path: path.clone(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        file.write_all(bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.path(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError { path, source }),
+        }
+    }
+
+    /// The incarnation saved last, if any.
+    pub fn incarnation(&self) -> Result<Option<Incarnation>, StateError> {
+        let Some(bytes) = self.read("incarnation")? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.trim()
+            .parse::<u32>()
+            .map(|n| Some(Incarnation(n)))
+            .map_err(|e| StateError {
+                path: self.path("incarnation"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("not a number: {e}"),
+                ),
+            })
+    }
+
+    /// Saves our incarnation.
+    pub fn save_incarnation(&self, incarnation: Incarnation) -> Result<(), StateError> {
+        self.write("incarnation", format!("{}\n", incarnation.0).as_bytes())
+    }
+
+    /// The stateless-reset key, created on first use.
+    pub fn reset_key(&self) -> Result<[u8; 32], StateError> {
+        if let Some(bytes) = self.read("reset-key")?
+            && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+        {
+            return Ok(key);
+        }
+        let key = random_bytes::<32>().map_err(|source| StateError {
+            path: self.path("reset-key"),
+            source,
+        })?;
+        self.write("reset-key", &key)?;
+        Ok(key)
+    }
+
+    /// Last-known members (a missing or unreadable file gives none: seeds still work).
+    pub fn members(&self) -> Result<Vec<KnownMember>, StateError> {
+        let Some(bytes) = self.read("members.json")? else {
+            return Ok(Vec::new());
+        };
+        let saved: Vec<SavedMember> = serde_json::from_slice(&bytes).map_err(|e| StateError {
+            path: self.path("members.json"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        Ok(saved
+            .into_iter()
+            .filter(|m| NodeName::validate(&m.name).is_ok())
+            .filter_map(|m| {
+                let state: State = m.state.parse().ok()?;
+                let info = MemberInfo::new(NodeName::new(&m.name), m.addr, m.tags);
+                Some((Arc::new(info), Incarnation(m.incarnation), state))
+            })
+            .collect())
+    }
+
+    /// Saves the members (ourselves excluded by the caller or not: restore skips us).
+    pub fn save_members(&self, members: &[MemberView]) -> Result<(), StateError> {
+        let saved: Vec<SavedMember> = members
+            .iter()
+            .map(|m| SavedMember {
+                name: m.info.name.to_string(),
+                addr: m.info.addr,
+                incarnation: m.incarnation.0,
+                state: m.state.as_str().to_string(),
+                tags: m.info.tags.clone(),
+            })
+            .collect();
+        let json = serde_json::to_vec(&saved).map_err(|e| StateError {
+            path: self.path("members.json"),
+            source: std::io::Error::other(e),
+        })?;
+        self.write("members.json", &json)
+    }
+}
+
+/// Bytes from the operating system's secure RNG.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| std::io::Error::other("the system random number generator failed"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("swimd-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn incarnation_members_and_reset_key_survive_reopening() {
+        let dir = temp_dir("roundtrip");
+        let state = StateDir::open(&dir).unwrap();
+        assert_eq!(state.incarnation().unwrap(), None);
+        state.save_incarnation(Incarnation(7)).unwrap();
+        let key = state.reset_key().unwrap();
+        let info = Arc::new(MemberInfo::new(
+            NodeName::new("n1"),
+            "10.0.0.1:7946".parse().unwrap(),
+            Tags::new(),
+        ));
+        let view = MemberView {
+            info,
+            incarnation: Incarnation(3),
+            state: State::Failed,
+            since: std::time::Instant::now(),
+        };
+        state.save_members(&[view]).unwrap();
+
+        let again = StateDir::open(&dir).unwrap();
+        assert_eq!(again.incarnation().unwrap(), Some(Incarnation(7)));
+        assert_eq!(again.reset_key().unwrap(), key);
+        let members = again.members().unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            (members[0].0.name.as_str(), members[0].1, members[0].2),
+            ("n1", Incarnation(3), State::Failed)
+        );
+        let mode = fs::metadata(dir.join("reset-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_with_their_path() {
+        let dir = temp_dir("corrupt");
+        let state = StateDir::open(&dir).unwrap();
+        fs::write(dir.join("incarnation"), "seven").unwrap();
+        let err = state.incarnation().unwrap_err().to_string();
+        assert!(
+            err.contains("incarnation") && err.contains("not a number"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

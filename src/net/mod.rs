@@ -1,0 +1,4 @@
+//! QUIC transport: endpoint, connection pool and mutual TLS.
+
+pub mod tls;
+pub mod transport;

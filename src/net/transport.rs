@@ -1,0 +1,695 @@
+//! The QUIC transport: one UDP socket and one quinn endpoint acting as client and server,
+//! one pooled connection per peer used both ways. SWIM datagrams travel as QUIC DATAGRAM
+//! frames; push-pull messages on unidirectional streams.
+//!
+//! Sending never waits: a datagram for a peer without a connection waits in a small
+//! per-peer queue while the handshake runs, and is dropped if the handshake fails or does
+//! not finish within the handshake timeout (for SWIM, a failed probe). Addresses that
+//! never answer are backed off. Connection state is never a membership verdict.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::tls::{self, TlsIdentity};
+use crate::core::Channel;
+use crate::wire::{self, NodeName};
+
+/// ALPN protocol of swimd's gossip.
+pub const ALPN: &[u8] = b"swim/1";
+/// Datagrams queued for one peer while its handshake runs.
+const QUEUE_PER_PEER: usize = 32;
+/// Connections closer together than this were dialled simultaneously: the tie-break
+/// decides; otherwise the newer one wins (the peer restarted).
+const SIMULTANEOUS: Duration = Duration::from_secs(2);
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// How long a handshake may take before the peer counts as unreachable.
+    pub handshake_timeout: Duration,
+    /// Initial RTT estimate: LAN-sized so a lost handshake packet costs milliseconds.
+    pub initial_rtt: Duration,
+    /// Idle connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Most pooled connections; the least recently used is closed beyond it.
+    pub max_connections: usize,
+    /// Path MTU, pinned (no discovery: it costs ~11 KB per connection).
+    pub mtu: u16,
+    /// First and longest wait before dialling an address that did not answer again.
+    pub backoff: (Duration, Duration),
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            handshake_timeout: Duration::from_millis(500),
+            initial_rtt: Duration::from_millis(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            mtu: 1200,
+            backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Bytes from a peer, with the name its certificate proves.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The peer's address (its gossip socket).
+    pub from: SocketAddr,
+    /// The name in the peer's certificate.
+    pub peer: NodeName,
+    /// The bytes.
+    pub payload: Bytes,
+    /// How they came.
+    pub channel: Channel,
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The socket could not be bound.
+    #[error("cannot bind gossip socket {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Counters for metrics and bandwidth figures.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// SWIM datagrams handed to QUIC.
+    pub datagrams_sent: AtomicU64,
+    /// Their payload bytes.
+    pub datagram_bytes_sent: AtomicU64,
+    /// Push-pull messages sent on streams.
+    pub streams_sent: AtomicU64,
+    /// Their payload bytes.
+    pub stream_bytes_sent: AtomicU64,
+    /// SWIM datagrams received.
+    pub datagrams_received: AtomicU64,
+    /// Their payload bytes.
+    pub datagram_bytes_received: AtomicU64,
+    /// Stream messages received.
+    pub streams_received: AtomicU64,
+    /// Their payload bytes.
+    pub stream_bytes_received: AtomicU64,
+    /// Handshakes that timed out.
+    pub handshake_timeouts: AtomicU64,
+    /// Handshakes refused (TLS: unknown CA, bad certificate, wrong ALPN).
+    pub handshake_refused: AtomicU64,
+    /// Handshakes that failed otherwise.
+    pub handshake_other: AtomicU64,
+    /// Messages dropped: peer backed off, queue full, too large, or stream failure.
+    pub send_drops: AtomicU64,
+    /// Received messages dropped because the agent's queue was full.
+    pub receive_drops: AtomicU64,
+    /// UDP datagrams and bytes (QUIC included) of connections already closed.
+    closed_udp: Mutex<(u64, u64, u64, u64)>,
+}
+
+/// UDP-level totals: everything QUIC sent and received, handshakes and ACKs included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireTotals {
+    /// UDP datagrams sent.
+    pub tx_datagrams: u64,
+    /// UDP payload bytes sent.
+    pub tx_bytes: u64,
+    /// UDP datagrams received.
+    pub rx_datagrams: u64,
+    /// UDP payload bytes received.
+    pub rx_bytes: u64,
+}
+
+enum Slot {
+    Connected {
+        conn: quinn::Connection,
+        since: Instant,
+        last_used: Instant,
+    },
+    Dialing {
+        queue: VecDeque<(Channel, Bytes)>,
+    },
+    Backoff {
+        until: Instant,
+        wait: Duration,
+    },
+}
+
+struct Pool {
+    peers: HashMap<SocketAddr, Slot>,
+}
+
+struct Shared {
+    endpoint: quinn::Endpoint,
+    client: Mutex<quinn::ClientConfig>,
+    transport_config: Arc<quinn::TransportConfig>,
+    config: TransportConfig,
+    local: SocketAddr,
+    pool: Mutex<Pool>,
+    inbound: mpsc::Sender<Inbound>,
+    stats: TransportStats,
+}
+
+/// A handle to the transport; clones share it.
+#[derive(Clone)]
+pub struct Transport {
+    shared: Arc<Shared>,
+}
+
+impl Transport {
+    /// Binds `bind` and starts accepting connections; received messages go to the returned
+    /// channel. `reset_key` (32 bytes, kept in the state directory) lets a restarted agent
+    /// reset its peers' stale connections at once.
+    pub fn start(
+        bind: SocketAddr,
+        advertise: SocketAddr,
+        identity: &TlsIdentity,
+        reset_key: &[u8; 32],
+        config: TransportConfig,
+    ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
+        let transport_config = Arc::new(quinn_transport_config(&config));
+        let (server, client) = quinn_configs(identity, &transport_config)?;
+
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(key));
+        endpoint_config.max_udp_payload_size(config.mtu).ok();
+        let socket = std::net::UdpSocket::bind(bind)
+            .map_err(|source| TransportError::Bind { addr: bind, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind {
+            addr: bind,
+            source: std::io::Error::other("no async runtime"),
+        })?;
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(|source| TransportError::Bind { addr: bind, source })?;
+        let (tx, rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            endpoint,
+            client: Mutex::new(client),
+            transport_config,
+            config,
+            local: advertise,
+            pool: Mutex::new(Pool {
+                peers: HashMap::new(),
+            }),
+            inbound: tx,
+            stats: TransportStats::default(),
+        });
+        tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(idle_sweeper(Arc::downgrade(&shared)));
+        Ok((Transport { shared }, rx))
+    }
+
+    /// Uses new certificates for connections made from now on (SIGHUP).
+    pub fn reload_tls(&self, identity: &TlsIdentity) -> Result<(), tls::TlsError> {
+        let (server, client) = quinn_configs(identity, &self.shared.transport_config)?;
+        self.shared.endpoint.set_server_config(Some(server));
+        *self.shared.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+        Ok(())
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &TransportStats {
+        &self.shared.stats
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        lock(&self.shared.pool)
+            .peers
+            .values()
+            .filter(|s| matches!(s, Slot::Connected { .. }))
+            .count()
+    }
+
+    /// UDP totals over every connection, open or closed.
+    pub fn wire_totals(&self) -> WireTotals {
+        let closed = *lock_closed(&self.shared.stats.closed_udp);
+        let mut totals = WireTotals {
+            tx_datagrams: closed.0,
+            tx_bytes: closed.1,
+            rx_datagrams: closed.2,
+            rx_bytes: closed.3,
+        };
+        for slot in lock(&self.shared.pool).peers.values() {
+            if let Slot::Connected { conn, .. } = slot {
+                let s = conn.stats();
+                totals.tx_datagrams += s.udp_tx.datagrams;
+                totals.tx_bytes += s.udp_tx.bytes;
+                totals.rx_datagrams += s.udp_rx.datagrams;
+                totals.rx_bytes += s.udp_rx.bytes;
+            }
+        }
+        totals
+    }
+
+    /// Sends without waiting: on the pooled connection, or after a handshake it starts.
+    pub fn send(&self, to: SocketAddr, channel: Channel, payload: Vec<u8>) {
+        let payload = Bytes::from(payload);
+        let now = Instant::now();
+        let shared = &self.shared;
+        let mut pool = lock(&shared.pool);
+        match pool.peers.get_mut(&to) {
+            Some(Slot::Connected {
+                conn, last_used, ..
+            }) => {
+                *last_used = now;
+                let conn = conn.clone();
+                drop(pool);
+                transmit(shared, &conn, channel, payload);
+            }
+            Some(Slot::Dialing { queue }) => {
+                if queue.len() >= QUEUE_PER_PEER {
+                    queue.pop_front();
+                    shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
+                }
+                queue.push_back((channel, payload));
+            }
+            Some(Slot::Backoff { until, .. }) if *until > now => {
+                shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                let wait = match pool.peers.get(&to) {
+                    Some(Slot::Backoff { wait, .. }) => *wait,
+                    _ => Duration::ZERO,
+                };
+                pool.peers.insert(
+                    to,
+                    Slot::Dialing {
+                        queue: VecDeque::from([(channel, payload)]),
+                    },
+                );
+                drop(pool);
+                tokio::spawn(dial(self.shared.clone(), to, wait));
+            }
+        }
+    }
+
+    /// Closes every connection (a graceful leave has been sent) and waits briefly for the
+    /// close frames to go out.
+    pub async fn shutdown(&self) {
+        self.shared.endpoint.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.shared.endpoint.wait_idle())
+            .await;
+    }
+}
+
+fn quinn_configs(
+    identity: &TlsIdentity,
+    transport: &Arc<quinn::TransportConfig>,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), tls::TlsError> {
+    let mut server = identity.quinn_server_config()?;
+    server.transport_config(transport.clone());
+    let mut client = identity.quinn_client_config()?;
+    client.transport_config(transport.clone());
+    Ok((server, client))
+}
+
+fn quinn_transport_config(config: &TransportConfig) -> quinn::TransportConfig {
+    let mut tc = quinn::TransportConfig::default();
+    tc.initial_rtt(config.initial_rtt);
+    tc.max_idle_timeout(config.idle_timeout.try_into().ok());
+    tc.keep_alive_interval(None);
+    tc.mtu_discovery_config(None);
+    tc.initial_mtu(config.mtu);
+    tc.min_mtu(config.mtu);
+    tc.datagram_receive_buffer_size(Some(1 << 20));
+    tc.datagram_send_buffer_size(1 << 20);
+    tc.max_concurrent_bidi_streams(0u32.into());
+    tc.max_concurrent_uni_streams(64u32.into());
+    tc
+}
+
+fn lock(pool: &Mutex<Pool>) -> MutexGuard<'_, Pool> {
+    // A panic while holding the lock cannot leave the map half-updated in a way that
+    // matters more than stopping gossip would: keep going with what is there.
+    pool.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_closed(m: &Mutex<(u64, u64, u64, u64)>) -> MutexGuard<'_, (u64, u64, u64, u64)> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn transmit(shared: &Arc<Shared>, conn: &quinn::Connection, channel: Channel, payload: Bytes) {
+    let stats = &shared.stats;
+    match channel {
+        Channel::Datagram => {
+            let len = payload.len() as u64;
+            match conn.send_datagram(payload) {
+                Ok(()) => {
+                    stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                    stats.datagram_bytes_sent.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    debug!(peer = %conn.remote_address(), error = %e, "datagram not sent");
+                    stats.send_drops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Channel::Stream => {
+            let conn = conn.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let len = payload.len() as u64;
+                let result = async {
+                    let mut stream = conn.open_uni().await?;
+                    stream.write_all(&payload).await?;
+                    stream.finish()?;
+                    Ok::<_, anyhow::Error>(())
+                };
+                match tokio::time::timeout(Duration::from_secs(10), result).await {
+                    Ok(Ok(())) => {
+                        shared.stats.streams_sent.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .stats
+                            .stream_bytes_sent
+                            .fetch_add(len, Ordering::Relaxed);
+                    }
+                    _ => {
+                        shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    }
+}
+
+async fn dial(shared: Arc<Shared>, to: SocketAddr, previous_wait: Duration) {
+    let client = shared
+        .client
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // rustls keys session tickets by server name: one name per peer lets resumption work.
+    let outcome = match shared
+        .endpoint
+        .connect_with(client, to, &to.ip().to_string())
+    {
+        Ok(connecting) => {
+            match tokio::time::timeout(shared.config.handshake_timeout, connecting).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(classify(&shared, &e)),
+                Err(_) => {
+                    shared
+                        .stats
+                        .handshake_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err("timeout")
+                }
+            }
+        }
+        Err(e) => {
+            debug!(peer = %to, error = %e, "cannot dial");
+            shared.stats.handshake_other.fetch_add(1, Ordering::Relaxed);
+            Err("connect")
+        }
+    };
+    match outcome {
+        Ok(conn) => register(&shared, conn, true),
+        Err(reason) => {
+            let (first, longest) = shared.config.backoff;
+            let wait = (previous_wait * 2).clamp(first, longest);
+            let mut pool = lock(&shared.pool);
+            // An incoming connection may have arrived meanwhile: keep it.
+            if matches!(pool.peers.get(&to), Some(Slot::Dialing { .. }))
+                && let Some(Slot::Dialing { queue }) = pool.peers.insert(
+                    to,
+                    Slot::Backoff {
+                        until: Instant::now() + wait,
+                        wait,
+                    },
+                )
+            {
+                shared
+                    .stats
+                    .send_drops
+                    .fetch_add(queue.len() as u64, Ordering::Relaxed);
+            }
+            debug!(peer = %to, reason, backoff = ?wait, "handshake failed");
+        }
+    }
+}
+
+fn classify(shared: &Shared, e: &quinn::ConnectionError) -> &'static str {
+    match e {
+        quinn::ConnectionError::TransportError(_) | quinn::ConnectionError::ConnectionClosed(_) => {
+            shared
+                .stats
+                .handshake_refused
+                .fetch_add(1, Ordering::Relaxed);
+            "refused"
+        }
+        quinn::ConnectionError::TimedOut => {
+            shared
+                .stats
+                .handshake_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            "timeout"
+        }
+        _ => {
+            shared.stats.handshake_other.fetch_add(1, Ordering::Relaxed);
+            "other"
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(shared.config.handshake_timeout * 4, incoming).await {
+                Ok(Ok(conn)) => register(&shared, conn, false),
+                Ok(Err(e)) => {
+                    classify(&shared, &e);
+                    debug!(error = %e, "incoming handshake failed");
+                }
+                Err(_) => {
+                    shared
+                        .stats
+                        .handshake_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+/// Pools a new connection (unless a simultaneous one wins the tie-break), flushes what was
+/// queued for the peer and starts reading from it.
+fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) {
+    let Some(peer) = tls::peer_name(&conn) else {
+        warn!(peer = %conn.remote_address(), "peer certificate carries no node name; closing");
+        conn.close(1u32.into(), b"no name");
+        return;
+    };
+    let addr = conn.remote_address();
+    let now = Instant::now();
+    let mut pool = lock(&shared.pool);
+    let queued = match pool.peers.remove(&addr) {
+        Some(Slot::Connected {
+            conn: existing,
+            since,
+            last_used,
+        }) => {
+            // Both sides apply the same rule, so they settle on the same connection.
+            let simultaneous = now.duration_since(since) < SIMULTANEOUS;
+            let ours_wins = shared.local < addr;
+            let keep_existing = simultaneous && (dialled_by_us != ours_wins);
+            if keep_existing {
+                pool.peers.insert(
+                    addr,
+                    Slot::Connected {
+                        conn: existing,
+                        since,
+                        last_used,
+                    },
+                );
+                drop(pool);
+                // The loser is closed by the peer too; read what it still delivers.
+                tokio::spawn(read_loop(shared.clone(), conn, peer));
+                return;
+            }
+            let old = existing;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                old.close(0u32.into(), b"replaced");
+            });
+            VecDeque::new()
+        }
+        Some(Slot::Dialing { queue }) => queue,
+        _ => VecDeque::new(),
+    };
+    pool.peers.insert(
+        addr,
+        Slot::Connected {
+            conn: conn.clone(),
+            since: now,
+            last_used: now,
+        },
+    );
+    let excess = pool
+        .peers
+        .len()
+        .saturating_sub(shared.config.max_connections);
+    let evict: Vec<quinn::Connection> = if excess > 0 {
+        least_recently_used(&mut pool, excess, addr)
+    } else {
+        Vec::new()
+    };
+    drop(pool);
+    for old in evict {
+        old.close(0u32.into(), b"pool full");
+    }
+    for (channel, payload) in queued {
+        transmit(shared, &conn, channel, payload);
+    }
+    tokio::spawn(read_loop(shared.clone(), conn, peer));
+}
+
+fn least_recently_used(pool: &mut Pool, count: usize, keep: SocketAddr) -> Vec<quinn::Connection> {
+    let mut connected: Vec<(Instant, SocketAddr)> = pool
+        .peers
+        .iter()
+        .filter_map(|(a, s)| match s {
+            Slot::Connected { last_used, .. } if *a != keep => Some((*last_used, *a)),
+            _ => None,
+        })
+        .collect();
+    connected.sort();
+    connected
+        .into_iter()
+        .take(count)
+        .filter_map(|(_, a)| match pool.peers.remove(&a) {
+            Some(Slot::Connected { conn, .. }) => Some(conn),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName) {
+    let addr = conn.remote_address();
+    let datagrams = {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        let peer = peer.clone();
+        async move {
+            while let Ok(payload) = conn.read_datagram().await {
+                shared
+                    .stats
+                    .datagrams_received
+                    .fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .datagram_bytes_received
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                deliver(
+                    &shared,
+                    Inbound {
+                        from: addr,
+                        peer: peer.clone(),
+                        payload,
+                        channel: Channel::Datagram,
+                    },
+                );
+            }
+        }
+    };
+    let streams = {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        let peer = peer.clone();
+        async move {
+            while let Ok(mut stream) = conn.accept_uni().await {
+                let shared = shared.clone();
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let read = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        stream.read_to_end(wire::MAX_STREAM_LEN),
+                    );
+                    match read.await {
+                        Ok(Ok(bytes)) => {
+                            shared
+                                .stats
+                                .streams_received
+                                .fetch_add(1, Ordering::Relaxed);
+                            shared
+                                .stats
+                                .stream_bytes_received
+                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            deliver(
+                                &shared,
+                                Inbound {
+                                    from: addr,
+                                    peer,
+                                    payload: Bytes::from(bytes),
+                                    channel: Channel::Stream,
+                                },
+                            );
+                        }
+                        _ => {
+                            shared.stats.receive_drops.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        }
+    };
+    tokio::join!(datagrams, streams);
+    // Closed: account its traffic and forget it, unless a newer connection took its place.
+    let s = conn.stats();
+    {
+        let mut closed = lock_closed(&shared.stats.closed_udp);
+        closed.0 += s.udp_tx.datagrams;
+        closed.1 += s.udp_tx.bytes;
+        closed.2 += s.udp_rx.datagrams;
+        closed.3 += s.udp_rx.bytes;
+    }
+    let mut pool = lock(&shared.pool);
+    if let Some(Slot::Connected { conn: current, .. }) = pool.peers.get(&addr)
+        && current.stable_id() == conn.stable_id()
+    {
+        pool.peers.remove(&addr);
+    }
+    debug!(peer = %addr, reason = ?conn.close_reason(), "connection closed");
+}
+
+fn deliver(shared: &Shared, inbound: Inbound) {
+    if shared.inbound.try_send(inbound).is_err() {
+        shared.stats.receive_drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Forgets expired backoffs so the pool does not grow without bound (quinn closes idle
+/// connections itself, counting traffic both ways).
+async fn idle_sweeper(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        lock(&shared.pool).peers.retain(|_, slot| match slot {
+            Slot::Backoff { until, wait } => now < *until + *wait * 4,
+            Slot::Connected { .. } | Slot::Dialing { .. } => true,
+        });
+    }
+}

@@ -1,0 +1,393 @@
+//! Real `swimd agent` processes talking QUIC with mutual TLS on loopback.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn five_agents_converge_and_a_killed_one_is_failed_everywhere() {
+    let mut c = Cluster::new("crash", 21, 5);
+    c.start_all();
+    assert!(
+        c.wait_converged(secs(10)).is_some(),
+        "no convergence; log of node-1:\n{}",
+        c.log(0)
+    );
+    c.kill(2);
+    let took = c.wait_state(&[0, 1, 3, 4], "node-3", "failed", secs(15));
+    let took = took
+        .unwrap_or_else(|| panic!("node-3 not failed everywhere; log of node-1:\n{}", c.log(0)));
+    assert!(took <= secs(10), "detection took {took:?}");
+    // The log names the change with previous and new state.
+    assert!(
+        c.log(0).contains("member.failed node-3 suspect -> failed"),
+        "{}",
+        c.log(0)
+    );
+}
+
+#[test]
+fn sigterm_is_a_graceful_leave_seen_as_left_everywhere() {
+    let mut c = Cluster::new("leave", 22, 4);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    assert_eq!(c.terminate(3), Some(0), "graceful exit status");
+    assert!(
+        c.wait_state(&[0, 1, 2], "node-4", "left", secs(3))
+            .is_some()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(
+            c.view(i).unwrap()["node-4"].0,
+            "left",
+            "node-4 must stay left, never failed"
+        );
+    }
+}
+
+#[test]
+fn restarted_agent_is_alive_again_with_a_higher_incarnation() {
+    let mut c = Cluster::new("restart", 23, 4);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    let before = c.view(0).unwrap()["node-2"].1;
+    c.kill(1);
+    assert!(
+        c.wait_state(&[0, 2, 3], "node-2", "failed", secs(15))
+            .is_some()
+    );
+    c.start(1);
+    assert!(
+        c.wait_state(&[0, 2, 3], "node-2", "alive", secs(10))
+            .is_some(),
+        "{}",
+        c.log(1)
+    );
+    for i in [0, 2, 3] {
+        assert!(
+            c.view(i).unwrap()["node-2"].1 > before,
+            "incarnation must rise"
+        );
+    }
+}
+
+#[test]
+fn restarted_agent_rejoins_with_no_seed_reachable() {
+    let mut c = Cluster::new("noseed", 24, 3);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    // node-3 restarts while its only seed (node-1) is down: its state directory suffices
+    // (saved within half a second of a change).
+    std::thread::sleep(Duration::from_secs(1));
+    c.kill(2);
+    c.kill(0);
+    c.start(2);
+    assert!(
+        c.wait_state(&[1, 2], "node-3", "alive", secs(10)).is_some(),
+        "node-2:\n{}\nnode-3:\n{}",
+        c.log(1),
+        c.log(2)
+    );
+    assert!(
+        c.wait_state(&[2], "node-2", "alive", secs(10)).is_some(),
+        "{}",
+        c.log(2)
+    );
+}
+
+#[test]
+fn agent_with_a_certificate_from_another_ca_is_never_admitted() {
+    let mut c = Cluster::new("foreign", 25, 3);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    // An intruder with its own CA, using node-1 as its seed.
+    let other = TempDir::new("foreign-ca");
+    let tls = other.0.join("tls");
+    swimd::net::tls::init_ca(&tls, "evil").unwrap();
+    swimd::net::tls::issue(&tls, "intruder", &["127.0.25.9".parse().unwrap()]).unwrap();
+    let config = other.0.join("intruder.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            "intruder",
+            "127.0.25.9".parse().unwrap(),
+            "test",
+            &[c.nodes[0].gossip()],
+        ),
+    )
+    .unwrap();
+    let mut intruder = std::process::Command::new(SWIMD)
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = intruder.kill();
+    let _ = intruder.wait();
+    for i in 0..3 {
+        assert!(
+            !c.view(i).unwrap().contains_key("intruder"),
+            "node {i} admitted the intruder"
+        );
+    }
+}
+
+#[test]
+fn garbage_and_truncated_packets_neither_crash_nor_wedge_an_agent() {
+    let mut c = Cluster::new("garbage", 26, 4);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    let socket = UdpSocket::bind("127.0.26.100:0").unwrap();
+    let target = c.nodes[0].gossip();
+    let mut seed = 0x1234_5678_u64;
+    for i in 0..2000u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 1400) as usize + 1;
+        let mut packet: Vec<u8> = (0..len).map(|j| (seed >> (j % 56)) as u8).collect();
+        if i % 3 == 0 {
+            // Looks like a QUIC long-header Initial, then stops short.
+            packet[0] = 0xc0;
+            packet.truncate(40.min(len));
+        }
+        let _ = socket.send_to(&packet, target);
+    }
+    // Still detecting failures afterwards.
+    c.kill(3);
+    assert!(
+        c.wait_state(&[0, 1, 2], "node-4", "failed", secs(15))
+            .is_some(),
+        "{}",
+        c.log(0)
+    );
+    assert!(
+        c.nodes[0]
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "node-1 died"
+    );
+}
+
+#[test]
+fn agent_of_another_cluster_is_rejected() {
+    let mut c = Cluster::new("othercluster", 27, 3);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    // Same CA, other cluster name.
+    swimd::net::tls::issue(
+        &c.dir.0.join("tls"),
+        "stranger",
+        &["127.0.27.9".parse().unwrap()],
+    )
+    .unwrap();
+    let config = c.dir.0.join("stranger.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            "stranger",
+            "127.0.27.9".parse().unwrap(),
+            "elsewhere",
+            &[c.nodes[0].gossip()],
+        ),
+    )
+    .unwrap();
+    let mut stranger = std::process::Command::new(SWIMD)
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(!c.view(0).unwrap().contains_key("stranger"));
+}
+
+#[test]
+fn api_and_cli_output_shapes() {
+    let mut c = Cluster::new("shapes", 28, 3);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    let api = c.nodes[0].api();
+    let env = [("SWIMD_API", api.as_str())];
+
+    let out = swimd_in(&c.dir.0, &["members", "--format", "json"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = json["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "the agent itself is included");
+    for key in ["name", "addr", "state", "incarnation", "tags"] {
+        assert!(members[0].get(key).is_some(), "missing {key}");
+    }
+
+    let out = swimd_in(&c.dir.0, &["members"], &env);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().next().unwrap().starts_with("NAME"), "{table}");
+    assert_eq!(table.lines().count(), 4);
+
+    let out = swimd_in(&c.dir.0, &["members", "--state", "failed"], &env);
+    assert_eq!(out.status.code(), Some(2), "nothing matches: exit 2");
+
+    let out = swimd_in(&c.dir.0, &["health"], &env);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    let me = get(&api, "/v1/self").unwrap();
+    assert_eq!(me["member"]["name"], "node-1");
+    let one = get(&api, "/v1/members/node-2").unwrap();
+    assert_eq!(one["state"], "alive");
+    assert_eq!(
+        request(&api, "GET", "/v1/members/nobody", None).unwrap().0,
+        404
+    );
+    assert_eq!(
+        request(
+            &api,
+            "PUT",
+            "/v1/self/tags",
+            Some(r#"{"tags":{"role":"web"}}"#)
+        )
+        .unwrap()
+        .0,
+        200
+    );
+    assert!(c.wait_state(&[1, 2], "node-1", "alive", secs(5)).is_some());
+    let deadline = std::time::Instant::now() + secs(5);
+    loop {
+        let seen = get(&c.nodes[1].api(), "/v1/members/node-1").unwrap();
+        if seen["tags"]["role"] == "web" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tags did not spread: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // `swimd leave` makes the agent leave and exit.
+    let out = swimd_in(&c.dir.0, &["leave", "--api", &c.nodes[2].api()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = wait_timeout(c.nodes[2].child.as_mut().unwrap(), secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert!(c.wait_state(&[0, 1], "node-3", "left", secs(3)).is_some());
+}
+
+#[test]
+fn unreachable_api_is_a_clear_error() {
+    let out = swimd(&["members", "--api", "127.0.29.1:7947"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the agent API at 127.0.29.1:7947"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_names_the_source_revision() {
+    let out = swimd(&["--version"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("swimd 0.1.0 ("), "{text}");
+}
+
+#[test]
+fn invalid_configs_exit_78_with_one_clear_line() {
+    let dir = TempDir::new("badconfig");
+    let cases: &[(&str, &str)] = &[
+        ("[node]\nnmae = \"x\"\n", "unknown"),
+        (
+            "[node]\nname = \"bad name\"\ncluster = \"c\"\n",
+            "node.name",
+        ),
+        ("not toml at all", ""),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.0.join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        for args in [
+            vec!["validate", path.to_str().unwrap()],
+            vec!["agent", "--config", path.to_str().unwrap()],
+        ] {
+            let out = swimd(&args);
+            assert_eq!(out.status.code(), Some(78), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains(&format!("case{i}.toml")) && err.contains(needle),
+                "{err}"
+            );
+        }
+    }
+    let out = swimd(&["validate", dir.0.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+}
+
+#[test]
+fn world_readable_key_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::new("keyperm", 30, 1);
+    let key = c.dir.0.join("tls/node-1-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    c.start(0);
+    let status = wait_timeout(c.nodes[0].child.as_mut().unwrap(), secs(5));
+    assert_ne!(status.and_then(|s| s.code()), Some(0));
+    assert!(c.log(0).contains("chmod 600"), "{}", c.log(0));
+}
+
+#[test]
+fn sighup_with_an_invalid_config_keeps_running() {
+    let mut c = Cluster::new("sighup", 31, 2);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    let good = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    std::fs::write(&c.nodes[0].config, "[node]\nname = ").unwrap();
+    signal(c.nodes[0].pid().unwrap(), libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(c.log(0).contains("reload rejected"), "{}", c.log(0));
+    // New tags through a valid reload.
+    std::fs::write(
+        &c.nodes[0].config,
+        good.replace(
+            "cluster = \"test\"",
+            "cluster = \"test\"\ntags = { zone = \"b\" }",
+        ),
+    )
+    .unwrap();
+    signal(c.nodes[0].pid().unwrap(), libc::SIGHUP);
+    let deadline = std::time::Instant::now() + secs(5);
+    loop {
+        let seen = get(&c.nodes[1].api(), "/v1/members/node-1").unwrap();
+        if seen["tags"]["zone"] == "b" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reloaded tags did not spread: {seen}\n{}",
+            c.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,314 @@
+//! A harness for tests with real `swimd agent` processes on loopback: certificates, configs,
+//! processes (killed on drop) and a small API client.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SWIMD: &str = env!("CARGO_BIN_EXE_swimd");
+
+/// A folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("swimd-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn gossip(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, 7946))
+    }
+
+    pub fn api(&self) -> String {
+        format!("{}:7947", self.ip)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// N agents on 127.0.`net`.1..=N (each test uses its own `net` so tests run in parallel).
+pub struct Cluster {
+    pub dir: TempDir,
+    pub nodes: Vec<Node>,
+    pub cluster_name: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Certificates and configs for `n` agents; nothing started. Seeds: the first agent.
+    pub fn new(test: &str, net: u8, n: u8) -> Cluster {
+        let dir = TempDir::new(test);
+        let tls = dir.0.join("tls");
+        swimd::net::tls::init_ca(&tls, "test").expect("ca");
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let name = format!("node-{i}");
+            let ip = Ipv4Addr::new(127, 0, net, i);
+            swimd::net::tls::issue(&tls, &name, &[IpAddr::V4(ip)]).expect("cert");
+            let config = dir.0.join(format!("{name}.toml"));
+            let log = dir.0.join(format!("{name}.log"));
+            nodes.push(Node {
+                name,
+                ip,
+                config,
+                log,
+                child: None,
+            });
+        }
+        let seed = nodes[0].gossip();
+        for node in &nodes {
+            std::fs::write(
+                &node.config,
+                config_text(&node.name, node.ip, "test", &[seed]),
+            )
+            .expect("config");
+        }
+        Cluster {
+            dir,
+            nodes,
+            cluster_name: "test".into(),
+        }
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log");
+        let child = Command::new(SWIMD)
+            .args(["agent", "--config"])
+            .arg(&node.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn swimd agent");
+        node.child = Some(child);
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM; waits for the exit and returns its status code.
+    pub fn terminate(&mut self, i: usize) -> Option<i32> {
+        let mut child = self.nodes[i].child.take()?;
+        signal(child.id(), libc::SIGTERM);
+        let status = wait_timeout(&mut child, Duration::from_secs(10));
+        status.and_then(|s| s.code())
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Members as node `i` sees them: name → (state, incarnation).
+    pub fn view(&self, i: usize) -> Option<BTreeMap<String, (String, u64)>> {
+        let body = get(&self.nodes[i].api(), "/v1/members").ok()?;
+        let members = body.get("members")?.as_array()?.clone();
+        Some(
+            members
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m.get("name")?.as_str()?.to_string(),
+                        (
+                            m.get("state")?.as_str()?.to_string(),
+                            m.get("incarnation")?.as_u64()?,
+                        ),
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until every listed observer sees `subject` in `state`; returns the time taken.
+    pub fn wait_state(
+        &self,
+        observers: &[usize],
+        subject: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let all = observers.iter().all(|&o| {
+                self.view(o)
+                    .and_then(|v| v.get(subject).map(|(s, _)| s == state))
+                    .unwrap_or(false)
+            });
+            if all {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits until every running node lists all `n` members alive.
+    pub fn wait_converged(&self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        while start.elapsed() < limit {
+            let all = running.iter().all(|&o| {
+                self.view(o).is_some_and(|v| {
+                    running.iter().all(|&s| {
+                        v.get(&self.nodes[s].name)
+                            .is_some_and(|(st, _)| st == "alive")
+                    })
+                })
+            });
+            if all {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+pub fn config_text(name: &str, ip: Ipv4Addr, cluster: &str, seeds: &[SocketAddr]) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[node]\nname = \"{name}\"\ncluster = \"{cluster}\"\n\n[gossip]\nbind = \"{ip}:7946\"\nseeds = [{}]\n\n\
+         [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{name}.pem\"\nkey = \"tls/{name}-key.pem\"\n\n\
+         [api]\nlisten = \"{ip}:7947\"\n\n[state]\ndir = \"state/{name}\"\n",
+        seeds.join(", ")
+    )
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// A minimal HTTP/1.1 GET returning the JSON body (the tests avoid an async runtime).
+pub fn get(api: &str, path: &str) -> Result<Value, String> {
+    request(api, "GET", path, None).and_then(|(status, body)| {
+        if status == 200 {
+            serde_json::from_str(&body).map_err(|e| e.to_string())
+        } else {
+            Err(format!("HTTP {status}: {body}"))
+        }
+    })
+}
+
+pub fn request(
+    api: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &api.parse().map_err(|e| format!("{e}"))?,
+        Duration::from_secs(1),
+    )
+    .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: take the JSON between the first '{' and the last '}'.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b >= a => body[a..=b].to_string(),
+        _ => body,
+    };
+    Ok((status, body))
+}
+
+/// Runs the swimd binary with arguments.
+pub fn swimd(args: &[&str]) -> Output {
+    Command::new(SWIMD).args(args).output().expect("run swimd")
+}
+
+pub fn swimd_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(SWIMD);
+    cmd.args(args).current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run swimd")
+}

@@ -57,6 +57,28 @@ pub struct SelfJson {
     pub counts: StateCounts,
     /// `swimd --version`.
     pub version: String,
+    /// What the gossip transport has sent and received so far.
+    #[serde(default)]
+    pub transport: TransportJson,
+}
+
+/// Transport totals: UDP (everything QUIC sent, handshakes and ACKs included) and SWIM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportJson {
+    /// UDP datagrams sent.
+    pub udp_tx_datagrams: u64,
+    /// UDP payload bytes sent (add 28 per datagram for IPv4 and UDP headers).
+    pub udp_tx_bytes: u64,
+    /// UDP datagrams received.
+    pub udp_rx_datagrams: u64,
+    /// UDP payload bytes received.
+    pub udp_rx_bytes: u64,
+    /// SWIM messages sent (datagrams and streams).
+    pub swim_messages_sent: u64,
+    /// SWIM payload bytes sent.
+    pub swim_bytes_sent: u64,
+    /// Open QUIC connections.
+    pub connections: usize,
 }
 
 /// Members per state.

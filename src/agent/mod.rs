@@ -460,6 +460,22 @@ impl Agent {
                 left: self.swim.count(State::Left),
             },
             version: crate::VERSION.to_string(),
+            transport: self.transport_json(),
+        }
+    }
+
+    fn transport_json(&self) -> handle::TransportJson {
+        let wire = self.transport.wire_totals();
+        let stats = self.transport.stats();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        handle::TransportJson {
+            udp_tx_datagrams: wire.tx_datagrams,
+            udp_tx_bytes: wire.tx_bytes,
+            udp_rx_datagrams: wire.rx_datagrams,
+            udp_rx_bytes: wire.rx_bytes,
+            swim_messages_sent: load(&stats.datagrams_sent) + load(&stats.streams_sent),
+            swim_bytes_sent: load(&stats.datagram_bytes_sent) + load(&stats.stream_bytes_sent),
+            connections: self.transport.connections(),
         }
     }
 

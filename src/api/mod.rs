@@ -787,6 +787,7 @@ pub(crate) mod testing {
                             left: 1,
                         },
                         version: "test".to_string(),
+                        transport: Default::default(),
                     });
                 }
                 Command::Health(reply) => {

@@ -420,7 +420,7 @@ impl Swim {
             Timer::SyncAfterJoin(round) => {
                 self.sync_with_random_member(now);
                 if round < 3 {
-                    let delay = self.config.probe_interval * (2 << round);
+                    let delay = self.config.gossip_interval * (4 << (2 * round));
                     self.schedule(now + delay, Timer::SyncAfterJoin(round + 1));
                 }
             }
@@ -1332,10 +1332,10 @@ impl Swim {
             if join {
                 // Members that joined just before us may not have reached the seed yet, and
                 // gossip of joins in a fresh cluster misses a few (an update is sent a
-                // bounded number of times): digest exchanges with random members 1, 2, 4
-                // and 8 probe intervals after joining settle it.
-                let delay = self.config.probe_interval
-                    + self.random_fraction_of(self.config.probe_interval);
+                // bounded number of times): digest exchanges with random members about 1,
+                // 5, 20 and 80 gossip intervals after joining settle it.
+                let delay = self.config.gossip_interval
+                    + self.random_fraction_of(self.config.gossip_interval);
                 self.schedule(now + delay, Timer::SyncAfterJoin(0));
             }
             self.joined = true;

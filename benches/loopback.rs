@@ -1,0 +1,196 @@
+//! Real agents on loopback: convergence, detection and leave at 20 agents, resource use and
+//! bandwidth at 50, each beside what `swimd simulate` predicts. Not part of `cargo test`:
+//! run `cargo bench --bench loopback` (about three minutes).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// (resident KiB, CPU seconds) of a process, from /proc.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (rss, ticks / hz)
+}
+
+fn udp_tx(c: &Cluster, i: usize) -> (u64, u64) {
+    get(&c.nodes[i].api(), "/v1/self")
+        .ok()
+        .map(|s| {
+            (
+                s["transport"]["udp_tx_datagrams"].as_u64().unwrap_or(0),
+                s["transport"]["udp_tx_bytes"].as_u64().unwrap_or(0),
+            )
+        })
+        .unwrap_or((0, 0))
+}
+
+fn simulate(args: &[&str]) -> serde_json::Value {
+    let out = swimd(&[&["simulate"], args].concat());
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // SWIMD_BENCH=50 runs only the 50-agent part.
+    let only50 = std::env::var("SWIMD_BENCH").is_ok_and(|v| v == "50");
+    if !only50 {
+        twenty();
+    }
+    fifty();
+}
+
+fn twenty() {
+    let mut c = Cluster::new("bench20", 90, 20);
+    let start = Instant::now();
+    c.start_all();
+    let converge = c
+        .wait_converged(Duration::from_secs(30))
+        .map(|_| start.elapsed());
+    println!(
+        "20 agents started together, one seed: all see 20 alive after {:.3} s",
+        converge.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+
+    let mut detections = Vec::new();
+    for round in 0..5 {
+        let victim = 3 + round * 3;
+        let observers: Vec<usize> = (0..20).filter(|&i| i != victim).collect();
+        std::thread::sleep(Duration::from_secs(2));
+        c.kill(victim);
+        let name = c.nodes[victim].name.clone();
+        if let Some(took) = c.wait_state(&observers, &name, "failed", Duration::from_secs(30)) {
+            detections.push(took.as_secs_f64());
+        }
+        c.start(victim);
+        c.wait_converged(Duration::from_secs(20));
+    }
+    let sim = simulate(&[
+        "--members",
+        "20",
+        "--scenario",
+        "crash",
+        "--duration",
+        "300s",
+        "--seed",
+        "1",
+    ]);
+    println!(
+        "SIGKILL of one of 20, until every survivor lists it failed: median {:.2} s over {} kills {:?}; simulate predicts p50 {} s",
+        median(detections.clone()),
+        detections.len(),
+        detections
+            .iter()
+            .map(|d| (d * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+        sim["detection_all_s"]["p50"]
+    );
+
+    let leaver = 19;
+    let observers: Vec<usize> = (0..19).collect();
+    let name = c.nodes[leaver].name.clone();
+    let t0 = Instant::now();
+    if let Some(pid) = c.nodes[leaver].pid() {
+        signal(pid, libc::SIGTERM);
+    }
+    let left = c
+        .wait_state(&observers, &name, "left", Duration::from_secs(10))
+        .map(|_| t0.elapsed());
+    println!(
+        "graceful leave seen by all of 20: {:.3} s",
+        left.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+}
+
+fn fifty() {
+    let n = 50;
+    let mut c = Cluster::new("bench50", 91, n as u8);
+    c.start_all();
+    let converged = c.wait_converged(Duration::from_secs(60));
+    println!(
+        "50 agents: converged after {:.2} s",
+        converged.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    // Every pair has probed each other (and set up its QUIC connection) after a couple of
+    // round-robin rounds: warm up past that to measure the steady state.
+    let warmup: u64 = std::env::var("SWIMD_BENCH_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    std::thread::sleep(Duration::from_secs(warmup));
+    let window = Duration::from_secs(60);
+    let before: Vec<(u64, f64)> = (0..n)
+        .map(|i| usage(c.nodes[i].pid().unwrap_or(0)))
+        .collect();
+    let tx_before: Vec<(u64, u64)> = (0..n).map(|i| udp_tx(&c, i)).collect();
+    std::thread::sleep(window);
+    let after: Vec<(u64, f64)> = (0..n)
+        .map(|i| usage(c.nodes[i].pid().unwrap_or(0)))
+        .collect();
+    let tx_after: Vec<(u64, u64)> = (0..n).map(|i| udp_tx(&c, i)).collect();
+    let rss: Vec<f64> = after.iter().map(|(kb, _)| *kb as f64 / 1024.0).collect();
+    let cpu_per_min: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.1 - b.1) * 60.0 / window.as_secs_f64())
+        .collect();
+    let bytes_per_s: Vec<f64> = tx_before
+        .iter()
+        .zip(&tx_after)
+        .map(|(b, a)| ((a.1 - b.1) + 28 * (a.0 - b.0)) as f64 / window.as_secs_f64())
+        .collect();
+    let datagrams_per_s: Vec<f64> = tx_before
+        .iter()
+        .zip(&tx_after)
+        .map(|(b, a)| (a.0 - b.0) as f64 / window.as_secs_f64())
+        .collect();
+    let sim = simulate(&[
+        "--members",
+        "50",
+        "--scenario",
+        "steady",
+        "--duration",
+        "120s",
+        "--seed",
+        "1",
+    ]);
+    println!(
+        "50 agents at steady state, per agent (median): resident {:.1} MiB (max {:.1}), CPU {:.3} s/min, sent {:.1} UDP datagrams/s and {:.0} B/s (UDP payload + 28 B); simulate predicts {} msgs/s and {} B/s with overhead",
+        median(rss.clone()),
+        rss.iter().cloned().fold(0.0, f64::max),
+        median(cpu_per_min),
+        median(datagrams_per_s),
+        median(bytes_per_s),
+        sim["per_member"]["msgs_sent_per_s"],
+        sim["per_member"]["bytes_sent_with_overhead_per_s"]
+    );
+}

@@ -365,8 +365,25 @@ fn sighup_with_an_invalid_config_keeps_running() {
     let good = std::fs::read_to_string(&c.nodes[0].config).unwrap();
     std::fs::write(&c.nodes[0].config, "[node]\nname = ").unwrap();
     signal(c.nodes[0].pid().unwrap(), libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(c.log(0).contains("reload rejected"), "{}", c.log(0));
+    let deadline = std::time::Instant::now() + secs(5);
+    while !c.log(0).contains("reload rejected") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            c.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        c.nodes[0]
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "the agent must keep running"
+    );
     // New tags through a valid reload.
     std::fs::write(
         &c.nodes[0].config,

@@ -197,6 +197,23 @@ impl Members {
         };
         // Input usually arrives in ring order (a snapshot), which this sort handles in O(n).
         self.ring.sort_by(|a, b| key(a).cmp(&key(b)));
+        // A name given twice (a hand-edited state file) keeps its first entry.
+        let mut repeated = Vec::new();
+        self.ring.dedup_by(|later, earlier| {
+            let same = key(later) == key(earlier);
+            if same {
+                repeated.push(*later);
+            }
+            same
+        });
+        for slot in repeated {
+            self.toggle_digest(slot);
+            if let Some(member) = self.slots.get_mut(slot as usize).and_then(Option::take) {
+                self.counts[state_index(member.state)] -= 1;
+            }
+            self.failed.retain(|&s| s != slot);
+            self.free.push(slot);
+        }
         self.probe_order.extend_from_slice(&added);
         shuffle(&mut self.probe_order, rng);
         self.probe_pos = 0;

@@ -192,14 +192,11 @@ impl Swim {
 
     /// Loads last-known members (from the agent's state directory, or the simulator's
     /// bootstrap) without events; they are probed like any other member.
-    /// Members already known (ourselves included) are skipped.
+    /// Members already known (ourselves included) and repeated names are skipped.
     pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = KnownMember>) {
-        let mut seen = std::collections::HashSet::new();
         let fresh: Vec<Member> = members
             .into_iter()
-            .filter(|(info, _, _)| {
-                self.members.find(info.name.as_str()).is_none() && seen.insert(info.name.clone())
-            })
+            .filter(|(info, _, _)| self.members.find(info.name.as_str()).is_none())
             .map(|(info, incarnation, state)| Member {
                 info,
                 incarnation,

@@ -578,3 +578,27 @@ fn suspicion_bounds_and_retransmit_limit_scale_with_log_n() {
     let memberlist = Profile::Memberlist.config();
     assert_eq!(memberlist.suspicion_bounds(100).0, Duration::from_secs(8));
 }
+
+#[test]
+fn restoring_a_name_twice_keeps_one_entry() {
+    let now = Instant::now();
+    let mut swim = core(2, now);
+    swim.restore(
+        now,
+        [
+            (info(7), Incarnation(3), State::Alive),
+            (info(7), Incarnation(9), State::Failed),
+        ],
+    );
+    let sevens: Vec<_> = swim
+        .members()
+        .filter(|m| m.info.name.as_str() == "n7")
+        .collect();
+    assert_eq!(sevens.len(), 1);
+    assert_eq!(
+        (sevens[0].incarnation, sevens[0].state),
+        (Incarnation(3), State::Alive)
+    );
+    assert_eq!(swim.count(State::Alive), 4);
+    assert_eq!(swim.count(State::Failed), 0);
+}

@@ -29,6 +29,7 @@ pub const MAX_CLUSTER_LEN: usize = 64;
 /// Default ports, also suggested in messages when a configured port is 0.
 const GOSSIP_PORT: u16 = 7946;
 const API_PORT: u16 = 7947;
+const METRICS_PORT: u16 = 9946;
 
 /// The whole agent configuration, as read from one file.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +42,8 @@ pub struct AgentConfig {
     pub tls: TlsConfig,
     /// The local HTTP API.
     pub api: ApiConfig,
+    /// The Prometheus metrics listener.
+    pub metrics: MetricsConfig,
     /// Where state survives restarts.
     pub state: StateConfig,
     /// Log filter and format.
@@ -98,6 +101,15 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The bearer token clients must present, if any.
     pub token: Option<String>,
+}
+
+/// `[metrics]`: the read-only Prometheus listener (`/metrics` and `/v1/health`, no token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The TCP address it listens on; `None` when written as `"off"`.
+    pub listen: Option<SocketAddr>,
+    /// Export `swimd_member_up{member}`, one series per known member.
+    pub member_up: bool,
 }
 
 /// `[state]`: persistent state.
@@ -286,12 +298,13 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         &src,
         root,
         "",
-        &["node", "gossip", "tls", "api", "state", "log"],
+        &["node", "gossip", "tls", "api", "metrics", "state", "log"],
     )?;
     let node = Section::new(&src, root, "node", &["name", "cluster", "tags"])?;
     let gossip = Section::new(&src, root, "gossip", &gossip_keys)?;
     let tls = Section::new(&src, root, "tls", &["ca", "cert", "key"])?;
     let api = Section::new(&src, root, "api", &["listen", "token"])?;
+    let metrics = Section::new(&src, root, "metrics", &["listen", "member_up"])?;
     let state = Section::new(&src, root, "state", &["dir"])?;
     let log = Section::new(&src, root, "log", &["level", "format"])?;
     let base = path.parent().unwrap_or(Path::new(""));
@@ -340,6 +353,13 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
             token => token.map(|t| t.into_inner().to_string()),
         },
     };
+    let metrics_config = MetricsConfig {
+        listen: match metrics.string("listen")? {
+            Some(text) if *text.get_ref() == "off" => None,
+            _ => Some(metrics.socket_addr("listen", (Ipv4Addr::UNSPECIFIED, METRICS_PORT).into())?),
+        },
+        member_up: metrics.boolean("member_up", true)?,
+    };
     let state_config = StateConfig {
         dir: state.path(
             "dir",
@@ -353,6 +373,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         gossip: gossip_config,
         tls: tls_config,
         api: api_config,
+        metrics: metrics_config,
         state: state_config,
         log: log_config,
         path: path.to_path_buf(),
@@ -766,6 +787,20 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(value) => match value.get_ref() {
+                DeValue::Boolean(b) => Ok(*b),
+                other => Err(self.invalid(
+                    key,
+                    Some(value.span()),
+                    format!("expected true or false, found {}", describe(other)),
+                )),
+            },
+        }
+    }
+
     fn required_string(&self, key: &str, hint: &str) -> Result<Spanned<&'a str>, ConfigError> {
         self.string(key)?.ok_or_else(|| {
             let dotted = format!("{}.{key}", self.name);
@@ -984,6 +1019,8 @@ format = "json"
         assert_eq!(config.gossip.protocol, ProtocolConfig::default());
         assert_eq!(config.gossip.bind, "0.0.0.0:7946".parse().unwrap());
         assert_eq!(config.api.listen, "127.0.0.1:7947".parse().unwrap());
+        assert_eq!(config.metrics.listen, Some("0.0.0.0:9946".parse().unwrap()));
+        assert!(config.metrics.member_up);
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Text);
         assert!(config.api.token.is_some() && !config.node.tags.is_empty());
@@ -1023,13 +1060,13 @@ format = "json"
 
     #[test]
     fn unknown_top_level_key_is_named() {
-        let e = error_of(&format!("{MINIMAL}[metrics]\nport = 9100\n"));
+        let e = error_of(&format!("{MINIMAL}[telemetry]\nport = 9100\n"));
         assert_eq!(
             e.to_string(),
-            "swimd.toml:15:2: unknown key metrics \
-             (expected one of: node, gossip, tls, api, state, log)"
+            "swimd.toml:15:2: unknown key telemetry \
+             (expected one of: node, gossip, tls, api, metrics, state, log)"
         );
-        assert_eq!(e.key.as_deref(), Some("metrics"));
+        assert_eq!(e.key.as_deref(), Some("telemetry"));
     }
 
     #[test]
@@ -1314,6 +1351,32 @@ format = "json"
         assert_eq!(
             e.to_string(),
             "swimd.toml:1:7: log: expected a table ([log]), found string \"debug\""
+        );
+    }
+
+    #[test]
+    fn metrics_listener_defaults_on_and_can_be_turned_off() {
+        let config = parse(MINIMAL, Path::new("swimd.toml")).unwrap();
+        assert_eq!(config.metrics.listen, Some("0.0.0.0:9946".parse().unwrap()));
+        assert!(config.metrics.member_up);
+        let text = format!("{MINIMAL}[metrics]\nlisten = \"off\"\nmember_up = false\n");
+        let config = parse(&text, Path::new("swimd.toml")).unwrap();
+        assert_eq!(config.metrics.listen, None);
+        assert!(!config.metrics.member_up);
+    }
+
+    #[test]
+    fn bad_metrics_keys_are_named_with_their_position() {
+        let e = error_of(&format!("{MINIMAL}[metrics]\nlisten = \"\"\n"));
+        assert_eq!(
+            e.to_string(),
+            "swimd.toml:16:10: metrics.listen: (\"\") must be an IP address and port, \
+             e.g. \"10.0.0.1:7946\" or \"[::1]:7946\""
+        );
+        let e = error_of(&format!("{MINIMAL}[metrics]\nmember_up = \"yes\"\n"));
+        assert_eq!(
+            e.to_string(),
+            "swimd.toml:16:13: metrics.member_up: expected true or false, found string \"yes\""
         );
     }
 }

@@ -408,3 +408,125 @@ fn sighup_with_an_invalid_config_keeps_running() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Every metric the README documents, by family name.
+const METRIC_NAMES: [&str; 22] = [
+    "swimd_build_info",
+    "swimd_members",
+    "swimd_member_up",
+    "swimd_member_state_transitions_total",
+    "swimd_probes_total",
+    "swimd_probe_rtt_seconds",
+    "swimd_suspicions_total",
+    "swimd_refutations_total",
+    "swimd_member_flaps_total",
+    "swimd_health_score",
+    "swimd_incarnation",
+    "swimd_suspicion_confirmations",
+    "swimd_gossip_messages_total",
+    "swimd_gossip_bytes_total",
+    "swimd_broadcast_queue_depth",
+    "swimd_push_pull_total",
+    "swimd_quic_connections",
+    "swimd_quic_handshake_failures_total",
+    "swimd_dropped_messages_total",
+    "swimd_config_last_reload_successful",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+];
+
+/// Checks `text` is Prometheus text format: every sample line is `name{labels} value`, and
+/// every sample's family has `# HELP` and `# TYPE`. Returns the family names.
+fn parse_prometheus_text(text: &str) -> Vec<String> {
+    let mut help = Vec::new();
+    let mut types = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            types.push(name.to_string());
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (series, value) = line.rsplit_once(' ').expect("name value");
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "bad value: {line}"
+        );
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("closing brace");
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let (key, value) = pair.split_once("=\"").expect("label=\"value\"");
+                    assert!(
+                        key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                        "bad label: {line}"
+                    );
+                    assert!(!value.contains('\n'), "{line}");
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
+            "bad name: {line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.iter().any(|t| t == base))
+            })
+            .unwrap_or(name);
+        assert!(help.iter().any(|h| h == family), "no # HELP: {line}");
+        assert!(types.iter().any(|t| t == family), "no # TYPE: {line}");
+    }
+    types
+}
+
+#[test]
+fn metrics_endpoint_exposes_every_metric() {
+    let mut c = Cluster::new("metrics", 32, 3);
+    c.start_all();
+    assert!(c.wait_converged(secs(10)).is_some());
+    c.kill(2);
+    assert!(
+        c.wait_state(&[0, 1], "node-3", "failed", secs(15))
+            .is_some(),
+        "{}",
+        c.log(0)
+    );
+    for addr in [c.nodes[0].api(), c.nodes[0].metrics()] {
+        let (status, text) = request_text(&addr, "GET", "/metrics", None).unwrap();
+        assert_eq!(status, 200, "{addr}: {text}");
+        let families = parse_prometheus_text(&text);
+        for name in METRIC_NAMES {
+            assert!(
+                families.iter().any(|f| f == name),
+                "{addr}: {name} missing:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("swimd_members{state=\"failed\"} 1\n"),
+            "{addr}:\n{text}"
+        );
+        assert!(
+            text.contains("swimd_member_up{member=\"node-3\"} 0\n"),
+            "{text}"
+        );
+    }
+    // The read-only listener serves health too, and nothing else.
+    let (status, _) = request_text(&c.nodes[0].metrics(), "GET", "/v1/health", None).unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = request_text(&c.nodes[0].metrics(), "GET", "/v1/members", None).unwrap();
+    assert_eq!(status, 404);
+}

@@ -140,6 +140,8 @@ pub enum Command {
     ForceLeave(String, oneshot::Sender<Result<(), String>>),
     /// Publish new tags.
     SetTags(Tags, oneshot::Sender<Result<(), String>>),
+    /// Every metric, in the Prometheus text format.
+    Metrics(oneshot::Sender<String>),
 }
 
 /// Events kept for `Last-Event-ID` resumption.

@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{self, AgentConfig, Seed};
 use crate::core::{Channel, Identity, Swim};
+use crate::metrics::{Metrics, Snapshot};
 use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
 use crate::wire::{self, ClusterId, DecodeError, State};
@@ -25,6 +26,8 @@ use state::StateDir;
 const LEAVE_BOUND: Duration = Duration::from_secs(3);
 /// Last-known members are saved at most this often after a change (and always on exit).
 const SAVE_AFTER_CHANGE: Duration = Duration::from_millis(500);
+/// Metrics are brought up to date at most this often (and on every scrape).
+const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,14 @@ pub enum AgentError {
     /// The API listener.
     #[error("cannot listen for the API on {addr}: {source}")]
     Api {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The read-only metrics listener.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
         /// The address.
         addr: SocketAddr,
         /// The error.
@@ -103,7 +114,10 @@ struct Agent {
     leave_started: Option<Instant>,
     leave_replies: Vec<oneshot::Sender<()>>,
     cluster: ClusterId,
+    metrics: Metrics,
+    last_metrics_update: Instant,
     _api_shutdown: oneshot::Sender<()>,
+    _metrics_shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl Agent {
@@ -171,6 +185,35 @@ impl Agent {
                 addr: config.api.listen,
                 source,
             })?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AgentError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_shutdown = metrics_listener.map(|listener| {
+            let (shutdown, stop) = oneshot::channel::<()>();
+            let router = crate::api::read_only_router(handle.clone());
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stop.await;
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    error!(error = %e, "metrics listener stopped");
+                }
+            });
+            shutdown
+        });
+        let mut metrics = Metrics::new(config.metrics.member_up);
+        for member in swim.members() {
+            metrics.set_member(&member);
+        }
+
         let (api_shutdown, api_stop) = oneshot::channel::<()>();
         let token = config.api.token.clone();
         tokio::spawn(async move {
@@ -189,6 +232,7 @@ impl Agent {
             cluster = %config.node.cluster,
             gossip = %advertise,
             api = %config.api.listen,
+            metrics = %config.metrics.listen.map_or("off".to_string(), |a| a.to_string()),
             incarnation = incarnation.0,
             "agent started"
         );
@@ -211,7 +255,10 @@ impl Agent {
             leave_started: None,
             leave_replies: Vec::new(),
             cluster,
+            metrics,
+            last_metrics_update: now,
             _api_shutdown: api_shutdown,
+            _metrics_shutdown: metrics_shutdown,
         })
     }
 
@@ -260,6 +307,9 @@ impl Agent {
                 _ = hangup.recv() => self.reload(),
             }
             self.flush();
+            if self.last_metrics_update.elapsed() >= METRICS_REFRESH {
+                self.update_metrics();
+            }
             if let Some(started) = self.leave_started
                 && (self.swim.leave_done() || started.elapsed() >= LEAVE_BOUND)
             {
@@ -303,9 +353,11 @@ impl Agent {
                 self.drops.identity_mismatch.fetch_add(1, Ordering::Relaxed);
                 debug!(peer = %inbound.peer, claimed = %packet.from, "dropped a packet whose sender differs from its certificate");
             }
-            Ok(packet) => self
-                .swim
-                .handle_packet(Instant::now(), inbound.from, packet),
+            Ok(packet) => {
+                self.metrics.message_received(packet.message.kind());
+                self.swim
+                    .handle_packet(Instant::now(), inbound.from, packet);
+            }
             Err(e) => {
                 self.drops.count(&e);
                 debug!(peer = %inbound.peer, from = %inbound.from, error = %e, "dropped a packet");
@@ -316,12 +368,14 @@ impl Agent {
     /// Sends what the core produced and publishes its events.
     fn flush(&mut self) {
         while let Some(t) = self.swim.poll_transmit() {
+            self.metrics.message_sent(t.kind);
             self.transport.send(t.to, t.channel, t.payload);
         }
         let observer = self.config.node.name.to_string();
         while let Some(event) = self.swim.poll_event() {
             self.members_changed = true;
             let m = &event.member;
+            self.metrics.on_event(event.kind, m, event.previous);
             let previous = event.previous.map_or("none", State::as_str);
             info!(
                 event = event.kind.as_str(),
@@ -432,6 +486,50 @@ impl Agent {
             Command::SetTags(tags, reply) => {
                 let _ = reply.send(self.swim.set_tags(now, tags).map_err(|e| e.to_string()));
             }
+            Command::Metrics(reply) => {
+                self.update_metrics();
+                let _ = reply.send(self.metrics.render());
+            }
+        }
+    }
+
+    /// Brings the metrics up to date with the core's and the transport's counters.
+    fn update_metrics(&mut self) {
+        self.last_metrics_update = Instant::now();
+        let stats = self.transport.stats();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let snapshot = Snapshot {
+            stats: self.swim.stats().clone(),
+            members: self.state_counts(),
+            health_score: self.swim.health_score(),
+            incarnation: self.swim.incarnation().0,
+            broadcast_queue_depth: self.swim.broadcast_queue_depth(),
+            quic_connections: self.transport.connections(),
+            handshake_timeouts: load(&stats.handshake_timeouts),
+            handshake_refused: load(&stats.handshake_refused),
+            handshake_other: load(&stats.handshake_other),
+            bytes_sent: load(&stats.datagram_bytes_sent) + load(&stats.stream_bytes_sent),
+            bytes_received: load(&stats.datagram_bytes_received)
+                + load(&stats.stream_bytes_received),
+            decode_errors: load(&self.drops.decode_error),
+            identity_mismatches: load(&self.drops.identity_mismatch),
+            cluster_mismatches: load(&self.drops.cluster_mismatch),
+            oversize: load(&self.drops.oversize),
+            send_drops: load(&stats.send_drops),
+            receive_drops: load(&stats.receive_drops),
+        };
+        let rtts: Vec<Duration> = self.swim.drain_rtt_samples().collect();
+        let confirmations: Vec<u32> = self.swim.drain_confirmation_samples().collect();
+        self.metrics
+            .update(&snapshot, rtts.into_iter(), confirmations.into_iter());
+    }
+
+    fn state_counts(&self) -> StateCounts {
+        StateCounts {
+            alive: self.swim.count(State::Alive),
+            suspect: self.swim.count(State::Suspect),
+            failed: self.swim.count(State::Failed),
+            left: self.swim.count(State::Left),
         }
     }
 
@@ -453,12 +551,7 @@ impl Agent {
             cluster: self.config.node.cluster.clone(),
             joined: self.swim.is_joined(),
             health_score: self.swim.health_score(),
-            counts: StateCounts {
-                alive: self.swim.count(State::Alive),
-                suspect: self.swim.count(State::Suspect),
-                failed: self.swim.count(State::Failed),
-                left: self.swim.count(State::Left),
-            },
+            counts: self.state_counts(),
             version: crate::VERSION.to_string(),
             transport: self.transport_json(),
         }
@@ -500,29 +593,35 @@ impl Agent {
     /// SIGHUP: re-read the config; apply log level, tags and certificates. An invalid
     /// config is rejected with one error line and the old one stays.
     fn reload(&mut self) {
+        let accepted = self.apply_reload();
+        self.metrics.reload_done(accepted);
+    }
+
+    /// The reload itself; false if it was rejected.
+    fn apply_reload(&mut self) -> bool {
         let new = match config::load(&self.config.path) {
             Ok(new) => new,
             Err(e) => {
                 error!("reload rejected, keeping the running configuration: {e}");
-                return;
+                return false;
             }
         };
         if new.node.name != self.config.node.name || new.node.cluster != self.config.node.cluster {
             error!(
                 "reload rejected: node.name and node.cluster cannot change while running (restart the agent)"
             );
-            return;
+            return false;
         }
         let identity = match tls::load(&new.tls.ca, &new.tls.cert, &new.tls.key, &new.node.name) {
             Ok(identity) => identity,
             Err(e) => {
                 error!("reload rejected, keeping the running configuration: tls: {e}");
-                return;
+                return false;
             }
         };
         if let Err(e) = self.transport.reload_tls(&identity) {
             error!("reload rejected, keeping the running configuration: tls: {e}");
-            return;
+            return false;
         }
         self.identity = identity;
         if std::env::var_os("RUST_LOG").is_none() && !(self.reload_log)(&new.log.level) {
@@ -535,6 +634,7 @@ impl Agent {
         }
         info!(path = %new.path.display(), "configuration reloaded (log level, tags, certificates)");
         self.config = new;
+        true
     }
 }
 

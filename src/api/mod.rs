@@ -102,10 +102,12 @@ pub async fn serve(
         .await
 }
 
-/// The public, unauthenticated subset (`GET /v1/health`) for load balancers and probes.
+/// The public, unauthenticated subset (`GET /v1/health` and `GET /metrics`) for load
+/// balancers, probes and Prometheus.
 pub fn read_only_router(handle: AgentHandle) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(handle)
@@ -136,6 +138,7 @@ fn full_router(api: Api) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/join", post(join))
         .route("/v1/leave", post(leave))
+        .route("/metrics", get(metrics))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
@@ -349,6 +352,12 @@ async fn set_tags(
         })),
         Err(message) => Err(ApiError::bad_request(message)),
     }
+}
+
+/// `GET /metrics`: Prometheus text format 0.0.4.
+async fn metrics(State(handle): State<AgentHandle>) -> Result<Response, ApiError> {
+    let text = ask(&handle, Command::Metrics).await?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn no_such_endpoint(method: Method, uri: Uri) -> ApiError {
@@ -825,6 +834,10 @@ pub(crate) mod testing {
                     };
                     let _ = reply.send(answer);
                 }
+                Command::Metrics(reply) => {
+                    let _ = reply
+                        .send("# TYPE swimd_health_score gauge\nswimd_health_score 0\n".into());
+                }
             }
         }
     }
@@ -1113,6 +1126,19 @@ mod tests {
             .await
             .expect("request");
         assert_eq!(response.status(), StatusCode::OK);
+        let response = client
+            .get(api.url("/metrics"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let response = client
+            .get(api.url("/metrics"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
         api.shutdown().await;
     }
 
@@ -1140,7 +1166,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn read_only_router_serves_health_only_without_token() {
+    async fn read_only_router_serves_health_and_metrics_only_without_token() {
         let (commands, _state) = testing::fake_agent();
         let handle = AgentHandle {
             commands,
@@ -1157,6 +1183,21 @@ mod tests {
         assert_eq!(body["status"], "ok");
         let (status, _) = get(&format!("http://{addr}/v1/members")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        let response = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4"
+        );
+        assert!(
+            response
+                .text()
+                .await
+                .expect("body")
+                .contains("swimd_health_score 0")
+        );
         server.abort();
     }
 

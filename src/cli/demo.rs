@@ -214,7 +214,8 @@ fn config_text(node: &Node, seed: &Node) -> String {
     format!(
         "[node]\nname = \"{name}\"\ncluster = \"demo\"\n\n[gossip]\nbind = \"{ip}:7946\"\nseeds = [\"{seed}:7946\"]\n\n\
          [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{name}.pem\"\nkey = \"tls/{name}-key.pem\"\n\n\
-         [api]\nlisten = \"{ip}:7947\"\n\n[state]\ndir = \"state/{name}\"\n\n[log]\nlevel = \"info\"\n",
+         [api]\nlisten = \"{ip}:7947\"\n\n[metrics]\nlisten = \"{ip}:9946\"\n\n\
+         [state]\ndir = \"state/{name}\"\n\n[log]\nlevel = \"info\"\n",
         name = node.name,
         ip = node.ip,
         seed = seed.ip,

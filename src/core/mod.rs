@@ -42,6 +42,8 @@ pub struct Transmit {
     pub payload: Vec<u8>,
     /// How it must travel.
     pub channel: Channel,
+    /// The message kind, an index into [`crate::wire::KIND_NAMES`] (for metrics).
+    pub kind: u8,
 }
 
 /// Transport class of a transmit.

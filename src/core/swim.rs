@@ -122,6 +122,21 @@ pub struct Swim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Recent direct-probe round trips, for the agent's histogram (bounded).
+    rtt_samples: VecDeque<Duration>,
+    /// Confirmations each ended suspicion had, for the agent's histogram (bounded).
+    confirmation_samples: VecDeque<u32>,
+}
+
+/// Samples kept between two drains; older ones are dropped when the driver is slow.
+const MAX_SAMPLES: usize = 256;
+
+/// Appends `sample`, dropping the oldest once `MAX_SAMPLES` are waiting.
+fn push_sample<T>(queue: &mut VecDeque<T>, sample: T) {
+    if queue.len() == MAX_SAMPLES {
+        queue.pop_front();
+    }
+    queue.push_back(sample);
 }
 
 impl Swim {
@@ -164,6 +179,8 @@ impl Swim {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            rtt_samples: VecDeque::new(),
+            confirmation_samples: VecDeque::new(),
         };
         // Spread the first probe over one interval so members started together do not probe
         // in lockstep.
@@ -359,6 +376,17 @@ impl Swim {
         &self.stats
     }
 
+    /// Direct-probe round trips measured since the last drain (at most the latest 256).
+    pub fn drain_rtt_samples(&mut self) -> impl Iterator<Item = Duration> + '_ {
+        self.rtt_samples.drain(..)
+    }
+
+    /// How many confirmations each suspicion ended since the last drain had, whether it
+    /// ended failed or refuted (at most the latest 256).
+    pub fn drain_confirmation_samples(&mut self) -> impl Iterator<Item = u32> + '_ {
+        self.confirmation_samples.drain(..)
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config
@@ -443,7 +471,7 @@ impl Swim {
             Timer::Suspicion(slot) => {
                 let due = self.suspicions.get(&slot).map(Suspicion::deadline);
                 if due.is_some_and(|d| d <= now) {
-                    self.suspicions.remove(&slot);
+                    self.end_suspicion(slot);
                     if let Some(m) = self.members.get(slot).filter(|m| m.state == State::Suspect) {
                         let incarnation = m.incarnation;
                         self.transition(now, slot, State::Failed, incarnation, Source::Gossip);
@@ -588,6 +616,7 @@ impl Swim {
                 let rtt = now.saturating_duration_since(probe.sent);
                 self.stats.rtt_us_sum += rtt.as_micros() as u64;
                 self.stats.rtt_count += 1;
+                push_sample(&mut self.rtt_samples, rtt);
                 self.change_awareness(now, -1);
             }
             ProbeKind::Check => self.stats.probes_indirect_ok += 1,
@@ -764,7 +793,7 @@ impl Swim {
         };
         self.members.set_state(slot, state, incarnation, now);
         if state != State::Suspect {
-            self.suspicions.remove(&slot);
+            self.end_suspicion(slot);
         }
         match state {
             State::Failed => self.schedule(now + self.config.reap_failed_after, Timer::Reap(slot)),
@@ -785,6 +814,13 @@ impl Swim {
         if source == Source::Gossip && state != State::Suspect {
             self.enqueue_broadcast(slot);
             self.schedule_gossip(now);
+        }
+    }
+
+    /// Forgets the suspicion of `slot`, if any, keeping how many confirmations it had.
+    fn end_suspicion(&mut self, slot: Slot) {
+        if let Some(suspicion) = self.suspicions.remove(&slot) {
+            push_sample(&mut self.confirmation_samples, suspicion.confirmations());
         }
     }
 
@@ -1140,6 +1176,7 @@ impl Swim {
         message: Message,
         about: Option<Slot>,
     ) {
+        let kind = message.kind();
         let mut payload = Vec::with_capacity(self.config.datagram_budget);
         wire::encode_head(
             self.cluster,
@@ -1192,6 +1229,7 @@ impl Swim {
                 .map(|i| i.name.clone()),
             payload,
             channel: Channel::Datagram,
+            kind,
         });
     }
 
@@ -1289,6 +1327,7 @@ impl Swim {
     fn send_stream(&mut self, now: Instant, to: SocketAddr, peer: Option<Slot>, message: PushPull) {
         let mut payload = Vec::new();
         let message = Message::PushPull(message);
+        let kind = message.kind();
         wire::encode_packet(
             self.cluster,
             &self.my_info().name.clone(),
@@ -1303,6 +1342,7 @@ impl Swim {
                 .map(|i| i.name.clone()),
             payload,
             channel: Channel::Stream,
+            kind,
         });
         let _ = now;
     }

@@ -48,6 +48,11 @@ impl Node {
         format!("{}:7947", self.ip)
     }
 
+    /// The read-only listener (`/metrics`, `/v1/health`).
+    pub fn metrics(&self) -> String {
+        format!("{}:9946", self.ip)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -223,7 +228,8 @@ pub fn config_text(name: &str, ip: Ipv4Addr, cluster: &str, seeds: &[SocketAddr]
     format!(
         "[node]\nname = \"{name}\"\ncluster = \"{cluster}\"\n\n[gossip]\nbind = \"{ip}:7946\"\nseeds = [{}]\n\n\
          [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{name}.pem\"\nkey = \"tls/{name}-key.pem\"\n\n\
-         [api]\nlisten = \"{ip}:7947\"\n\n[state]\ndir = \"state/{name}\"\n",
+         [api]\nlisten = \"{ip}:7947\"\n\n[metrics]\nlisten = \"{ip}:9946\"\n\n\
+         [state]\ndir = \"state/{name}\"\n",
         seeds.join(", ")
     )
 }
@@ -264,6 +270,22 @@ pub fn request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
+    let (status, body) = request_text(api, method, path, body)?;
+    // Chunked bodies: take the JSON between the first '{' and the last '}'.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b >= a => body[a..=b].to_string(),
+        _ => body,
+    };
+    Ok((status, body))
+}
+
+/// A minimal HTTP/1.1 request returning the status and the body as sent.
+pub fn request_text(
+    api: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(
         &api.parse().map_err(|e| format!("{e}"))?,
@@ -291,11 +313,6 @@ pub fn request(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    // Chunked bodies: take the JSON between the first '{' and the last '}'.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if b >= a => body[a..=b].to_string(),
-        _ => body,
-    };
     Ok((status, body))
 }
 

@@ -1,0 +1,683 @@
+//! Prometheus metrics (text format 0.0.4): the agent feeds them membership events and, at
+//! most once a second, a [`Snapshot`] of the core's and the transport's cumulative counters.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::agent::handle::StateCounts;
+use crate::core::{EventKind, MemberView, Stats};
+use crate::wire::{KIND_NAMES, State};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Direct-probe round-trip buckets, in seconds: LAN round trips up to a probe timeout.
+const RTT_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+/// Confirmations a suspicion had when it ended.
+const CONFIRMATION_BUCKETS: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
+
+/// The agent's cumulative counters and current levels, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The core's counters.
+    pub stats: Stats,
+    /// Members per state, ourselves included.
+    pub members: StateCounts,
+    /// Lifeguard local health score.
+    pub health_score: u32,
+    /// Our incarnation.
+    pub incarnation: u32,
+    /// Updates waiting to be piggybacked.
+    pub broadcast_queue_depth: usize,
+    /// Open QUIC connections.
+    pub quic_connections: usize,
+    /// Handshakes that timed out, were refused, or failed otherwise.
+    pub handshake_timeouts: u64,
+    /// See `handshake_timeouts`.
+    pub handshake_refused: u64,
+    /// See `handshake_timeouts`.
+    pub handshake_other: u64,
+    /// SWIM payload bytes sent (datagrams and streams).
+    pub bytes_sent: u64,
+    /// SWIM payload bytes received (datagrams and streams).
+    pub bytes_received: u64,
+    /// Packets dropped by the agent, by reason.
+    pub decode_errors: u64,
+    /// See `decode_errors`.
+    pub identity_mismatches: u64,
+    /// See `decode_errors`.
+    pub cluster_mismatches: u64,
+    /// See `decode_errors`.
+    pub oversize: u64,
+    /// Messages the transport could not send.
+    pub send_drops: u64,
+    /// Received messages dropped because the agent's queue was full.
+    pub receive_drops: u64,
+}
+
+/// Every swimd metric, in its own registry (with the process metrics).
+pub struct Metrics {
+    registry: Registry,
+    members: IntGaugeVec,
+    member_up: Option<IntGaugeVec>,
+    transitions: IntCounterVec,
+    probes: IntCounterVec,
+    probe_rtt: Histogram,
+    suspicions: IntCounter,
+    refutations: IntCounter,
+    flaps: IntCounter,
+    health_score: IntGauge,
+    incarnation: IntGauge,
+    suspicion_confirmations: Histogram,
+    gossip_messages: IntCounterVec,
+    gossip_bytes: IntCounterVec,
+    broadcast_queue_depth: IntGauge,
+    push_pulls: IntCounterVec,
+    quic_connections: IntGauge,
+    handshake_failures: IntCounterVec,
+    dropped: IntCounterVec,
+    config_reload_ok: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric with each listed label value at zero; `member_up` adds one
+    /// `swimd_member_up` series per known member.
+    pub fn new(member_up: bool) -> Metrics {
+        let registry = Registry::new();
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("swimd_build_info", "swimd version (always 1)"),
+                &["version"],
+            ),
+        );
+        build_info.with_label_values(&[crate::VERSION]).set(1);
+        let metrics = Metrics {
+            members: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "swimd_members",
+                        "Known members by state, ourselves included",
+                    ),
+                    &["state"],
+                ),
+            ),
+            member_up: member_up.then(|| {
+                register(
+                    &registry,
+                    IntGaugeVec::new(
+                        Opts::new("swimd_member_up", "1 if the member is alive, else 0"),
+                        &["member"],
+                    ),
+                )
+            }),
+            transitions: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_member_state_transitions_total",
+                        "Member state changes seen, by new state",
+                    ),
+                    &["to"],
+                ),
+            ),
+            probes: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_probes_total",
+                        "Probes by the phase that ended them and their result",
+                    ),
+                    &["kind", "result"],
+                ),
+            ),
+            probe_rtt: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "swimd_probe_rtt_seconds",
+                        "Round trip of direct probes answered in time",
+                    )
+                    .buckets(RTT_BUCKETS.to_vec()),
+                ),
+            ),
+            suspicions: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_suspicions_total",
+                    "Suspicions this member started or joined",
+                ),
+            ),
+            refutations: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_refutations_total",
+                    "Times this member refuted a suspicion or failure of itself",
+                ),
+            ),
+            flaps: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_member_flaps_total",
+                    "Failed members seen alive again",
+                ),
+            ),
+            health_score: register(
+                &registry,
+                IntGauge::new(
+                    "swimd_health_score",
+                    "Lifeguard local health score (0 = healthy)",
+                ),
+            ),
+            incarnation: register(
+                &registry,
+                IntGauge::new("swimd_incarnation", "This member's incarnation"),
+            ),
+            suspicion_confirmations: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "swimd_suspicion_confirmations",
+                        "Confirmations a suspicion had when it ended (failed or refuted)",
+                    )
+                    .buckets(CONFIRMATION_BUCKETS.to_vec()),
+                ),
+            ),
+            gossip_messages: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("swimd_gossip_messages_total", "SWIM messages by type"),
+                    &["direction", "type"],
+                ),
+            ),
+            gossip_bytes: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("swimd_gossip_bytes_total", "SWIM payload bytes"),
+                    &["direction"],
+                ),
+            ),
+            broadcast_queue_depth: register(
+                &registry,
+                IntGauge::new(
+                    "swimd_broadcast_queue_depth",
+                    "Updates waiting to be piggybacked",
+                ),
+            ),
+            push_pulls: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_push_pull_total",
+                        "Push-pull exchanges started and answered",
+                    ),
+                    &["result"],
+                ),
+            ),
+            quic_connections: register(
+                &registry,
+                IntGauge::new("swimd_quic_connections", "Open QUIC connections"),
+            ),
+            handshake_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_quic_handshake_failures_total",
+                        "QUIC handshakes that failed, by reason",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            dropped: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_dropped_messages_total",
+                        "SWIM messages dropped, by reason",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            config_reload_ok: register(
+                &registry,
+                IntGauge::new(
+                    "swimd_config_last_reload_successful",
+                    "0 if the last SIGHUP reload was rejected, else 1",
+                ),
+            ),
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        metrics
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics are registered once");
+        for state in STATE_NAMES {
+            metrics.members.with_label_values(&[state]);
+            metrics.transitions.with_label_values(&[state]);
+        }
+        metrics.transitions.with_label_values(&["reaped"]);
+        for kind in ["direct", "indirect"] {
+            for result in ["ok", "failed"] {
+                metrics.probes.with_label_values(&[kind, result]);
+            }
+        }
+        for direction in ["sent", "received"] {
+            for kind in KIND_NAMES {
+                metrics
+                    .gossip_messages
+                    .with_label_values(&[direction, kind]);
+            }
+            metrics.gossip_bytes.with_label_values(&[direction]);
+        }
+        for result in ["started", "answered"] {
+            metrics.push_pulls.with_label_values(&[result]);
+        }
+        for reason in ["timeout", "refused", "other"] {
+            metrics.handshake_failures.with_label_values(&[reason]);
+        }
+        for reason in DROP_REASONS {
+            metrics.dropped.with_label_values(&[reason]);
+        }
+        metrics.config_reload_ok.set(1);
+        metrics
+    }
+
+    /// Brings counters and gauges up to `snapshot` (counters advance by the increase since
+    /// the last update) and observes the new samples.
+    pub fn update(
+        &mut self,
+        snapshot: &Snapshot,
+        rtt_samples: impl Iterator<Item = Duration>,
+        confirmation_samples: impl Iterator<Item = u32>,
+    ) {
+        let counts = snapshot.members;
+        for (state, count) in
+            STATE_NAMES
+                .into_iter()
+                .zip([counts.alive, counts.suspect, counts.failed, counts.left])
+        {
+            self.members.with_label_values(&[state]).set(gauge(count));
+        }
+        let stats = &snapshot.stats;
+        let probes = &self.probes;
+        advance_to(
+            &probes.with_label_values(&["direct", "ok"]),
+            stats.probes_direct_ok,
+        );
+        advance_to(
+            &probes.with_label_values(&["indirect", "ok"]),
+            stats.probes_indirect_ok,
+        );
+        // A probe fails only after its indirect phase.
+        advance_to(
+            &probes.with_label_values(&["indirect", "failed"]),
+            stats.probes_failed,
+        );
+        advance_to(&self.suspicions, stats.suspicions);
+        advance_to(&self.refutations, stats.refutations);
+        let push_pulls = &self.push_pulls;
+        advance_to(
+            &push_pulls.with_label_values(&["started"]),
+            stats.push_pulls_started,
+        );
+        advance_to(
+            &push_pulls.with_label_values(&["answered"]),
+            stats.push_pulls_answered,
+        );
+        self.health_score.set(i64::from(snapshot.health_score));
+        self.incarnation.set(i64::from(snapshot.incarnation));
+        self.broadcast_queue_depth
+            .set(gauge(snapshot.broadcast_queue_depth));
+        self.quic_connections.set(gauge(snapshot.quic_connections));
+        let handshakes = &self.handshake_failures;
+        for (reason, total) in [
+            ("timeout", snapshot.handshake_timeouts),
+            ("refused", snapshot.handshake_refused),
+            ("other", snapshot.handshake_other),
+        ] {
+            advance_to(&handshakes.with_label_values(&[reason]), total);
+        }
+        for (direction, total) in [
+            ("sent", snapshot.bytes_sent),
+            ("received", snapshot.bytes_received),
+        ] {
+            advance_to(&self.gossip_bytes.with_label_values(&[direction]), total);
+        }
+        for (reason, total) in DROP_REASONS.into_iter().zip([
+            snapshot.decode_errors,
+            snapshot.identity_mismatches,
+            snapshot.cluster_mismatches,
+            snapshot.oversize,
+            snapshot.send_drops,
+            snapshot.receive_drops,
+        ]) {
+            advance_to(&self.dropped.with_label_values(&[reason]), total);
+        }
+        for rtt in rtt_samples {
+            self.probe_rtt.observe(rtt.as_secs_f64());
+        }
+        for confirmations in confirmation_samples {
+            self.suspicion_confirmations
+                .observe(f64::from(confirmations));
+        }
+    }
+
+    /// Counts a membership event; `previous` is the member's state before it.
+    pub fn on_event(&mut self, kind: EventKind, member: &MemberView, previous: Option<State>) {
+        let name = member.info.name.as_str();
+        if kind == EventKind::Reaped {
+            self.transitions.with_label_values(&["reaped"]).inc();
+            if let Some(up) = &self.member_up {
+                let _ = up.remove_label_values(&[name]);
+            }
+            return;
+        }
+        if previous != Some(member.state) {
+            self.transitions
+                .with_label_values(&[member.state.as_str()])
+                .inc();
+        }
+        if kind == EventKind::Recovered {
+            self.flaps.inc();
+        }
+        self.set_member(member);
+    }
+
+    /// Sets `swimd_member_up` for a member known without an event (ourselves, restored).
+    pub fn set_member(&mut self, member: &MemberView) {
+        if let Some(up) = &self.member_up {
+            up.with_label_values(&[member.info.name.as_str()])
+                .set(i64::from(member.state == State::Alive));
+        }
+    }
+
+    /// Counts one SWIM message of `kind` (an index into [`KIND_NAMES`]) sent.
+    pub fn message_sent(&mut self, kind: u8) {
+        self.count_message("sent", kind);
+    }
+
+    /// Counts one SWIM message of `kind` (an index into [`KIND_NAMES`]) received.
+    pub fn message_received(&mut self, kind: u8) {
+        self.count_message("received", kind);
+    }
+
+    fn count_message(&self, direction: &str, kind: u8) {
+        if let Some(name) = KIND_NAMES.get(usize::from(kind)) {
+            self.gossip_messages
+                .with_label_values(&[direction, name])
+                .inc();
+        }
+    }
+
+    /// Records whether the last configuration reload was accepted.
+    pub fn reload_done(&mut self, successful: bool) {
+        self.config_reload_ok.set(i64::from(successful));
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
+    }
+}
+
+const STATE_NAMES: [&str; 4] = ["alive", "suspect", "failed", "left"];
+/// `swimd_dropped_messages_total` reasons, in [`Metrics::update`]'s order.
+const DROP_REASONS: [&str; 6] = [
+    "decode_error",
+    "identity_mismatch",
+    "cluster_mismatch",
+    "oversize",
+    "send_queue",
+    "receive_queue",
+];
+
+/// Registers a metric whose definition is fixed in this file: an error is a programming
+/// mistake (a bad name or a duplicate), caught by the tests.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric is registered once");
+    metric
+}
+
+/// Advances a counter to a cumulative total (never backwards).
+fn advance_to(counter: &IntCounter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+fn gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::core::MemberInfo;
+    use crate::wire::{Incarnation, NodeName};
+
+    /// Every metric the README documents (histograms by their base name).
+    pub(crate) const NAMES: [&str; 23] = [
+        "swimd_build_info",
+        "swimd_members",
+        "swimd_member_up",
+        "swimd_member_state_transitions_total",
+        "swimd_probes_total",
+        "swimd_probe_rtt_seconds",
+        "swimd_suspicions_total",
+        "swimd_refutations_total",
+        "swimd_member_flaps_total",
+        "swimd_health_score",
+        "swimd_incarnation",
+        "swimd_suspicion_confirmations",
+        "swimd_gossip_messages_total",
+        "swimd_gossip_bytes_total",
+        "swimd_broadcast_queue_depth",
+        "swimd_push_pull_total",
+        "swimd_quic_connections",
+        "swimd_quic_handshake_failures_total",
+        "swimd_dropped_messages_total",
+        "swimd_config_last_reload_successful",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+    ];
+
+    fn member(name: &str, state: State) -> MemberView {
+        MemberView {
+            info: Arc::new(MemberInfo::new(
+                NodeName::new(name),
+                "127.0.0.1:7946".parse().unwrap(),
+                Default::default(),
+            )),
+            incarnation: Incarnation(1),
+            state,
+            since: Instant::now(),
+        }
+    }
+
+    /// The value of the series `series` (name and labels exactly as rendered).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn every_metric_is_rendered_with_help_and_type() {
+        let mut metrics = Metrics::new(true);
+        metrics.set_member(&member("node-1", State::Alive));
+        let text = metrics.render();
+        for name in NAMES {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
+        }
+        assert_eq!(
+            value(&text, "swimd_config_last_reload_successful"),
+            Some(1.0)
+        );
+        assert!(text.contains("swimd_build_info{version=\""));
+    }
+
+    #[test]
+    fn every_listed_label_value_starts_at_zero() {
+        let text = Metrics::new(false).render();
+        for series in [
+            "swimd_members{state=\"alive\"}",
+            "swimd_members{state=\"left\"}",
+            "swimd_member_state_transitions_total{to=\"reaped\"}",
+            "swimd_probes_total{kind=\"direct\",result=\"failed\"}",
+            "swimd_probes_total{kind=\"indirect\",result=\"ok\"}",
+            "swimd_gossip_messages_total{direction=\"received\",type=\"push_pull\"}",
+            "swimd_gossip_messages_total{direction=\"sent\",type=\"ping_req\"}",
+            "swimd_gossip_bytes_total{direction=\"sent\"}",
+            "swimd_push_pull_total{result=\"answered\"}",
+            "swimd_quic_handshake_failures_total{reason=\"refused\"}",
+            "swimd_dropped_messages_total{reason=\"receive_queue\"}",
+            "swimd_dropped_messages_total{reason=\"identity_mismatch\"}",
+            "swimd_probe_rtt_seconds_count",
+            "swimd_suspicion_confirmations_count",
+        ] {
+            assert_eq!(value(&text, series), Some(0.0), "{series}:\n{text}");
+        }
+        assert!(!text.contains("swimd_member_up"), "turned off:\n{text}");
+    }
+
+    #[test]
+    fn counters_advance_with_the_cumulative_totals() {
+        let mut metrics = Metrics::new(true);
+        let mut snapshot = Snapshot {
+            stats: Stats {
+                probes_direct_ok: 5,
+                probes_failed: 2,
+                push_pulls_started: 3,
+                ..Stats::default()
+            },
+            members: StateCounts {
+                alive: 2,
+                failed: 1,
+                ..StateCounts::default()
+            },
+            send_drops: 4,
+            bytes_received: 100,
+            ..Snapshot::default()
+        };
+        metrics.update(
+            &snapshot,
+            [Duration::from_micros(300)].into_iter(),
+            [2].into_iter(),
+        );
+        snapshot.stats.probes_direct_ok = 7;
+        snapshot.members.failed = 0;
+        metrics.update(&snapshot, std::iter::empty(), std::iter::empty());
+        metrics.message_sent(0);
+        metrics.message_received(5);
+        let text = metrics.render();
+        for (series, expected) in [
+            ("swimd_probes_total{kind=\"direct\",result=\"ok\"}", 7.0),
+            (
+                "swimd_probes_total{kind=\"indirect\",result=\"failed\"}",
+                2.0,
+            ),
+            ("swimd_probes_total{kind=\"direct\",result=\"failed\"}", 0.0),
+            ("swimd_push_pull_total{result=\"started\"}", 3.0),
+            ("swimd_members{state=\"alive\"}", 2.0),
+            ("swimd_members{state=\"failed\"}", 0.0),
+            ("swimd_dropped_messages_total{reason=\"send_queue\"}", 4.0),
+            ("swimd_gossip_bytes_total{direction=\"received\"}", 100.0),
+            (
+                "swimd_gossip_messages_total{direction=\"sent\",type=\"ping\"}",
+                1.0,
+            ),
+            (
+                "swimd_gossip_messages_total{direction=\"received\",type=\"push_pull\"}",
+                1.0,
+            ),
+            ("swimd_probe_rtt_seconds_count", 1.0),
+            ("swimd_probe_rtt_seconds_bucket{le=\"0.0005\"}", 1.0),
+            ("swimd_probe_rtt_seconds_bucket{le=\"0.00025\"}", 0.0),
+            ("swimd_suspicion_confirmations_bucket{le=\"2\"}", 1.0),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn events_count_transitions_flaps_and_remove_reaped_members() {
+        let mut metrics = Metrics::new(true);
+        metrics.on_event(EventKind::Joined, &member("node-2", State::Alive), None);
+        metrics.on_event(
+            EventKind::Failed,
+            &member("node-2", State::Failed),
+            Some(State::Suspect),
+        );
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, "swimd_member_up{member=\"node-2\"}"),
+            Some(0.0)
+        );
+        metrics.on_event(
+            EventKind::Recovered,
+            &member("node-2", State::Alive),
+            Some(State::Failed),
+        );
+        // A tag change is no transition.
+        metrics.on_event(
+            EventKind::Updated,
+            &member("node-2", State::Alive),
+            Some(State::Alive),
+        );
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, "swimd_member_up{member=\"node-2\"}"),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "swimd_member_flaps_total"), Some(1.0));
+        assert_eq!(
+            value(&text, "swimd_member_state_transitions_total{to=\"alive\"}"),
+            Some(2.0)
+        );
+        metrics.on_event(
+            EventKind::Reaped,
+            &member("node-2", State::Failed),
+            Some(State::Failed),
+        );
+        let text = metrics.render();
+        assert!(!text.contains("member=\"node-2\""), "{text}");
+        assert_eq!(
+            value(&text, "swimd_member_state_transitions_total{to=\"reaped\"}"),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_rejected_reload_shows_as_zero() {
+        let mut metrics = Metrics::new(false);
+        metrics.reload_done(false);
+        assert_eq!(
+            value(&metrics.render(), "swimd_config_last_reload_successful"),
+            Some(0.0)
+        );
+    }
+}

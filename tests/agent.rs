@@ -530,3 +530,51 @@ fn metrics_endpoint_exposes_every_metric() {
     let (status, _) = request_text(&c.nodes[0].metrics(), "GET", "/v1/members", None).unwrap();
     assert_eq!(status, 404);
 }
+
+#[test]
+fn agents_talk_over_ipv6() {
+    let dir = TempDir::new("ipv6");
+    let tls = dir.0.join("tls");
+    swimd::net::tls::init_ca(&tls, "test").unwrap();
+    let mut children = Vec::new();
+    for (i, port) in [(1u8, 17946u16), (2, 17956)] {
+        let name = format!("v6-{i}");
+        swimd::net::tls::issue(&tls, &name, &["::1".parse().unwrap()]).unwrap();
+        let config = format!(
+            "[node]\nname = \"{name}\"\ncluster = \"test\"\n[gossip]\nbind = \"[::1]:{port}\"\nseeds = [\"[::1]:17946\"]\n\
+             [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{name}.pem\"\nkey = \"tls/{name}-key.pem\"\n\
+             [api]\nlisten = \"127.0.33.{i}:7947\"\n[state]\ndir = \"state/{name}\"\n[metrics]\nlisten = \"off\"\n"
+        );
+        let path = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let child = std::process::Command::new(SWIMD)
+            .args(["agent", "--config"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    let deadline = std::time::Instant::now() + secs(10);
+    let seen = loop {
+        let view = get("127.0.33.2:7947", "/v1/members/v6-1");
+        if let Ok(member) = &view
+            && member["state"] == "alive"
+        {
+            break Some(member["addr"].clone());
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        seen,
+        Some(serde_json::json!("[::1]:17946")),
+        "v6-2 never saw v6-1 alive over IPv6"
+    );
+}

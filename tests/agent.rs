@@ -578,3 +578,35 @@ fn agents_talk_over_ipv6() {
         "v6-2 never saw v6-1 alive over IPv6"
     );
 }
+
+#[test]
+fn systemd_notifications_follow_the_lifecycle() {
+    use std::os::unix::net::UnixDatagram;
+    let mut c = Cluster::new("notify", 34, 1);
+    let socket_path = c.dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(secs(5))).unwrap();
+    let path = socket_path.to_str().unwrap().to_string();
+    c.start_with_env(0, &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "200000")]);
+    let mut buf = [0u8; 512];
+    let mut next = |what: &str| -> String {
+        loop {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} notification: {e}"));
+            let message = String::from_utf8_lossy(&buf[..n]).to_string();
+            if message.lines().any(|l| l == what) {
+                return message;
+            }
+        }
+    };
+    next("READY=1");
+    next("WATCHDOG=1");
+    next("WATCHDOG=1");
+    signal(c.nodes[0].pid().unwrap(), libc::SIGHUP);
+    let reloading = next("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    next("READY=1");
+    signal(c.nodes[0].pid().unwrap(), libc::SIGTERM);
+    next("STOPPING=1");
+}

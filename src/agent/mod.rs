@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -275,11 +276,26 @@ impl Agent {
             addr: self.config.api.listen,
             source,
         })?;
+        // Under systemd (Type=notify): ready once listeners are bound, which they are now;
+        // the watchdog is fed from this loop, at half its interval.
+        notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+        let watchdog = sd_notify::watchdog_enabled().map(|interval| interval / 2);
+        let mut next_watchdog = Instant::now();
         loop {
+            if let Some(every) = watchdog
+                && Instant::now() >= next_watchdog
+            {
+                notify(&[NotifyState::Watchdog]);
+                next_watchdog = Instant::now() + every;
+            }
             let deadline = self
                 .swim
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let deadline = match watchdog {
+                Some(_) => deadline.min(next_watchdog),
+                None => deadline,
+            };
             let deadline = match self.leave_started {
                 Some(started) => deadline.min(started + LEAVE_BOUND),
                 None => deadline,
@@ -338,6 +354,10 @@ impl Agent {
             return true;
         }
         info!(signal = why, "leaving the cluster");
+        notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status("leaving the cluster"),
+        ]);
         self.leave_started = Some(Instant::now());
         self.swim.leave(Instant::now());
         false
@@ -593,8 +613,12 @@ impl Agent {
     /// SIGHUP: re-read the config; apply log level, tags and certificates. An invalid
     /// config is rejected with one error line and the old one stays.
     fn reload(&mut self) {
+        let mut reloading = vec![NotifyState::Reloading];
+        reloading.extend(NotifyState::monotonic_usec_now().ok());
+        notify(&reloading);
         let accepted = self.apply_reload();
         self.metrics.reload_done(accepted);
+        notify(&[NotifyState::Ready]);
     }
 
     /// The reload itself; false if it was rejected.
@@ -635,6 +659,13 @@ impl Agent {
         info!(path = %new.path.display(), "configuration reloaded (log level, tags, certificates)");
         self.config = new;
         true
+    }
+}
+
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`); a failure is logged, not fatal.
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        warn!(error = %e, "cannot notify systemd");
     }
 }
 

@@ -119,6 +119,10 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    pub fn start_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -129,6 +133,7 @@ impl Cluster {
             .args(["agent", "--config"])
             .arg(&node.config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -1,0 +1,64 @@
+//! swimd's metrics, checked by Prometheus's own tool.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// promtool, or None (skipping loudly) when it is missing outside CI.
+fn promtool() -> Option<&'static str> {
+    if Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("promtool");
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("promtool is missing (Debian package prometheus), and CI=true requires it");
+    }
+    eprintln!("SKIPPED: promtool is not installed; the metrics were not checked with it");
+    None
+}
+
+#[test]
+fn promtool_check_metrics_is_clean_on_a_live_agent() {
+    let Some(tool) = promtool() else { return };
+    let mut c = Cluster::new("promtool", 35, 3);
+    c.start_all();
+    assert!(c.wait_converged(Duration::from_secs(10)).is_some());
+    c.kill(2);
+    assert!(
+        c.wait_state(&[0, 1], "node-3", "failed", Duration::from_secs(15))
+            .is_some()
+    );
+    let (status, body) =
+        request_text(&c.nodes[0].metrics(), "GET", "/metrics", None).expect("scrape");
+    assert_eq!(status, 200);
+    let mut check = Command::new(tool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && printed.trim().is_empty(),
+        "promtool check metrics:\n{printed}"
+    );
+}

@@ -8,25 +8,12 @@ use std::time::Duration;
 
 use common::*;
 
-/// promtool, or None (skipping loudly) when it is missing outside CI.
-fn promtool() -> Option<&'static str> {
-    if Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Some("promtool");
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("promtool is missing (Debian package prometheus), and CI=true requires it");
-    }
-    eprintln!("SKIPPED: promtool is not installed; the metrics were not checked with it");
-    None
-}
-
 #[test]
 fn promtool_check_metrics_is_clean_on_a_live_agent() {
-    let Some(tool) = promtool() else { return };
+    if !require_tool("promtool", "prometheus") {
+        return;
+    }
+    let tool = "promtool";
     let mut c = Cluster::new("promtool", 35, 3);
     c.start_all();
     assert!(c.wait_converged(Duration::from_secs(10)).is_some());

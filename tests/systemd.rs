@@ -6,22 +6,6 @@ use std::process::Command;
 
 use common::*;
 
-/// systemd-analyze, or None (skipping loudly) when it is missing outside CI.
-fn systemd_analyze() -> Option<&'static str> {
-    let found = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some("systemd-analyze");
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("systemd-analyze is missing (Debian package systemd), and CI=true requires it");
-    }
-    eprintln!("SKIPPED: systemd-analyze is not installed; the systemd unit was not checked");
-    None
-}
-
 /// The unit with its binary path pointed at the binary under test.
 fn unit_under_test(dir: &TempDir) -> std::path::PathBuf {
     let unit = std::fs::read_to_string(concat!(
@@ -36,9 +20,10 @@ fn unit_under_test(dir: &TempDir) -> std::path::PathBuf {
 
 #[test]
 fn unit_verifies_cleanly() {
-    let Some(tool) = systemd_analyze() else {
+    if !require_tool("systemd-analyze", "systemd") {
         return;
-    };
+    }
+    let tool = "systemd-analyze";
     let dir = TempDir::new("unit-verify");
     let unit = unit_under_test(&dir);
     let out = Command::new(tool)
@@ -59,9 +44,10 @@ fn unit_verifies_cleanly() {
 
 #[test]
 fn unit_exposure_is_at_most_2() {
-    let Some(tool) = systemd_analyze() else {
+    if !require_tool("systemd-analyze", "systemd") {
         return;
-    };
+    }
+    let tool = "systemd-analyze";
     let dir = TempDir::new("unit-security");
     let unit = unit_under_test(&dir);
     let out = Command::new(tool)

@@ -141,10 +141,18 @@ impl Members {
         self.ring.get(pos).copied()
     }
 
-    /// Adds a member not yet in the table and places it at a random point of the probe order.
+    /// Adds a member not yet in the table and places it at a random point of the probe order
+    /// (a name already present returns its slot unchanged).
     pub(crate) fn insert(&mut self, member: Member, rng: &mut impl RngCore) -> Slot {
-        let Err(ring_pos) = self.ring_search(member.info.name.as_str()) else {
-            unreachable!("insert of a member already present");
+        let ring_pos = match self.ring_search(member.info.name.as_str()) {
+            Err(pos) => pos,
+            // Callers look the name up first; should one not, keep the member we have.
+            Ok(pos) => {
+                if let Some(&slot) = self.ring.get(pos) {
+                    return slot;
+                }
+                pos
+            }
         };
         self.counts[state_index(member.state)] += 1;
         let slot = match self.free.pop() {

@@ -410,11 +410,6 @@ impl Swim {
             .map(view)
     }
 
-    /// Every member as wire updates, for the agent's state directory (and [`Swim::restore`]).
-    pub fn snapshot(&self) -> Vec<Update> {
-        self.members.iter().map(|(_, m)| update_of(m)).collect()
-    }
-
     // ----- timers -------------------------------------------------------------------------
 
     fn schedule(&mut self, at: Instant, timer: Timer) {

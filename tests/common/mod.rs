@@ -334,3 +334,20 @@ pub fn swimd_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.output().expect("run swimd")
 }
+
+/// Whether a system tool runs here: outside CI a missing tool skips the test loudly; with
+/// `CI=true` it fails it (CI installs the Debian `package`).
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    if Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is missing (Debian package {package}), and CI=true requires it");
+    }
+    eprintln!("SKIPPED: {tool} is not installed (Debian package {package})");
+    false
+}

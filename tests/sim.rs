@@ -490,3 +490,32 @@ fn one_lossy_link_does_not_fail_anybody() {
         "indirect probes should route around one broken link: {failed:?}"
     );
 }
+
+#[test]
+fn a_note_reaches_every_member_once_within_a_second_even_at_10pct_loss() {
+    for (members, seed) in [(5, 1), (100, 2)] {
+        let mut sim = converged_cluster(members, seed);
+        sim.network.loss = 0.10;
+        let start = sim.elapsed();
+        assert!(sim.publish_note(0, "hook/lb/abc"));
+        assert!(
+            !sim.publish_note(0, "hook/lb/abc"),
+            "a known note is not spread again"
+        );
+        sim.run_for(secs(5));
+        let mut seen = vec![0; members];
+        for (at, node, key) in sim.notes() {
+            assert_eq!(key, "hook/lb/abc");
+            assert!(
+                *at - start <= secs(1),
+                "{members}: node {node} heard at {at:?}"
+            );
+            seen[*node] += 1;
+        }
+        assert_eq!(seen[0], 0, "the publisher is not told its own note");
+        assert!(
+            seen[1..].iter().all(|&n| n == 1),
+            "{members} members: every other member hears it exactly once: {seen:?}"
+        );
+    }
+}

@@ -61,10 +61,32 @@ impl BroadcastQueue {
         exclude: Option<Slot>,
         out: &mut Vec<u8>,
     ) -> usize {
+        self.fill_inner(budget, limit, exclude, out, None)
+    }
+
+    /// [`BroadcastQueue::fill`], also recording each entry's size in `sizes`.
+    pub(crate) fn fill_sized(
+        &mut self,
+        budget: usize,
+        limit: u32,
+        out: &mut Vec<u8>,
+        sizes: &mut Vec<usize>,
+    ) -> usize {
+        self.fill_inner(budget, limit, None, out, Some(sizes))
+    }
+
+    fn fill_inner(
+        &mut self,
+        budget: usize,
+        limit: u32,
+        exclude: Option<Slot>,
+        out: &mut Vec<u8>,
+        mut sizes: Option<&mut Vec<usize>>,
+    ) -> usize {
         let mut used = 0;
         let mut picked = Vec::new();
         for &(transmits, id, slot) in &self.order {
-            if budget - used < 8 {
+            if budget.saturating_sub(used) < 8 {
                 break;
             }
             if Some(slot) == exclude {
@@ -73,9 +95,12 @@ impl BroadcastQueue {
             let Some(entry) = self.entries.get(&slot) else {
                 continue;
             };
-            if entry.bytes.len() <= budget - used {
+            if entry.bytes.len() <= budget.saturating_sub(used) {
                 used += entry.bytes.len();
                 out.extend_from_slice(&entry.bytes);
+                if let Some(sizes) = sizes.as_deref_mut() {
+                    sizes.push(entry.bytes.len());
+                }
                 picked.push((transmits, id, slot));
             }
         }

@@ -15,6 +15,7 @@ mod awareness;
 mod broadcast;
 mod config;
 mod members;
+mod notes;
 mod suspicion;
 mod swim;
 

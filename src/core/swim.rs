@@ -12,6 +12,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::awareness::Awareness;
 use super::broadcast::BroadcastQueue;
 use super::members::{DIGEST_BUCKETS, Member, MemberInfo, Members, Slot, hash64};
+use super::notes::Notes;
 use super::suspicion::Suspicion;
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
@@ -103,6 +104,7 @@ pub struct Swim {
     rng: ChaCha8Rng,
     members: Members,
     broadcasts: BroadcastQueue,
+    notes: Notes,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     probes: HashMap<u32, Probe>,
     relays: HashMap<u32, Relay>,
@@ -163,6 +165,7 @@ impl Swim {
             rng,
             members,
             broadcasts: BroadcastQueue::default(),
+            notes: Notes::default(),
             timers: BinaryHeap::new(),
             probes: HashMap::new(),
             relays: HashMap::new(),
@@ -300,6 +303,14 @@ impl Swim {
         for update in packet.updates {
             self.apply_update(now, update, Some(&sender), Source::Gossip);
         }
+        if !packet.notes.is_empty() {
+            for note in packet.notes {
+                self.notes.receive(note.key);
+            }
+            if !self.notes.is_empty() {
+                self.schedule_gossip(now);
+            }
+        }
         match packet.message {
             Message::Ping(ping) => self.on_ping(now, from, &sender, ping),
             Message::Ack(ack) => self.on_ack(now, ack),
@@ -334,6 +345,21 @@ impl Swim {
     /// The next membership event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Spreads an application note (at most [`wire::MAX_NOTE_LEN`] bytes) to every member;
+    /// false if it is too long or already known.
+    pub fn publish_note(&mut self, now: Instant, key: String) -> bool {
+        if key.len() > wire::MAX_NOTE_LEN || !self.notes.publish(key) {
+            return false;
+        }
+        self.schedule_gossip(now);
+        true
+    }
+
+    /// The next note learnt from a peer (each note once).
+    pub fn poll_note(&mut self) -> Option<String> {
+        self.notes.poll()
     }
 
     // ----- queries ------------------------------------------------------------------------
@@ -1130,7 +1156,7 @@ impl Swim {
     }
 
     fn gossip(&mut self, now: Instant) {
-        if self.broadcasts.is_empty() {
+        if self.broadcasts.is_empty() && self.notes.is_empty() {
             return;
         }
         self.last_gossip = Some(now);
@@ -1151,7 +1177,7 @@ impl Swim {
                 self.send(addr, Some(target), Message::Gossip);
             }
         }
-        if !self.broadcasts.is_empty() {
+        if !self.broadcasts.is_empty() || !self.notes.is_empty() {
             self.schedule_gossip(now);
         }
     }
@@ -1217,6 +1243,17 @@ impl Swim {
             .fill(room - updates.len(), limit, slot, &mut updates);
         wire::encode_updates_len(count, &mut payload);
         payload.extend_from_slice(&updates);
+        if !self.notes.is_empty() {
+            // One byte turns the packet array into five elements, plus the notes' header.
+            let room = self
+                .config
+                .datagram_budget
+                .saturating_sub(payload.len() + 4);
+            let mut notes = Vec::new();
+            self.notes.fill(room, limit, &mut notes);
+            let notes: Vec<&[u8]> = notes.iter().map(Vec::as_slice).collect();
+            wire::append_notes(&mut payload, &notes);
+        }
         self.transmits.push_back(Transmit {
             to,
             to_name: slot

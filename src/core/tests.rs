@@ -58,6 +58,7 @@ fn packet(from: u8, message: Message, updates: Vec<Update>) -> Packet {
         from: NodeName::new(&format!("n{from}")),
         message,
         updates,
+        notes: Vec::new(),
     }
 }
 

@@ -99,6 +99,7 @@ pub struct Simulator {
     /// The network; change it between steps to inject faults.
     pub network: Network,
     observations: Vec<Observation>,
+    notes: Vec<(Duration, usize, String)>,
     /// QUIC ACKs owed: (receiver, sender) → deadline.
     acks_owed: HashMap<(usize, usize), Instant>,
     trace: std::collections::hash_map::DefaultHasher,
@@ -123,6 +124,7 @@ impl Simulator {
             seed,
             network: Network::lan(members),
             observations: Vec::new(),
+            notes: Vec::new(),
             acks_owed: HashMap::new(),
             trace: Default::default(),
             decode_errors: 0,
@@ -358,6 +360,23 @@ impl Simulator {
         &self.observations
     }
 
+    /// Has node `i` spread an application note; false if it is down or knew it already.
+    pub fn publish_note(&mut self, i: usize, key: &str) -> bool {
+        let now = self.now;
+        let published = self
+            .nodes
+            .get_mut(i)
+            .and_then(|n| n.swim.as_mut())
+            .is_some_and(|swim| swim.publish_note(now, key.to_string()));
+        self.after_step(i);
+        published
+    }
+
+    /// Every note handed to a node so far: (when, which node, the key).
+    pub fn notes(&self) -> &[(Duration, usize, String)] {
+        &self.notes
+    }
+
     /// A hash of every delivery (time, endpoints, bytes): equal seeds give equal hashes.
     pub fn trace_hash(&self) -> u64 {
         self.trace.finish()
@@ -538,6 +557,9 @@ impl Simulator {
         let mut outgoing = Vec::new();
         while let Some(t) = swim.poll_transmit() {
             outgoing.push(t);
+        }
+        while let Some(key) = swim.poll_note() {
+            self.notes.push((elapsed, i, key));
         }
         while let Some(event) = swim.poll_event() {
             let subject = self

@@ -10,7 +10,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::message::{Ack, Message, Nack, Packet, Ping, PingReq, PushPull, Update};
+use super::message::{
+    Ack, MAX_NOTE_LEN, Message, Nack, Note, Packet, Ping, PingReq, PushPull, Update,
+};
 use super::types::NodeName;
 
 /// The wire format version this build writes and reads.
@@ -126,6 +128,30 @@ pub fn encode_head(cluster: ClusterId, from: &NodeName, message: &Message, out: 
     };
 }
 
+/// Encodes a single note, to be appended by [`append_notes`].
+pub fn encode_note(note: &Note) -> Vec<u8> {
+    let mut out = Vec::with_capacity(note.key.len() + 4);
+    let _ = note.serialize(&mut rmp_serde::Serializer::new(&mut out));
+    out
+}
+
+/// Appends encoded notes to a packet that `out` holds completely (head and updates), turning
+/// its 4-element array into a 5-element one. Nothing is written when `notes` is empty.
+pub fn append_notes(out: &mut Vec<u8>, notes: &[&[u8]]) {
+    // The packet array header is the fixarray byte right after the 5-byte frame header.
+    let Some(array) = out.get_mut(HEADER_LEN) else {
+        return;
+    };
+    if notes.is_empty() || *array != 0x94 {
+        return;
+    }
+    *array = 0x95;
+    let _ = rmp::encode::write_array_len(out, notes.len() as u32);
+    for note in notes {
+        out.extend_from_slice(note);
+    }
+}
+
 /// Writes the header of the updates array (at most 3 bytes for up to 65,535 updates).
 pub fn encode_updates_len(count: usize, out: &mut Vec<u8>) {
     let _ = rmp::encode::write_array_len(out, count as u32);
@@ -137,6 +163,9 @@ pub fn encode(cluster: ClusterId, packet: &Packet) -> Vec<u8> {
     let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
     let mut out = Vec::new();
     encode_packet(cluster, &packet.from, &packet.message, &slices, &mut out);
+    let notes: Vec<Vec<u8>> = packet.notes.iter().map(encode_note).collect();
+    let notes: Vec<&[u8]> = notes.iter().map(Vec::as_slice).collect();
+    append_notes(&mut out, &notes);
     out
 }
 
@@ -204,6 +233,9 @@ fn validate(packet: &Packet) -> Result<(), DecodeError> {
             return Err(DecodeError::Invalid("member tags exceed 4096 bytes"));
         }
     }
+    if packet.notes.iter().any(|n| n.key.len() > MAX_NOTE_LEN) {
+        return Err(DecodeError::Invalid("note longer than 128 bytes"));
+    }
     Ok(())
 }
 
@@ -221,7 +253,7 @@ impl<'de> Deserialize<'de> for Packet {
         impl<'de> Visitor<'de> for PacketVisitor {
             type Value = Packet;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a packet array [from, kind, body, updates]")
+                f.write_str("a packet array [from, kind, body, updates, notes]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Packet, A::Error> {
                 let missing = || de::Error::custom("packet array too short");
@@ -244,11 +276,13 @@ impl<'de> Deserialize<'de> for Packet {
                     }
                 };
                 let updates: Vec<Update> = seq.next_element()?.unwrap_or_default();
+                let notes: Vec<Note> = seq.next_element()?.unwrap_or_default();
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Packet {
                     from,
                     message,
                     updates,
+                    notes,
                 })
             }
         }

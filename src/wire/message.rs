@@ -144,6 +144,18 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+wire_struct! {
+    /// An application note gossiped once around the cluster (hooks confirm deliveries with
+    /// it): an opaque key, deduplicated by every member.
+    pub struct Note {
+        /// The note; at most [`MAX_NOTE_LEN`] bytes.
+        pub key: String,
+    }
+}
+
+/// Longest note key accepted, in bytes.
+pub const MAX_NOTE_LEN: usize = 128;
+
 /// A message body; its kind is the byte that precedes it in a [`Packet`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -195,4 +207,6 @@ pub struct Packet {
     pub message: Message,
     /// Piggybacked membership updates.
     pub updates: Vec<Update>,
+    /// Piggybacked application notes (a fifth array element, absent when empty).
+    pub notes: Vec<Note>,
 }

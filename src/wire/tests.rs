@@ -82,13 +82,18 @@ fn message() -> impl Strategy<Value = Message> {
 }
 
 fn packet() -> impl Strategy<Value = Packet> {
-    (name(), message(), proptest::collection::vec(update(), 0..8)).prop_map(
-        |(from, message, updates)| Packet {
+    (
+        name(),
+        message(),
+        proptest::collection::vec(update(), 0..8),
+        proptest::collection::vec("[a-z0-9/._-]{0,128}", 0..3),
+    )
+        .prop_map(|(from, message, updates, notes)| Packet {
             from,
             message,
             updates,
-        },
-    )
+            notes: notes.into_iter().map(|key| Note { key }).collect(),
+        })
 }
 
 proptest! {
@@ -133,6 +138,7 @@ fn sample() -> Packet {
             target: NodeName::new("node-2"),
         }),
         updates: vec![],
+        notes: vec![],
     }
 }
 
@@ -225,7 +231,7 @@ fn newer_fields_are_skipped_and_missing_ones_default() {
     let mut bytes = vec![VERSION];
     bytes.extend_from_slice(&CLUSTER.0.to_be_bytes());
     let mut body = Vec::new();
-    rmp::encode::write_array_len(&mut body, 5).unwrap(); // packet with one extra field
+    rmp::encode::write_array_len(&mut body, 6).unwrap(); // packet with one extra field
     rmp::encode::write_str(&mut body, "node-1").unwrap();
     rmp::encode::write_uint(&mut body, 1).unwrap();
     rmp::encode::write_array_len(&mut body, 3).unwrap(); // Ack { seq, extra, extra }
@@ -235,6 +241,7 @@ fn newer_fields_are_skipped_and_missing_ones_default() {
     rmp::encode::write_array_len(&mut body, 1).unwrap(); // one update with only a name
     rmp::encode::write_array_len(&mut body, 1).unwrap();
     rmp::encode::write_str(&mut body, "node-2").unwrap();
+    rmp::encode::write_array_len(&mut body, 0).unwrap(); // no notes
     rmp::encode::write_bool(&mut body, true).unwrap(); // the extra packet field
     bytes.extend_from_slice(&body);
     let packet = decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN).unwrap();
@@ -262,5 +269,29 @@ fn unknown_message_kind_is_an_error() {
     assert!(matches!(
         decode(CLUSTER, &bytes, MAX_DATAGRAM_LEN),
         Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn packets_without_notes_keep_the_four_element_form() {
+    let bytes = encode(CLUSTER, &sample());
+    assert_eq!(bytes[HEADER_LEN], 0x94);
+    let mut with_note = sample();
+    with_note.notes.push(Note { key: "k".into() });
+    let bytes = encode(CLUSTER, &with_note);
+    assert_eq!(bytes[HEADER_LEN], 0x95);
+    assert_eq!(decode(CLUSTER, &bytes, MAX_STREAM_LEN), Ok(with_note));
+}
+
+#[test]
+fn overlong_note_is_invalid() {
+    let mut p = sample();
+    p.notes.push(Note {
+        key: "x".repeat(MAX_NOTE_LEN + 1),
+    });
+    let bytes = encode(CLUSTER, &p);
+    assert!(matches!(
+        decode(CLUSTER, &bytes, MAX_STREAM_LEN),
+        Err(DecodeError::Invalid(_))
     ));
 }

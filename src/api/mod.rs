@@ -723,6 +723,7 @@ pub(crate) mod testing {
             events: EventBus,
             with_agent: bool,
         ) -> FakeApi {
+            crate::net::tls::install_crypto_provider();
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .expect("bind the test API");

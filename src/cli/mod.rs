@@ -47,6 +47,7 @@ enum Command {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
+    crate::net::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => Ok(agent::agent(args)),

@@ -836,6 +836,12 @@ fn common_name(subject: &[u8]) -> Option<(u8, &[u8])> {
         })
 }
 
+/// Makes ring the process's rustls provider (the HTTP client finds it there); idempotent.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;

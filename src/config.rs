@@ -18,6 +18,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::core::Config as ProtocolConfig;
+use crate::hooks::spec::HookSpec;
 use crate::wire::{NodeName, Tags, tags_len};
 
 /// The exit status for any configuration error (`EX_CONFIG` in sysexits.h).
@@ -30,6 +31,7 @@ pub const MAX_CLUSTER_LEN: usize = 64;
 const GOSSIP_PORT: u16 = 7946;
 const API_PORT: u16 = 7947;
 const METRICS_PORT: u16 = 9946;
+const HAPROXY_AGENT_PORT: u16 = 7948;
 
 /// The whole agent configuration, as read from one file.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +50,10 @@ pub struct AgentConfig {
     pub state: StateConfig,
     /// Log filter and format.
     pub log: LogConfig,
+    /// `[[hooks]]`, each already checked.
+    pub hooks: Vec<HookSpec>,
+    /// `[haproxy_agent] listen`: HAProxy's agent-check port, if enabled.
+    pub haproxy_agent: Option<SocketAddr>,
     /// The file this configuration came from (a reload reads it again).
     pub path: PathBuf,
 }
@@ -298,7 +304,17 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         &src,
         root,
         "",
-        &["node", "gossip", "tls", "api", "metrics", "state", "log"],
+        &[
+            "node",
+            "gossip",
+            "tls",
+            "api",
+            "metrics",
+            "state",
+            "log",
+            "hooks",
+            "haproxy_agent",
+        ],
     )?;
     let node = Section::new(&src, root, "node", &["name", "cluster", "tags"])?;
     let gossip = Section::new(&src, root, "gossip", &gossip_keys)?;
@@ -307,6 +323,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     let metrics = Section::new(&src, root, "metrics", &["listen", "member_up"])?;
     let state = Section::new(&src, root, "state", &["dir"])?;
     let log = Section::new(&src, root, "log", &["level", "format"])?;
+    let haproxy = Section::new(&src, root, "haproxy_agent", &["listen"])?;
     let base = path.parent().unwrap_or(Path::new(""));
 
     let node_config = parse_node(&node)?;
@@ -368,6 +385,13 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         )?,
     };
     let log_config = parse_log(&log)?;
+    let hooks = parse_hooks(&src, root)?;
+    let haproxy_agent = match haproxy.table {
+        Some(_) => {
+            Some(haproxy.socket_addr("listen", (Ipv4Addr::LOCALHOST, HAPROXY_AGENT_PORT).into())?)
+        }
+        None => None,
+    };
     Ok(AgentConfig {
         node: node_config,
         gossip: gossip_config,
@@ -376,8 +400,69 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         metrics: metrics_config,
         state: state_config,
         log: log_config,
+        hooks,
+        haproxy_agent,
         path: path.to_path_buf(),
     })
+}
+
+/// `[[hooks]]`: each entry through [`HookSpec`]'s serde, then its own checks; errors point
+/// at the entry's key.
+fn parse_hooks(src: &Source, root: &DeTable) -> Result<Vec<HookSpec>, ConfigError> {
+    let Some(value) = root.get("hooks") else {
+        return Ok(Vec::new());
+    };
+    let DeValue::Array(entries) = value.get_ref() else {
+        return Err(src.error(
+            Some(value.span()),
+            Some("hooks".into()),
+            format!(
+                "hooks: expected [[hooks]] entries, found {}",
+                describe(value.get_ref())
+            ),
+        ));
+    };
+    let mut hooks: Vec<HookSpec> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("hooks[{i}]");
+        let DeValue::Table(table) = entry.get_ref() else {
+            return Err(src.error(
+                Some(entry.span()),
+                Some(at.clone()),
+                format!(
+                    "{at}: expected a table, found {}",
+                    describe(entry.get_ref())
+                ),
+            ));
+        };
+        let spec = HookSpec::deserialize(entry.clone().into_deserializer()).map_err(|e| {
+            src.error(
+                e.span().or(Some(entry.span())),
+                Some(at.clone()),
+                format!("{at}: {}", e.message().trim()),
+            )
+        })?;
+        let span_of = |key: &str| table.get(key).map(|v| v.span()).or(Some(entry.span()));
+        if let Err((key, problem)) = spec.clone().check() {
+            return Err(src.error(
+                span_of(key),
+                Some(format!("{at}.{key}")),
+                format!("{at}.{key} (hook {:?}): {problem}", spec.name),
+            ));
+        }
+        if hooks.iter().any(|h| h.name == spec.name) {
+            return Err(src.error(
+                span_of("name"),
+                Some(format!("{at}.name")),
+                format!(
+                    "{at}.name: a hook named {:?} already exists; names must be unique",
+                    spec.name
+                ),
+            ));
+        }
+        hooks.push(spec);
+    }
+    Ok(hooks)
 }
 
 fn parse_node(node: &Section) -> Result<NodeConfig, ConfigError> {

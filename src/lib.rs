@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod haproxy;
 pub mod hooks;
 pub mod metrics;
 pub mod net;

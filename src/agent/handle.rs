@@ -142,6 +142,22 @@ pub enum Command {
     SetTags(Tags, oneshot::Sender<Result<(), String>>),
     /// Every metric, in the Prometheus text format.
     Metrics(oneshot::Sender<String>),
+    /// The configured hooks and their delivery state.
+    Hooks(oneshot::Sender<Vec<crate::hooks::HookStatus>>),
+    /// One attempt of a hook with a sample event (`event` defaults to the hook's first,
+    /// `member` to this agent).
+    HookTest {
+        /// The hook.
+        name: String,
+        /// The event type to send.
+        event: Option<String>,
+        /// The member the sample is about.
+        member: Option<String>,
+        /// What happened.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Moves dead letters (of one hook, or all) back to the outbox.
+    HookReplay(Option<String>, oneshot::Sender<Result<usize, String>>),
 }
 
 /// Events kept for `Last-Event-ID` resumption.

@@ -16,6 +16,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{self, AgentConfig, Seed};
 use crate::core::{Channel, Identity, Swim};
+use crate::hooks::payload::{HookEvent, PayloadMember};
+use crate::hooks::policy::{Action, Brief, Policy, View};
+use crate::hooks::spec::{Hook, HookSpec};
+use crate::hooks::{self, Hooks};
+use crate::metrics::HookMetrics;
 use crate::metrics::{Metrics, Snapshot};
 use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
@@ -58,6 +63,17 @@ pub enum AgentError {
         /// The error.
         source: std::io::Error,
     },
+    /// The HAProxy agent-check listener.
+    #[error("cannot listen for HAProxy agent checks on {addr}: {source}")]
+    Haproxy {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The hook outbox.
+    #[error(transparent)]
+    Outbox(#[from] hooks::outbox::OutboxError),
     /// A second SIGTERM/SIGINT arrived during the graceful leave.
     #[error("interrupted during the graceful leave")]
     Interrupted,
@@ -117,6 +133,10 @@ struct Agent {
     cluster: ClusterId,
     metrics: Metrics,
     last_metrics_update: Instant,
+    hooks: Hooks,
+    policy: Policy,
+    hook_metrics: HookMetrics,
+    confirmations: mpsc::UnboundedReceiver<String>,
     _api_shutdown: oneshot::Sender<()>,
     _metrics_shutdown: Option<oneshot::Sender<()>>,
 }
@@ -215,6 +235,22 @@ impl Agent {
             metrics.set_member(&member);
         }
 
+        let hook_metrics = HookMetrics::new(metrics.registry());
+        let checked = check_hooks(&config.hooks);
+        let policy = Policy::new(Arc::clone(&checked));
+        let (hooks, confirmations) = Hooks::start(
+            checked,
+            &config.state.dir,
+            config.node.name.to_string(),
+            hook_metrics.clone(),
+        )?;
+        if let Some(addr) = config.haproxy_agent {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Haproxy { addr, source })?;
+            tokio::spawn(crate::haproxy::serve(listener, handle.clone()));
+        }
+
         let (api_shutdown, api_stop) = oneshot::channel::<()>();
         let token = config.api.token.clone();
         tokio::spawn(async move {
@@ -258,6 +294,10 @@ impl Agent {
             cluster,
             metrics,
             last_metrics_update: now,
+            hooks,
+            policy,
+            hook_metrics,
+            confirmations,
             _api_shutdown: api_shutdown,
             _metrics_shutdown: metrics_shutdown,
         })
@@ -300,6 +340,10 @@ impl Agent {
                 Some(started) => deadline.min(started + LEAVE_BOUND),
                 None => deadline,
             };
+            let deadline = match self.policy.poll_timeout() {
+                Some(at) => deadline.min(at),
+                None => deadline,
+            };
             // Wake up to save changed members even if nothing else happens.
             let deadline = if self.members_changed {
                 deadline.min(self.last_save + SAVE_AFTER_CHANGE)
@@ -312,6 +356,9 @@ impl Agent {
                 }
                 Some(inbound) = self.inbound.recv() => self.receive(inbound),
                 Some(command) = self.commands.recv() => self.command(command).await,
+                Some(key) = self.confirmations.recv() => {
+                    self.swim.publish_note(Instant::now(), key);
+                }
                 Some(seeds) = self.resolved_seeds.recv() => {
                     if !seeds.is_empty() {
                         info!(seeds = ?seeds, "joining through seeds");
@@ -392,6 +439,7 @@ impl Agent {
             self.transport.send(t.to, t.channel, t.payload);
         }
         let observer = self.config.node.name.to_string();
+        let mut hook_events = Vec::new();
         while let Some(event) = self.swim.poll_event() {
             self.members_changed = true;
             let m = &event.member;
@@ -411,15 +459,83 @@ impl Agent {
                 m.incarnation.0
             );
             self.next_event_id += 1;
-            self.events.publish(handle::event_json(
-                self.next_event_id,
-                event.kind,
-                m,
-                event.previous,
-                &observer,
-            ));
+            let json =
+                handle::event_json(self.next_event_id, event.kind, m, event.previous, &observer);
+            if !self.config.hooks.is_empty() {
+                hook_events.push(HookEvent::new(
+                    &json.kind,
+                    json.timestamp,
+                    &self.config.node.cluster,
+                    PayloadMember {
+                        name: json.member.name.clone(),
+                        addr: json.member.addr.clone(),
+                        tags: json.member.tags.clone(),
+                        incarnation: json.member.incarnation,
+                    },
+                    json.previous_state.clone(),
+                    &observer,
+                ));
+            }
+            self.events.publish(json);
         }
+        while let Some(key) = self.swim.poll_note() {
+            self.policy.on_note(&key);
+        }
+        self.run_hooks(hook_events);
         self.save(false);
+    }
+
+    /// Hands events to the hook policy, and lets it release held recoveries and take over
+    /// cluster deliveries whose owner is gone.
+    fn run_hooks(&mut self, events: Vec<HookEvent>) {
+        let now = Instant::now();
+        let due = self.policy.poll_timeout().is_some_and(|at| at <= now);
+        let standby = self.policy.standby_len() > 0 && !events.is_empty();
+        if events.is_empty() && !due && !standby {
+            return;
+        }
+        let briefs: Vec<Brief> = self
+            .swim
+            .members()
+            .map(|m| Brief {
+                name: m.info.name.to_string(),
+                state: m.state,
+                tags: m.info.tags.clone(),
+            })
+            .collect();
+        let view = View {
+            me: self.config.node.name.as_str(),
+            members: &briefs,
+        };
+        let mut actions = Vec::new();
+        for event in &events {
+            actions.extend(self.policy.on_event(now, event, view));
+        }
+        actions.extend(self.policy.poll(now, view));
+        for action in actions {
+            match action {
+                Action::Deliver {
+                    hook,
+                    event,
+                    confirm,
+                } => {
+                    debug!(hook = %hook, event = %event.kind, member = %event.data.member.name, "hook delivery accepted");
+                    self.hooks.send(hooks::Request::Deliver {
+                        hook,
+                        event,
+                        confirm,
+                    });
+                }
+                Action::Suppressed {
+                    hook,
+                    reason,
+                    event,
+                } => {
+                    info!(hook = %hook, event = %event.kind, member = %event.data.member.name, reason, "hook delivery suppressed");
+                    self.hook_metrics.suppressed(&hook, reason);
+                }
+            }
+        }
     }
 
     /// Saves our incarnation at once when it changes, the members soon after they change.
@@ -509,6 +625,44 @@ impl Agent {
             Command::Metrics(reply) => {
                 self.update_metrics();
                 let _ = reply.send(self.metrics.render());
+            }
+            Command::Hooks(reply) => {
+                self.hooks.send(hooks::Request::List(reply));
+            }
+            Command::HookTest {
+                name,
+                event,
+                member,
+                reply,
+            } => {
+                let Some(spec) = self.config.hooks.iter().find(|h| h.name == name) else {
+                    let _ = reply.send(Err(format!("no hook named {name}")));
+                    return;
+                };
+                let kind =
+                    event.unwrap_or_else(|| spec.events.first().cloned().unwrap_or_default());
+                let subject = member.unwrap_or_else(|| self.config.node.name.to_string());
+                let Some(m) = self.swim.member(&subject) else {
+                    let _ = reply.send(Err(format!("no member named {subject}")));
+                    return;
+                };
+                let event = HookEvent::new(
+                    &kind,
+                    handle::unix_now(),
+                    &self.config.node.cluster,
+                    PayloadMember {
+                        name: m.info.name.to_string(),
+                        addr: m.info.addr.to_string(),
+                        tags: m.info.tags.clone(),
+                        incarnation: m.incarnation.0,
+                    },
+                    Some(m.state.as_str().to_string()),
+                    self.config.node.name.as_str(),
+                );
+                self.hooks.send(hooks::Request::Test(name, event, reply));
+            }
+            Command::HookReplay(hook, reply) => {
+                self.hooks.send(hooks::Request::Replay(hook, reply));
             }
         }
     }
@@ -656,10 +810,35 @@ impl Agent {
         {
             error!("reload: tags not published: {e}");
         }
-        info!(path = %new.path.display(), "configuration reloaded (log level, tags, certificates)");
+        if new.hooks != self.config.hooks {
+            let checked = check_hooks(&new.hooks);
+            self.policy.set_hooks(Arc::clone(&checked));
+            self.hooks.send(hooks::Request::Reload(checked));
+        }
+        if new.haproxy_agent != self.config.haproxy_agent {
+            warn!("haproxy_agent.listen changes take effect at the next restart");
+        }
+        info!(path = %new.path.display(), hooks = new.hooks.len(), "configuration reloaded (log level, tags, certificates, hooks)");
         self.config = new;
         true
     }
+}
+
+/// Turns validated hook settings into runnable hooks (validation already passed, so an
+/// error here is logged and the hook skipped).
+fn check_hooks(specs: &[HookSpec]) -> Arc<Vec<Hook>> {
+    Arc::new(
+        specs
+            .iter()
+            .filter_map(|spec| match spec.clone().check() {
+                Ok(hook) => Some(hook),
+                Err((key, problem)) => {
+                    error!(hook = %spec.name, key, "hook skipped: {problem}");
+                    None
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Tells systemd (when it started us with `NOTIFY_SOCKET`); a failure is logged, not fatal.

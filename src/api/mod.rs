@@ -138,6 +138,9 @@ fn full_router(api: Api) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/join", post(join))
         .route("/v1/leave", post(leave))
+        .route("/v1/hooks", get(hooks_list))
+        .route("/v1/hooks/replay", post(hooks_replay))
+        .route("/v1/hooks/{name}/test", post(hook_test))
         .route("/metrics", get(metrics))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
@@ -351,6 +354,88 @@ async fn set_tags(
             status: "updated".to_string(),
         })),
         Err(message) => Err(ApiError::bad_request(message)),
+    }
+}
+
+/// `GET /v1/hooks`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HooksJson {
+    /// Every configured hook.
+    pub hooks: Vec<crate::hooks::HookStatus>,
+}
+
+/// `POST /v1/hooks/{name}/test` body (both optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookTestRequest {
+    /// Event type (default: the hook's first).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Member the sample is about (default: this agent).
+    #[serde(default)]
+    pub member: Option<String>,
+}
+
+/// `POST /v1/hooks/replay` body (optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only this hook's dead letters.
+    #[serde(default)]
+    pub hook: Option<String>,
+}
+
+/// `POST /v1/hooks/replay` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplayJson {
+    /// Dead letters moved back to the outbox.
+    pub replayed: usize,
+}
+
+async fn hooks_list(State(handle): State<AgentHandle>) -> Result<Json<HooksJson>, ApiError> {
+    let mut hooks = ask(&handle, Command::Hooks).await?;
+    hooks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(HooksJson { hooks }))
+}
+
+async fn hook_test(
+    State(handle): State<AgentHandle>,
+    Path(name): Path<String>,
+    body: Option<Json<HookTestRequest>>,
+) -> Result<Json<StatusJson>, ApiError> {
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    if let Some(event) = &request.event
+        && !crate::hooks::spec::EVENTS.contains(&event.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown event {event:?} (expected one of: {})",
+            crate::hooks::spec::EVENTS.join(", ")
+        )));
+    }
+    let result = ask(&handle, |reply| Command::HookTest {
+        name,
+        event: request.event,
+        member: request.member,
+        reply,
+    })
+    .await?;
+    match result {
+        Ok(status) => Ok(Json(StatusJson { status })),
+        Err(message) if message.starts_with("no ") => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, message))
+        }
+        Err(message) => Err(ApiError::new(StatusCode::BAD_GATEWAY, message)),
+    }
+}
+
+async fn hooks_replay(
+    State(handle): State<AgentHandle>,
+    body: Option<Json<ReplayRequest>>,
+) -> Result<Json<ReplayJson>, ApiError> {
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    match ask(&handle, |reply| Command::HookReplay(request.hook, reply)).await? {
+        Ok(replayed) => Ok(Json(ReplayJson { replayed })),
+        Err(message) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)),
     }
 }
 
@@ -838,6 +923,15 @@ pub(crate) mod testing {
                 Command::Metrics(reply) => {
                     let _ = reply
                         .send("# TYPE swimd_health_score gauge\nswimd_health_score 0\n".into());
+                }
+                Command::Hooks(reply) => {
+                    let _ = reply.send(Vec::new());
+                }
+                Command::HookTest { name, reply, .. } => {
+                    let _ = reply.send(Err(format!("no hook named {name}")));
+                }
+                Command::HookReplay(_, reply) => {
+                    let _ = reply.send(Ok(0));
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::api::{
 /// How long to wait for the agent to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A whole request/answer; above the API's own 10 s wait for the agent task.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Silence on the event stream after which it is considered dead; the API sends a
 /// keep-alive every 15 s.
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
@@ -422,7 +422,7 @@ impl EventPrinter {
 }
 
 /// Writes to stdout; false (not an error) when the reader has gone away.
-fn print(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
+pub(super) fn print(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
@@ -431,7 +431,7 @@ fn print(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
 }
 
 /// The agent's API, as the CLI reaches it.
-struct ApiClient {
+pub(super) struct ApiClient {
     /// The address as the user gave it, for messages.
     api: String,
     base: Url,
@@ -441,7 +441,7 @@ struct ApiClient {
 
 impl ApiClient {
     /// A client for `args`; `timeout` bounds each whole request (None for streams).
-    fn new(args: &ApiArgs, timeout: Option<Duration>) -> anyhow::Result<Self> {
+    pub(super) fn new(args: &ApiArgs, timeout: Option<Duration>) -> anyhow::Result<Self> {
         let base = api_base_url(&args.api)?;
         // The API is local (or on a trusted network): a proxy from the environment would
         // only get in the way.
@@ -481,7 +481,7 @@ impl ApiClient {
     }
 
     /// One JSON request and its JSON answer; HTTP errors become their `error` message.
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
@@ -703,7 +703,7 @@ fn event_line(event: &EventJson) -> String {
 }
 
 /// Text from peers with control characters escaped, so a tag cannot drive the terminal.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             let escaped: Vec<char> = if c.is_control() {
@@ -717,7 +717,7 @@ fn printable(text: &str) -> String {
 }
 
 /// Unix seconds as `2023-11-14T22:13:20.250Z`.
-fn utc_time(unix_seconds: f64) -> String {
+pub(super) fn utc_time(unix_seconds: f64) -> String {
     // `as` saturates (and maps NaN to 0): a nonsense timestamp prints oddly, never panics.
     let millis = (unix_seconds * 1000.0).round() as i64;
     let seconds = millis.div_euclid(1000);

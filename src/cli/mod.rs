@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod demo;
+mod hooks;
 mod simulate;
 mod tls;
 
@@ -34,6 +35,9 @@ enum Command {
     Watch(client::WatchArgs),
     /// Is the agent joined and healthy? (exit 0 if so)
     Health(client::HealthArgs),
+    /// List, test or replay the agent's hooks.
+    #[command(subcommand)]
+    Hooks(hooks::HooksCommand),
     /// Check a configuration file (exit 78 if invalid).
     Validate(agent::ValidateArgs),
     /// Create the cluster CA and node certificates.
@@ -61,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::ForceLeave(args) => client_runtime(client::force_leave(args)),
         Command::Watch(args) => client_runtime(client::watch(args)),
         Command::Health(args) => client_runtime(client::health(args)),
+        Command::Hooks(cmd) => client_runtime(hooks::run(cmd)),
     };
     match result {
         Ok(code) => code,

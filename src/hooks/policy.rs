@@ -79,6 +79,8 @@ struct Held {
     hook: String,
     event: HookEvent,
     release: Instant,
+    /// A cluster delivery waiting out `settle` (not a held recovery).
+    settling: bool,
 }
 
 struct Standby {
@@ -142,8 +144,9 @@ impl Policy {
             if hook.fails_over() {
                 // A new state of this member replaces any recovery still being held.
                 let before = self.held.len();
-                self.held
-                    .retain(|h| !(h.hook == name && h.event.data.member.name == member));
+                self.held.retain(|h| {
+                    h.settling || !(h.hook == name && h.event.data.member.name == member)
+                });
                 if self.held.len() < before {
                     // The recovery never happened as far as the target knows.
                     actions.push(Action::Suppressed {
@@ -210,6 +213,7 @@ impl Policy {
                                 hook: name,
                                 event: event.clone(),
                                 release: now + hold,
+                                settling: false,
                             });
                             continue;
                         }
@@ -217,7 +221,7 @@ impl Policy {
                     }
                 }
             }
-            actions.extend(self.route(now, hook, event.clone(), view));
+            actions.extend(self.route(now, hook, event.clone(), view, false));
         }
         actions
     }
@@ -239,6 +243,10 @@ impl Policy {
             let Some(hook) = hooks.iter().find(|h| h.spec.name == held.hook) else {
                 continue;
             };
+            if held.settling {
+                actions.extend(self.route(now, hook, held.event, view, true));
+                continue;
+            }
             let member = held.event.data.member.name.clone();
             let alive = view
                 .members
@@ -250,7 +258,7 @@ impl Policy {
             if let Some(tracker) = self.trackers.get_mut(&(held.hook.clone(), member)) {
                 tracker.out = false;
             }
-            actions.extend(self.route(now, hook, held.event, view));
+            actions.extend(self.route(now, hook, held.event, view, false));
         }
         self.standby
             .retain(|s| now.saturating_duration_since(s.since) < STANDBY_TTL);
@@ -305,8 +313,17 @@ impl Policy {
             .count()
     }
 
-    /// Local hooks deliver here; cluster hooks here only if we own the event.
-    fn route(&mut self, now: Instant, hook: &Hook, event: HookEvent, view: View) -> Vec<Action> {
+    /// Local hooks deliver here; cluster hooks here only if we own the event, once it has
+    /// settled (a partition shows up as failures one after another: waiting `settle` lets
+    /// the minority rule see more than the first of them).
+    fn route(
+        &mut self,
+        now: Instant,
+        hook: &Hook,
+        event: HookEvent,
+        view: View,
+        settled: bool,
+    ) -> Vec<Action> {
         let name = hook.spec.name.clone();
         if hook.spec.scope == Scope::Local {
             return vec![Action::Deliver {
@@ -314,6 +331,15 @@ impl Policy {
                 event,
                 confirm: None,
             }];
+        }
+        if !settled && !hook.spec.settle.is_zero() {
+            self.held.push(Held {
+                hook: name,
+                event,
+                release: now + hook.spec.settle,
+                settling: true,
+            });
+            return Vec::new();
         }
         if minority(view) {
             return vec![Action::Suppressed {
@@ -349,6 +375,8 @@ impl Policy {
 }
 
 /// True when we see fewer than half of the members we know (left ones aside) alive.
+/// Suspects do not count as reachable: on the minority side of a partition the members
+/// not yet declared failed are suspect already.
 pub fn minority(view: View) -> bool {
     let known = view
         .members
@@ -358,7 +386,7 @@ pub fn minority(view: View) -> bool {
     let reachable = view
         .members
         .iter()
-        .filter(|m| matches!(m.state, State::Alive | State::Suspect))
+        .filter(|m| m.state == State::Alive)
         .count();
     reachable * 2 < known
 }
@@ -549,7 +577,7 @@ mod tests {
 
     #[test]
     fn cluster_hook_has_exactly_one_owner_and_a_takeover() {
-        let h = hook("scope = \"cluster\"");
+        let h = hook("scope = \"cluster\"\nsettle = \"0s\"");
         let names = ["n1", "n2", "n3", "n4"];
         let view_states: Vec<(&str, State)> = names
             .iter()
@@ -640,22 +668,47 @@ mod tests {
     #[test]
     fn minority_side_delivers_no_cluster_hook() {
         let mut p = Policy::new(Arc::new(vec![hook("scope = \"cluster\"")]));
+        let t0 = Instant::now();
+        // Cut off from three of four: the first failure is seen while the others are suspect.
+        let first = members(&[
+            ("me", State::Alive),
+            ("a", State::Failed),
+            ("b", State::Suspect),
+            ("c", State::Suspect),
+        ]);
+        let view = View {
+            me: "me",
+            members: &first,
+        };
+        let acts = p.on_event(t0, &event("member.failed", "a", 1), view);
+        assert!(acts.is_empty(), "held for settle");
+        let acts = p.poll(t0 + Duration::from_secs(1), view);
+        assert_eq!(reasons(&acts), vec!["minority"]);
+        assert!(delivered(&acts).is_empty());
+    }
+
+    #[test]
+    fn a_cluster_delivery_waits_for_settle_then_goes_out_on_the_majority_side() {
+        let t0 = Instant::now();
         let m = members(&[
             ("me", State::Alive),
             ("a", State::Failed),
-            ("b", State::Failed),
-            ("c", State::Failed),
+            ("b", State::Alive),
         ]);
-        let acts = p.on_event(
-            Instant::now(),
-            &event("member.failed", "a", 1),
-            View {
-                me: "me",
-                members: &m,
-            },
-        );
-        assert_eq!(reasons(&acts), vec!["minority"]);
-        assert!(delivered(&acts).is_empty());
+        // Two candidates (me, b): whichever owns it, exactly one of them delivers.
+        let mut deliveries = 0;
+        for me in ["me", "b"] {
+            let mut p = Policy::new(Arc::new(vec![hook("scope = \"cluster\"\nsettle = \"1s\"")]));
+            let view = View { me, members: &m };
+            assert!(
+                p.on_event(t0, &event("member.failed", "a", 1), view)
+                    .is_empty()
+            );
+            assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+            assert!(p.poll(t0, view).is_empty());
+            deliveries += delivered(&p.poll(t0 + Duration::from_secs(1), view)).len();
+        }
+        assert_eq!(deliveries, 1);
     }
 
     #[test]

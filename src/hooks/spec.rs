@@ -20,7 +20,7 @@ pub const EVENTS: [&str; 7] = [
 ];
 
 /// A `[[hooks]]` entry as written; [`HookSpec::check`] turns it into a [`Hook`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookSpec {
     /// Unique name (metric label, outbox key).
@@ -41,6 +41,10 @@ pub struct HookSpec {
     /// Cluster scope: tags an agent must have to deliver.
     #[serde(default)]
     pub owner_tags: Tags,
+    /// Cluster scope: how long an event waits before the owner and the minority rule are
+    /// judged (a partition shows up as one failure after another).
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
     /// One attempt's time limit.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -121,6 +125,9 @@ pub enum Format {
 
 fn any_member() -> String {
     "*".into()
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)

@@ -593,6 +593,8 @@ fn dashboard_type_checks_against_grafana_schema() {
         "package-lock.json",
         "tsconfig.json",
         "check.ts",
+        "types.ts",
+        "generate.mjs",
     ] {
         std::fs::copy(
             dashboards_dir().join("typecheck").join(file),
@@ -606,26 +608,53 @@ fn dashboard_type_checks_against_grafana_schema() {
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(&project));
     assert!(install.status.success(), "npm ci:\n{}", printed(&install));
-    let tsc = || {
+    let type_check = |dashboard: &str| {
+        std::fs::write(&json, dashboard).expect("write swimd.json");
+        let generate = run(Command::new("node")
+            .arg("generate.mjs")
+            .current_dir(&project));
+        assert!(
+            generate.status.success(),
+            "generate.mjs:\n{}",
+            printed(&generate)
+        );
         run(Command::new("npx")
             .args(["--no-install", "tsc", "--noEmit"])
             .current_dir(&project))
     };
-    let check = tsc();
+    let check = type_check(&read("swimd.json"));
     assert!(check.status.success(), "tsc --noEmit:\n{}", printed(&check));
 
-    // The check is live: a field of the wrong type deep in a panel fails it.
-    let mut wrong = dashboard();
-    let panel = wrong["panels"]
-        .as_array_mut()
-        .and_then(|p| p.iter_mut().find(|p| p["type"] != "row"))
-        .expect("a panel");
-    panel["gridPos"]["h"] = Value::from("8");
-    std::fs::write(&json, wrong.to_string()).expect("write wrong dashboard");
-    let check = tsc();
-    assert!(
-        !check.status.success() && printed(&check).contains("gridPos.h"),
-        "tsc accepted gridPos.h = \"8\":\n{}",
-        printed(&check)
-    );
+    // The checks are live: a field of the wrong type deep in a panel fails both the import
+    // (check.ts) and the literal (swimd.gen.ts); a value the schema does not list, or a
+    // misspelled key, fails the literal.
+    let mutations: [(&str, &[&str], fn(&mut Value)); 3] = [
+        (
+            "gridPos.h = \"8\"",
+            &["check.ts", "swimd.gen.ts"],
+            |panel| panel["gridPos"]["h"] = Value::from("8"),
+        ),
+        (
+            "thresholds.mode = \"absolut\"",
+            &["swimd.gen.ts", "\"absolut\""],
+            |panel| panel["fieldConfig"]["defaults"]["thresholds"]["mode"] = Value::from("absolut"),
+        ),
+        ("a key gridpos", &["swimd.gen.ts", "\"gridpos\""], |panel| {
+            panel["gridpos"] = Value::from(1)
+        }),
+    ];
+    for (mutation, expected, mutate) in mutations {
+        let mut wrong = dashboard();
+        let panel = wrong["panels"]
+            .as_array_mut()
+            .and_then(|p| p.iter_mut().find(|p| p["type"] != "row"))
+            .expect("a panel");
+        mutate(panel);
+        let check = type_check(&wrong.to_string());
+        let out = printed(&check);
+        assert!(
+            !check.status.success() && expected.iter().all(|e| out.contains(e)),
+            "tsc accepted {mutation} (or did not name {expected:?}):\n{out}"
+        );
+    }
 }

@@ -1,28 +1,17 @@
-// Type-checks ../swimd.json against Grafana's own dashboard type (`tsc --noEmit`; run by
-// tests/dashboards.rs).
+// Type-checks ../swimd.json against Grafana's own dashboard type, in two ways (`npm run
+// check`, or `node generate.mjs && npx tsc --noEmit`; tests/dashboards.rs runs them).
 //
-// TypeScript types an imported JSON file with widened primitives: every string is `string`,
-// every number `number`. Grafana's schema types fields such as `thresholds.mode` or a
-// mapping's `type` as string enums or literal unions, which a widened `string` can never
-// satisfy, so the check compares against `AsJson<Dashboard>`: the same structure (required
-// fields, nesting, arrays, objects) with those literals widened to their primitive. A missing
-// required field or a field of the wrong kind (a string where a number belongs, an object
-// where an array belongs) still fails.
+// Here the JSON file is imported as it is. TypeScript types an imported JSON file with
+// widened primitives (every string is `string`), which can never satisfy the schema's string
+// enums and literal unions (`thresholds.mode`, a mapping's `type`), so this compares against
+// `AsJson<Dashboard>`: every required field present, every field of the right kind (a
+// number where a number belongs, an array where an array belongs), at every depth.
+//
+// swimd.gen.ts (written by generate.mjs) adds what an import cannot check: the same JSON as
+// an object literal, so that every enum and literal value must be one the schema lists and
+// every key one it knows (a misspelled key fails).
 import type { Dashboard } from "@grafana/schema";
+import type { AsJson } from "./types.js";
 import dashboard from "../swimd.json" with { type: "json" };
 
-type AsJson<T> = T extends string
-  ? string
-  : T extends number
-    ? number
-    : T extends boolean
-      ? boolean
-      : T extends null | undefined
-        ? T
-        : T extends Array<infer Item>
-          ? Array<AsJson<Item>>
-          : T extends object
-            ? { [Key in keyof T]: AsJson<T[Key]> }
-            : T;
-
-export const checked: AsJson<Dashboard> = dashboard;
+export const imported: AsJson<Dashboard> = dashboard;

@@ -628,7 +628,8 @@ fn dashboard_type_checks_against_grafana_schema() {
     // The checks are live: a field of the wrong type deep in a panel fails both the import
     // (check.ts) and the literal (swimd.gen.ts); a value the schema does not list, or a
     // misspelled key, fails the literal.
-    let mutations: [(&str, &[&str], fn(&mut Value)); 3] = [
+    type Mutation = fn(&mut Value);
+    let mutations: [(&str, &[&str], Mutation); 3] = [
         (
             "gridPos.h = \"8\"",
             &["check.ts", "swimd.gen.ts"],

@@ -477,7 +477,8 @@ fn prometheus_scrapes_a_cluster_and_every_panel_has_data_after_a_crash() {
         c.log(0)
     );
     let instances: Vec<String> = c.nodes.iter().map(Node::metrics).collect();
-    let prometheus = Prometheus::start("dashboards-prometheus", "127.0.41.100:9090", &instances);
+    // Not :9090, which a Prometheus installed as a service holds on every address.
+    let prometheus = Prometheus::start("dashboards-prometheus", "127.0.41.100:19090", &instances);
     let up = prometheus.wait_for(Duration::from_secs(20), |p| {
         let series = p.query(r#"up{job="swimd"} == 1"#).ok()?;
         (series.len() == 3).then_some(())

@@ -1124,6 +1124,71 @@ format = "json"
     }
 
     #[test]
+    fn example_hooks_and_haproxy_agent_parse_with_their_defaults() {
+        let text = std::fs::read_to_string(example_path()).unwrap();
+        let block = |begin: &str, end: &str| -> String {
+            let start = text.find(begin).unwrap() + begin.len();
+            let stop = text[start..].find(end).map_or(text.len(), |i| start + i);
+            text[start..stop]
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim_start())
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let hooks = block(
+            "# --- hooks example begin ---",
+            "# --- hooks example end ---",
+        );
+        let haproxy = block("with no hook at all.", "# -----");
+        let haproxy: String = haproxy
+            .lines()
+            .skip_while(|l| !l.starts_with("[haproxy_agent]"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(&format!("{MINIMAL}{haproxy}{hooks}"), &example_path()).unwrap();
+        assert_eq!(
+            config.haproxy_agent,
+            Some("127.0.0.1:7948".parse().unwrap())
+        );
+        assert_eq!(config.hooks.len(), 2);
+        let lb = &config.hooks[0];
+        let defaults: HookSpec = toml::from_str(
+            "name = \"lb\"\nkind = \"webhook\"\nevents = [\"member.failed\", \"member.recovered\"]",
+        )
+        .unwrap();
+        // Every default the example states is the code's default.
+        assert_eq!(
+            HookSpec {
+                url: None,
+                secret: None,
+                ..lb.clone()
+            },
+            defaults
+        );
+        assert!(config.hooks[1].command.is_some());
+    }
+
+    #[test]
+    fn bad_hooks_are_located_and_named() {
+        let case = |hooks: &str| error_of(&format!("{MINIMAL}{hooks}"));
+        let e = case("[[hooks]]\nname = \"x\"\nkind = \"exec\"\nevents = [\"member.failed\"]\n");
+        assert_eq!(e.key.as_deref(), Some("hooks[0].command"));
+        assert!(e.message.contains("needs command"), "{e}");
+        let e = case(
+            "[[hooks]]\nname = \"x\"\nkind = \"exec\"\nevents = [\"member.failed\"]\ncommand = [\"/bin/true\"]\ntimeout = \"soon\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("hooks[0]"));
+        assert_eq!((e.line, e.column), (Some(20), Some(11)), "{e}");
+        let e = case(
+            "[[hooks]]\nname = \"x\"\nkind = \"exec\"\nevents = [\"member.failed\"]\ncommand = [\"/bin/true\"]\nbogus = 1\n",
+        );
+        assert!(e.message.contains("bogus"), "{e}");
+        let twice = "[[hooks]]\nname = \"x\"\nkind = \"exec\"\nevents = [\"member.failed\"]\ncommand = [\"/bin/true\"]\n";
+        let e = case(&format!("{twice}{twice}"));
+        assert_eq!(e.key.as_deref(), Some("hooks[1].name"));
+    }
+
+    #[test]
     fn missing_file_cannot_be_read() {
         let e = load(Path::new("/nonexistent/swimd.toml")).unwrap_err();
         assert!(
@@ -1149,7 +1214,7 @@ format = "json"
         assert_eq!(
             e.to_string(),
             "swimd.toml:15:2: unknown key telemetry \
-             (expected one of: node, gossip, tls, api, metrics, state, log)"
+             (expected one of: node, gossip, tls, api, metrics, state, log, hooks, haproxy_agent)"
         );
         assert_eq!(e.key.as_deref(), Some("telemetry"));
     }

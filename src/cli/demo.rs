@@ -1,5 +1,6 @@
-//! `swimd demo`: five real agents on 127.0.77.x, a crash detected, a restart, a leave.
-//! Everything it creates lives in one temporary folder, removed at the end (and on Ctrl-C).
+//! `swimd demo`: five real agents on 127.0.77.x, a crash detected, a cluster-wide signed
+//! webhook fired once for it, a restart, a leave. Everything it creates lives in one
+//! temporary folder, removed at the end (and on Ctrl-C).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -118,6 +119,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tls::issue(&tls_dir, &node.name, &[IpAddr::V4(node.ip)])?;
         std::fs::write(&node.config, config_text(node, &nodes[0]))?;
     }
+    let killed_at = Arc::new(Mutex::new(None::<Instant>));
+    let hooks_seen = start_receiver(killed_at.clone()).await?;
+    println!(
+        "a webhook receiver on {RECEIVER} checks the signature of every delivery; every agent has \
+         a cluster-scope hook on member.failed and member.recovered (exactly one agent delivers)"
+    );
     let started = Instant::now();
     for node in &nodes {
         start(&exe, node, &cluster)?;
@@ -144,7 +151,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let victim = &nodes[victim_index];
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.name != victim.name).collect();
     let seen: Arc<Mutex<BTreeMap<String, Duration>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let killed_at = Arc::new(Mutex::new(None::<Instant>));
     for survivor in &survivors {
         tokio::spawn(watch_failures(
             survivor.api(),
@@ -179,6 +185,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    wait_hook(&hooks_seen, "member.failed", &victim.name).await;
+
     start(&exe, victim, &cluster)?;
     let back = Instant::now();
     wait_for(&client, &survivors, Duration::from_secs(20), |members| {
@@ -193,6 +201,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         victim.name,
         back.elapsed().as_secs_f64()
     );
+
+    wait_hook(&hooks_seen, "member.recovered", &victim.name).await;
 
     println!("stopping every agent gracefully (SIGTERM: leave, then exit)");
     let mut children =
@@ -215,11 +225,96 @@ fn config_text(node: &Node, seed: &Node) -> String {
         "[node]\nname = \"{name}\"\ncluster = \"demo\"\n\n[gossip]\nbind = \"{ip}:7946\"\nseeds = [\"{seed}:7946\"]\n\n\
          [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{name}.pem\"\nkey = \"tls/{name}-key.pem\"\n\n\
          [api]\nlisten = \"{ip}:7947\"\n\n[metrics]\nlisten = \"{ip}:9946\"\n\n\
-         [state]\ndir = \"state/{name}\"\n\n[log]\nlevel = \"info\"\n",
+         [state]\ndir = \"state/{name}\"\n\n[log]\nlevel = \"info\"\n\n\
+         [[hooks]]\nname = \"demo-lb\"\nkind = \"webhook\"\nscope = \"cluster\"\n\
+         events = [\"member.failed\", \"member.recovered\"]\nurl = \"http://{RECEIVER}/hook\"\n\
+         secret = \"{DEMO_SECRET}\"\nhold_down = \"2s\"\n",
         name = node.name,
         ip = node.ip,
         seed = seed.ip,
     )
+}
+
+/// Where the demo's webhook receiver listens.
+const RECEIVER: &str = "127.0.77.100:8080";
+/// The demo hook's signing secret (Standard Webhooks test key; not for production).
+const DEMO_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Deliveries the receiver took: (event type, member).
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Starts the webhook receiver: verifies each signature and prints each delivery.
+async fn start_receiver(killed_at: Arc<Mutex<Option<Instant>>>) -> anyhow::Result<Seen> {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let key = crate::hooks::payload::decode_secret(DEMO_SECRET).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(RECEIVER)
+        .await
+        .with_context(|| format!("cannot listen on {RECEIVER} for the demo webhook"))?;
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let record = record.clone();
+            let key = key.clone();
+            let killed_at = killed_at.clone();
+            async move {
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let id = header("webhook-id");
+                let timestamp: u64 = header("webhook-timestamp").parse().unwrap_or(0);
+                let signed = crate::hooks::payload::verify(
+                    &key,
+                    &id,
+                    timestamp,
+                    &body,
+                    &header("webhook-signature"),
+                );
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let kind = event["type"].as_str().unwrap_or("?").to_string();
+                let member = event["data"]["member"]["name"].as_str().unwrap_or("?").to_string();
+                let since = killed_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .map_or(0.0, |at| at.elapsed().as_secs_f64());
+                println!(
+                    "  webhook {kind} {member} received {since:.2} s after the SIGKILL, delivered by {} \
+                     (id {id}, signature {})",
+                    event["data"]["observed_by"].as_str().unwrap_or("?"),
+                    if signed { "valid" } else { "INVALID" },
+                );
+                record.lock().unwrap_or_else(|e| e.into_inner()).push((kind, member));
+                if signed { StatusCode::OK } else { StatusCode::UNAUTHORIZED }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(seen)
+}
+
+/// Waits (bounded) for the receiver to get `kind` about `member`.
+async fn wait_hook(seen: &Seen, kind: &str, member: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(k, m)| k == kind && m == member)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("  (no {kind} webhook for {member} within 15 s: see the agents' logs)");
 }
 
 fn start(exe: &Path, node: &Node, cluster: &Cluster) -> anyhow::Result<()> {

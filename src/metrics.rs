@@ -548,6 +548,21 @@ impl HookMetrics {
         self.enabled.with_label_values(&[hook]).set(1);
     }
 
+    /// Removes every series of a hook that is no longer configured.
+    pub fn remove(&self, hook: &str) {
+        for outcome in HOOK_OUTCOMES {
+            let _ = self.deliveries.remove_label_values(&[hook, outcome]);
+        }
+        for reason in crate::hooks::policy::SUPPRESS_REASONS {
+            let _ = self.suppressed.remove_label_values(&[hook, reason]);
+        }
+        let _ = self.duration.remove_label_values(&[hook]);
+        let _ = self.depth.remove_label_values(&[hook]);
+        let _ = self.dead_letters.remove_label_values(&[hook]);
+        let _ = self.last_success.remove_label_values(&[hook]);
+        let _ = self.enabled.remove_label_values(&[hook]);
+    }
+
     /// Counts an attempt's outcome.
     pub fn outcome(&self, hook: &str, outcome: &str) {
         self.deliveries.with_label_values(&[hook, outcome]).inc();

@@ -519,3 +519,45 @@ fn a_note_reaches_every_member_once_within_a_second_even_at_10pct_loss() {
         );
     }
 }
+
+#[test]
+fn critical_health_reaches_everyone_within_a_second_and_passing_returns() {
+    let mut sim = converged_cluster(50, 3);
+    let start = sim.elapsed();
+    sim.set_health(7, &["web"]);
+    let took = sim.run_until(secs(5), |s| {
+        s.running().into_iter().all(|o| {
+            let name = s.name(7).map(|n| n.to_string()).unwrap_or_default();
+            s.swim(o)
+                .and_then(|w| w.member(&name))
+                .is_some_and(|m| m.info.failing == ["web"])
+        })
+    });
+    assert!(
+        took.is_some_and(|t| t <= secs(1)),
+        "critical everywhere in {took:?}"
+    );
+    let criticals = sim
+        .observations()
+        .iter()
+        .filter(|o| o.at >= start && o.subject == 7 && o.kind == EventKind::Critical)
+        .count();
+    assert_eq!(
+        criticals, 50,
+        "one member.critical per member (itself included)"
+    );
+    sim.set_health(7, &[]);
+    sim.run_for(secs(3));
+    let passing = sim
+        .observations()
+        .iter()
+        .filter(|o| o.subject == 7 && o.kind == EventKind::Passing)
+        .count();
+    assert_eq!(passing, 50);
+    let failed = sim
+        .observations()
+        .iter()
+        .filter(|o| o.kind == EventKind::Failed)
+        .count();
+    assert_eq!(failed, 0, "health never fails a member");
+}

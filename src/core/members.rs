@@ -22,6 +22,8 @@ pub struct MemberInfo {
     pub addr: SocketAddr,
     /// Its tags.
     pub tags: Tags,
+    /// Its failing service checks, sorted (empty: `passing`).
+    pub failing: Vec<String>,
     /// Position on the hash ring.
     pub(crate) ring_hash: u64,
 }
@@ -39,7 +41,23 @@ impl MemberInfo {
             name,
             addr,
             tags,
+            failing: Vec::new(),
             ring_hash,
+        }
+    }
+
+    /// The same identity with these failing checks.
+    pub fn with_failing(mut self, failing: Vec<String>) -> Self {
+        self.failing = failing;
+        self
+    }
+
+    /// `passing` or `critical`.
+    pub fn health(&self) -> &'static str {
+        if self.failing.is_empty() {
+            "passing"
+        } else {
+            "critical"
         }
     }
 }

@@ -73,6 +73,10 @@ pub enum EventKind {
     Left,
     /// A failed or left member was forgotten.
     Reaped,
+    /// An alive member's service checks started failing.
+    Critical,
+    /// An alive member's service checks all pass again.
+    Passing,
 }
 
 impl EventKind {
@@ -86,6 +90,8 @@ impl EventKind {
             EventKind::Recovered => "member.recovered",
             EventKind::Left => "member.left",
             EventKind::Reaped => "member.reaped",
+            EventKind::Critical => "member.critical",
+            EventKind::Passing => "member.passing",
         }
     }
 }

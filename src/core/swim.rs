@@ -271,13 +271,45 @@ impl Swim {
             });
         }
         let me = self.my_info();
-        let info = Arc::new(MemberInfo::new(me.name.clone(), me.addr, tags));
+        let info = Arc::new(
+            MemberInfo::new(me.name.clone(), me.addr, tags).with_failing(me.failing.clone()),
+        );
         self.members.set_info(self.me, info);
         let incarnation = self.incarnation().next();
         self.members
             .set_state(self.me, State::Alive, incarnation, now);
         self.announce_self(now);
         Ok(())
+    }
+
+    /// Publishes our service health: the names of the checks failing now (raising our
+    /// incarnation if it changed). Emits our own `updated` and `critical`/`passing` events.
+    pub fn set_health(&mut self, now: Instant, mut failing: Vec<String>) {
+        failing.sort();
+        failing.dedup();
+        let me = self.my_info();
+        if me.failing == failing {
+            return;
+        }
+        let was_critical = !me.failing.is_empty();
+        let info = Arc::new(MemberInfo::clone(me).with_failing(failing));
+        let critical = !info.failing.is_empty();
+        self.members.set_info(self.me, info);
+        let incarnation = self.incarnation().next();
+        self.members
+            .set_state(self.me, State::Alive, incarnation, now);
+        self.emit_health(self.me, was_critical, critical);
+        self.announce_self(now);
+    }
+
+    /// `updated`, then `critical` or `passing` when the health itself turned.
+    fn emit_health(&mut self, slot: Slot, was_critical: bool, critical: bool) {
+        self.emit(EventKind::Updated, slot, Some(State::Alive));
+        match (was_critical, critical) {
+            (false, true) => self.emit(EventKind::Critical, slot, Some(State::Alive)),
+            (true, false) => self.emit(EventKind::Passing, slot, Some(State::Alive)),
+            _ => {}
+        }
     }
 
     /// Forgets a failed member at once (`swimd force-leave`): it is marked `left` everywhere.
@@ -795,6 +827,7 @@ impl Swim {
             from: accuser.clone(),
             addr: None,
             tags: None,
+            failing: None,
         };
         self.broadcasts.push(slot, wire::encode_update(&update));
         self.schedule_gossip(now);
@@ -934,13 +967,20 @@ impl Swim {
                     return;
                 }
                 let mut changed = false;
+                let was_critical = !member.info.failing.is_empty();
+                let mut critical = was_critical;
                 if let (Some(addr), Some(tags)) = (update.addr, update.tags) {
                     let info = member.info.clone();
-                    if info.addr != addr.0 || info.tags != tags {
+                    let failing = update.failing.unwrap_or_default();
+                    critical = !failing.is_empty();
+                    if info.addr != addr.0 || info.tags != tags || info.failing != failing {
                         changed = true;
                         self.members.set_info(
                             slot,
-                            Arc::new(MemberInfo::new(info.name.clone(), addr.0, tags)),
+                            Arc::new(
+                                MemberInfo::new(info.name.clone(), addr.0, tags)
+                                    .with_failing(failing),
+                            ),
                         );
                     }
                 }
@@ -948,7 +988,7 @@ impl Swim {
                     self.members
                         .set_state(slot, State::Alive, update.incarnation, now);
                     if changed && source != Source::Restore {
-                        self.emit(EventKind::Updated, slot, Some(State::Alive));
+                        self.emit_health(slot, was_critical, critical);
                     }
                     if source == Source::Gossip {
                         self.enqueue_broadcast(slot);
@@ -1021,11 +1061,10 @@ impl Swim {
 
     fn add_member(&mut self, now: Instant, update: Update, source: Source) {
         let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
-        let info = Arc::new(MemberInfo::new(
-            update.name,
-            addr,
-            update.tags.unwrap_or_default(),
-        ));
+        let info = Arc::new(
+            MemberInfo::new(update.name, addr, update.tags.unwrap_or_default())
+                .with_failing(update.failing.unwrap_or_default()),
+        );
         let slot = self.insert_member(now, info, update.incarnation, update.state);
         if self.members.live() > 1 {
             self.joined = true;
@@ -1048,7 +1087,8 @@ impl Swim {
             State::Alive => {
                 let me = self.my_info();
                 let differs = update.addr.is_some_and(|a| a.0 != me.addr)
-                    || update.tags.as_ref().is_some_and(|t| *t != me.tags);
+                    || update.tags.as_ref().is_some_and(|t| *t != me.tags)
+                    || update.failing.as_ref().is_some_and(|f| *f != me.failing);
                 // A newer incarnation of us (from before a restart that lost our state), or
                 // the same one with other details: outbid it.
                 if update.incarnation > current || (update.incarnation == current && differs) {
@@ -1511,5 +1551,6 @@ fn update_of(m: &Member) -> Update {
         from: NodeName::default(),
         addr: Some(WireAddr(m.info.addr)),
         tags: alive.then(|| m.info.tags.clone()),
+        failing: alive.then(|| m.info.failing.clone()),
     }
 }

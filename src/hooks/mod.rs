@@ -113,7 +113,7 @@ impl Hooks {
             metrics,
             confirmations: confirm_tx,
         };
-        runner.reload(hooks);
+        // Pending deliveries first: the reload then buries those of hooks no longer configured.
         match runner.outbox.pending() {
             Ok(pending) => {
                 if !pending.is_empty() {
@@ -126,7 +126,7 @@ impl Hooks {
             }
             Err(e) => error!("{e}"),
         }
-        runner.update_depth();
+        runner.reload(hooks);
         tokio::spawn(runner.run(rx));
         Ok((Hooks { requests }, confirmations))
     }
@@ -260,6 +260,12 @@ impl Runner {
         for hook in hooks.iter() {
             self.metrics.init(&hook.spec.name);
         }
+        for old in self.hooks.iter() {
+            if !hooks.iter().any(|h| h.spec.name == old.spec.name) {
+                // A removed hook's series would otherwise keep alerts firing forever.
+                self.metrics.remove(&old.spec.name);
+            }
+        }
         // A reload re-enables hooks a 410 had disabled: the operator has looked at them.
         self.disabled.clear();
         self.hooks = hooks;
@@ -326,7 +332,9 @@ impl Runner {
         let now = now_ms();
         self.pending
             .values()
-            .filter(|d| !self.disabled.contains(&d.hook))
+            .filter(|d| {
+                !self.disabled.contains(&d.hook) && self.hooks.iter().any(|h| h.spec.name == d.hook)
+            })
             .map(|d| d.next_at_ms.saturating_sub(now))
             .min()
             .map_or(Duration::from_secs(60), |ms| {

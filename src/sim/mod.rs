@@ -372,6 +372,15 @@ impl Simulator {
         published
     }
 
+    /// Has node `i` publish its service health (the names of its failing checks).
+    pub fn set_health(&mut self, i: usize, failing: &[&str]) {
+        let now = self.now;
+        if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+            swim.set_health(now, failing.iter().map(|c| c.to_string()).collect());
+        }
+        self.after_step(i);
+    }
+
     /// Every note handed to a node so far: (when, which node, the key).
     pub fn notes(&self) -> &[(Duration, usize, String)] {
         &self.notes

@@ -232,6 +232,11 @@ fn validate(packet: &Packet) -> Result<(), DecodeError> {
         {
             return Err(DecodeError::Invalid("member tags exceed 4096 bytes"));
         }
+        if let Some(failing) = &update.failing
+            && failing.iter().map(|c| c.len() + 1).sum::<usize>() > MAX_PEER_TAGS_LEN
+        {
+            return Err(DecodeError::Invalid("failing checks exceed 4096 bytes"));
+        }
     }
     if packet.notes.iter().any(|n| n.key.len() > MAX_NOTE_LEN) {
         return Err(DecodeError::Invalid("note longer than 128 bytes"));

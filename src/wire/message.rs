@@ -55,6 +55,8 @@ wire_struct! {
         pub addr: Option<WireAddr>,
         /// For `alive`: the member's tags.
         pub tags: Option<Tags>,
+        /// For `alive`: the names of its failing service checks (empty: passing).
+        pub failing: Option<Vec<String>>,
     }
 }
 

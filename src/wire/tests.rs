@@ -40,14 +40,16 @@ fn update() -> impl Strategy<Value = Update> {
             "[ -~]{0,16}",
             0..4,
         )),
+        proptest::option::of(proptest::collection::vec("[a-z]{1,8}", 0..3)),
     )
-        .prop_map(|(name, inc, state, from, addr, tags)| Update {
+        .prop_map(|(name, inc, state, from, addr, tags, failing)| Update {
             name,
             incarnation: Incarnation(inc),
             state,
             from,
             addr,
             tags,
+            failing,
         })
 }
 

@@ -206,7 +206,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         printed(&check)
     );
     assert!(
-        printed(&check).contains("SUCCESS: 6 rules found"),
+        printed(&check).contains("SUCCESS: 11 rules found"),
         "{}",
         printed(&check)
     );
@@ -620,6 +620,19 @@ fn prometheus_scrapes_a_cluster_and_every_panel_has_data_after_a_crash() {
         "panel queries without data:\n{}",
         missing.join("\n")
     );
+    // A hook that works raises no hook alert.
+    let alerts = prometheus.api("/api/v1/alerts").expect("alerts");
+    let hook_alerts: Vec<&Value> = alerts["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| {
+            a["labels"]["alertname"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("SwimdHook"))
+        })
+        .collect();
+    assert!(hook_alerts.is_empty(), "hook alerts: {hook_alerts:?}");
     eprintln!(
         "{} panel queries checked, alert {}, in {:?}",
         queries.len(),

@@ -174,6 +174,24 @@ fn printed(out: &Output) -> String {
     )
 }
 
+/// A hook on every agent of `c`, so the `swimd_hook_*` series exist: an exec hook that
+/// succeeds at once on `member.failed`, with no safety rule holding a failure back.
+fn add_hook(c: &Cluster) {
+    use std::io::Write;
+    for node in &c.nodes {
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&node.config)
+            .expect("config");
+        config
+            .write_all(
+                b"\n[[hooks]]\nname = \"failover\"\nkind = \"exec\"\nevents = [\"member.failed\"]\n\
+                  command = [\"/bin/true\"]\nmax_failed_fraction = 1.0\nhold_down = \"0s\"\n",
+            )
+            .expect("append a hook");
+    }
+}
+
 #[test]
 fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     if !require_tool("promtool", "prometheus") {
@@ -188,7 +206,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         printed(&check)
     );
     assert!(
-        printed(&check).contains("SUCCESS: 6 rules found"),
+        printed(&check).contains("SUCCESS: 11 rules found"),
         "{}",
         printed(&check)
     );
@@ -264,13 +282,22 @@ fn every_dashboard_query_is_filtered_by_job_and_instance_and_uses_the_rate_inter
 #[test]
 fn every_metric_in_the_dashboard_and_the_alerts_is_exported_and_every_swimd_metric_is_shown() {
     let mut c = Cluster::new("dashboards-names", 40, 1);
+    // The hook metrics exist only on an agent with a hook.
+    add_hook(&c);
     c.start_all();
     let deadline = Instant::now() + Duration::from_secs(10);
     let exposition = loop {
         match request_text(&c.nodes[0].metrics(), "GET", "/metrics", None) {
-            Ok((200, body)) if body.contains("swimd_member_up{") => break body,
+            Ok((200, body))
+                if body.contains("swimd_member_up{") && body.contains("swimd_hook_enabled{") =>
+            {
+                break body;
+            }
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            other => panic!("no /metrics with swimd_member_up: {other:?}\n{}", c.log(0)),
+            other => panic!(
+                "no /metrics with swimd_member_up and swimd_hook_enabled: {other:?}\n{}",
+                c.log(0)
+            ),
         }
     };
     let exposed = exposed_names(&exposition);
@@ -470,6 +497,8 @@ fn prometheus_scrapes_a_cluster_and_every_panel_has_data_after_a_crash() {
     }
     let started = Instant::now();
     let mut c = Cluster::new("dashboards-cluster", 41, 3);
+    // The failure below makes each survivor deliver the hook once.
+    add_hook(&c);
     c.start_all();
     assert!(
         c.wait_converged(Duration::from_secs(10)).is_some(),
@@ -519,6 +548,25 @@ fn prometheus_scrapes_a_cluster_and_every_panel_has_data_after_a_crash() {
         alert.is_some(),
         "SwimdMemberFailed is neither pending nor firing: {:?}",
         prometheus.api("/api/v1/alerts")
+    );
+    // Each survivor ran the hook for the failure, and Prometheus saw it.
+    let delivered = prometheus.wait_for(Duration::from_secs(10), |p| {
+        let series = p
+            .query(
+                r#"swimd_hook_deliveries_total{job="swimd", hook="failover", outcome="success"}"#,
+            )
+            .ok()?;
+        survivors
+            .iter()
+            .all(|i| value_of(&series, i).as_deref() == Some("1"))
+            .then_some(())
+    });
+    assert!(
+        delivered.is_some(),
+        "swimd_hook_deliveries_total{{outcome=\"success\"}} did not reach 1 on both survivors: \
+         {:?}\nnode-1:\n{}",
+        prometheus.query(r#"swimd_hook_deliveries_total{hook="failover"}"#),
+        c.log(0)
     );
 
     // The variables' own queries list the job and the agents.
@@ -572,6 +620,19 @@ fn prometheus_scrapes_a_cluster_and_every_panel_has_data_after_a_crash() {
         "panel queries without data:\n{}",
         missing.join("\n")
     );
+    // A hook that works raises no hook alert.
+    let alerts = prometheus.api("/api/v1/alerts").expect("alerts");
+    let hook_alerts: Vec<&Value> = alerts["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| {
+            a["labels"]["alertname"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("SwimdHook"))
+        })
+        .collect();
+    assert!(hook_alerts.is_empty(), "hook alerts: {hook_alerts:?}");
     eprintln!(
         "{} panel queries checked, alert {}, in {:?}",
         queries.len(),

@@ -17,6 +17,7 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::checks::CheckSpec;
 use crate::core::Config as ProtocolConfig;
 use crate::hooks::spec::HookSpec;
 use crate::wire::{NodeName, Tags, tags_len};
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// `[[hooks]]`, each already checked.
     pub hooks: Vec<HookSpec>,
+    /// `[[checks]]`, each already checked.
+    pub checks: Vec<CheckSpec>,
     /// `[haproxy_agent] listen`: HAProxy's agent-check port, if enabled.
     pub haproxy_agent: Option<SocketAddr>,
     /// The file this configuration came from (a reload reads it again).
@@ -313,6 +316,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
             "state",
             "log",
             "hooks",
+            "checks",
             "haproxy_agent",
         ],
     )?;
@@ -386,6 +390,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     };
     let log_config = parse_log(&log)?;
     let hooks = parse_hooks(&src, root)?;
+    let checks = parse_checks(&src, root)?;
     let haproxy_agent = match haproxy.table {
         Some(_) => {
             Some(haproxy.socket_addr("listen", (Ipv4Addr::LOCALHOST, HAPROXY_AGENT_PORT).into())?)
@@ -401,30 +406,51 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         state: state_config,
         log: log_config,
         hooks,
+        checks,
         haproxy_agent,
         path: path.to_path_buf(),
     })
 }
 
-/// `[[hooks]]`: each entry through [`HookSpec`]'s serde, then its own checks; errors point
-/// at the entry's key.
+/// `[[hooks]]`: each entry through [`HookSpec`]'s serde, then its own checks.
 fn parse_hooks(src: &Source, root: &DeTable) -> Result<Vec<HookSpec>, ConfigError> {
-    let Some(value) = root.get("hooks") else {
+    parse_entries(src, root, "hooks", |spec: &HookSpec| {
+        (spec.name.clone(), spec.clone().check().err())
+    })
+}
+
+/// `[[checks]]`: each entry through [`CheckSpec`]'s serde, then its own checks.
+fn parse_checks(src: &Source, root: &DeTable) -> Result<Vec<CheckSpec>, ConfigError> {
+    parse_entries(src, root, "checks", |spec: &CheckSpec| {
+        (spec.name.clone(), spec.check().err())
+    })
+}
+
+/// An array of tables (`[[NAME]]`) of uniquely named entries: serde first, then
+/// `check` (the entry's name and its problem, if any); errors point at the entry's key.
+fn parse_entries<T: serde::de::DeserializeOwned>(
+    src: &Source,
+    root: &DeTable,
+    section: &str,
+    check: impl Fn(&T) -> (String, Option<(&'static str, String)>),
+) -> Result<Vec<T>, ConfigError> {
+    let Some(value) = root.get(section) else {
         return Ok(Vec::new());
     };
     let DeValue::Array(entries) = value.get_ref() else {
         return Err(src.error(
             Some(value.span()),
-            Some("hooks".into()),
+            Some(section.into()),
             format!(
-                "hooks: expected [[hooks]] entries, found {}",
+                "{section}: expected [[{section}]] entries, found {}",
                 describe(value.get_ref())
             ),
         ));
     };
-    let mut hooks: Vec<HookSpec> = Vec::new();
+    let mut out = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let at = format!("hooks[{i}]");
+        let at = format!("{section}[{i}]");
         let DeValue::Table(table) = entry.get_ref() else {
             return Err(src.error(
                 Some(entry.span()),
@@ -435,7 +461,7 @@ fn parse_hooks(src: &Source, root: &DeTable) -> Result<Vec<HookSpec>, ConfigErro
                 ),
             ));
         };
-        let spec = HookSpec::deserialize(entry.clone().into_deserializer()).map_err(|e| {
+        let spec = T::deserialize(entry.clone().into_deserializer()).map_err(|e| {
             src.error(
                 e.span().or(Some(entry.span())),
                 Some(at.clone()),
@@ -443,26 +469,25 @@ fn parse_hooks(src: &Source, root: &DeTable) -> Result<Vec<HookSpec>, ConfigErro
             )
         })?;
         let span_of = |key: &str| table.get(key).map(|v| v.span()).or(Some(entry.span()));
-        if let Err((key, problem)) = spec.clone().check() {
+        let (name, problem) = check(&spec);
+        if let Some((key, problem)) = problem {
             return Err(src.error(
                 span_of(key),
                 Some(format!("{at}.{key}")),
-                format!("{at}.{key} (hook {:?}): {problem}", spec.name),
+                format!("{at}.{key} ({section} entry {name:?}): {problem}"),
             ));
         }
-        if hooks.iter().any(|h| h.name == spec.name) {
+        if names.contains(&name) {
             return Err(src.error(
                 span_of("name"),
                 Some(format!("{at}.name")),
-                format!(
-                    "{at}.name: a hook named {:?} already exists; names must be unique",
-                    spec.name
-                ),
+                format!("{at}.name: {name:?} is used twice; names must be unique"),
             ));
         }
-        hooks.push(spec);
+        names.push(name);
+        out.push(spec);
     }
-    Ok(hooks)
+    Ok(out)
 }
 
 fn parse_node(node: &Section) -> Result<NodeConfig, ConfigError> {
@@ -1214,7 +1239,7 @@ format = "json"
         assert_eq!(
             e.to_string(),
             "swimd.toml:15:2: unknown key telemetry \
-             (expected one of: node, gossip, tls, api, metrics, state, log, hooks, haproxy_agent)"
+             (expected one of: node, gossip, tls, api, metrics, state, log, hooks, checks, haproxy_agent)"
         );
         assert_eq!(e.key.as_deref(), Some("telemetry"));
     }

@@ -1,7 +1,8 @@
 //! HAProxy's agent-check protocol: HAProxy connects, names the member (`agent-send
 //! "NAME\n"`), and reads one line back, so HAProxy follows swimd's view with no hook.
 //! `up ready` for alive and suspect members (suspicion alone must not move traffic),
-//! `drain` for a member that left, `maint` for a failed one, `down` for one we do not know.
+//! `down` for one whose service checks fail (critical) or that we do not know, `drain` for
+//! a member that left, `maint` for a failed one.
 
 use std::time::Duration;
 
@@ -36,9 +37,10 @@ pub async fn serve(listener: TcpListener, handle: AgentHandle) {
     }
 }
 
-/// The answer for a member in `state` (`None`: unknown).
-pub fn reply(state: Option<&str>) -> &'static str {
+/// The answer for a member in `state` with `health` (`None`: unknown).
+pub fn reply(state: Option<&str>, health: &str) -> &'static str {
     match state {
+        Some("alive" | "suspect") if health == "critical" => "down\n",
         Some("alive" | "suspect") => "up ready\n",
         Some("left") => "drain\n",
         Some("failed") => "maint\n",
@@ -71,9 +73,13 @@ async fn answer(mut stream: TcpStream, handle: &AgentHandle) -> std::io::Result<
             .ask(|reply| Command::Member(name.to_string(), reply))
             .await
             .flatten()
-            .map(|m| m.state)
+            .map(|m| (m.state, m.health))
     };
-    stream.write_all(reply(state.as_deref()).as_bytes()).await?;
+    let answer = match &state {
+        Some((state, health)) => reply(Some(state), health),
+        None => reply(None, ""),
+    };
+    stream.write_all(answer.as_bytes()).await?;
     stream.shutdown().await
 }
 
@@ -83,10 +89,11 @@ mod tests {
 
     #[test]
     fn states_map_to_haproxy_words() {
-        assert_eq!(reply(Some("alive")), "up ready\n");
-        assert_eq!(reply(Some("suspect")), "up ready\n");
-        assert_eq!(reply(Some("left")), "drain\n");
-        assert_eq!(reply(Some("failed")), "maint\n");
-        assert_eq!(reply(None), "down\n");
+        assert_eq!(reply(Some("alive"), "passing"), "up ready\n");
+        assert_eq!(reply(Some("suspect"), "passing"), "up ready\n");
+        assert_eq!(reply(Some("alive"), "critical"), "down\n");
+        assert_eq!(reply(Some("left"), "passing"), "drain\n");
+        assert_eq!(reply(Some("failed"), "critical"), "maint\n");
+        assert_eq!(reply(None, ""), "down\n");
     }
 }

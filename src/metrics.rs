@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub stats: Stats,
     /// Members per state, ourselves included.
     pub members: StateCounts,
+    /// Alive members whose service checks fail (ourselves included).
+    pub critical_members: usize,
     /// Lifeguard local health score.
     pub health_score: u32,
     /// Our incarnation.
@@ -65,6 +67,7 @@ pub struct Snapshot {
 pub struct Metrics {
     registry: Registry,
     members: IntGaugeVec,
+    members_health: IntGaugeVec,
     member_up: Option<IntGaugeVec>,
     transitions: IntCounterVec,
     probes: IntCounterVec,
@@ -107,6 +110,16 @@ impl Metrics {
                         "Known members by state, ourselves included",
                     ),
                     &["state"],
+                ),
+            ),
+            members_health: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "swimd_members_health",
+                        "Alive members by service health (passing, critical), ourselves included",
+                    ),
+                    &["health"],
                 ),
             ),
             member_up: member_up.then(|| {
@@ -266,6 +279,9 @@ impl Metrics {
             metrics.transitions.with_label_values(&[state]);
         }
         metrics.transitions.with_label_values(&["reaped"]);
+        for health in ["passing", "critical"] {
+            metrics.members_health.with_label_values(&[health]);
+        }
         for kind in ["direct", "indirect"] {
             for result in ["ok", "failed"] {
                 metrics.probes.with_label_values(&[kind, result]);
@@ -308,6 +324,13 @@ impl Metrics {
         {
             self.members.with_label_values(&[state]).set(gauge(count));
         }
+        let critical = snapshot.critical_members.min(counts.alive);
+        self.members_health
+            .with_label_values(&["passing"])
+            .set(gauge(counts.alive - critical));
+        self.members_health
+            .with_label_values(&["critical"])
+            .set(gauge(critical));
         let stats = &snapshot.stats;
         let probes = &self.probes;
         advance_to(
@@ -434,6 +457,96 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
+    }
+}
+
+/// Service check metrics, shared with the check tasks.
+#[derive(Clone)]
+pub struct CheckMetrics {
+    status: IntGaugeVec,
+    duration: HistogramVec,
+    runs: IntCounterVec,
+}
+
+/// Results of a check run (`swimd_check_runs_total{result}`).
+const CHECK_RESULTS: [&str; 3] = ["pass", "fail", "timeout"];
+
+impl CheckMetrics {
+    /// Registers the check metrics in `registry`.
+    pub fn new(registry: &Registry) -> CheckMetrics {
+        CheckMetrics {
+            status: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "swimd_check_status",
+                        "1 if the local check is passing, 0 if critical (after rise/fall)",
+                    ),
+                    &["check"],
+                ),
+            ),
+            duration: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "swimd_check_duration_seconds",
+                        "Time one run of a local check took",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                    &["check"],
+                ),
+            ),
+            runs: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_check_runs_total",
+                        "Runs of a local check by result (pass, fail, timeout: killed at its timeout)",
+                    ),
+                    &["check", "result"],
+                ),
+            ),
+        }
+    }
+
+    /// Creates a check's series (passing until it falls).
+    pub fn init(&self, check: &str) {
+        self.status.with_label_values(&[check]).set(1);
+        self.duration.with_label_values(&[check]);
+        for result in CHECK_RESULTS {
+            self.runs.with_label_values(&[check, result]);
+        }
+    }
+
+    /// Removes a check that is no longer configured.
+    pub fn remove(&self, check: &str) {
+        let _ = self.status.remove_label_values(&[check]);
+        let _ = self.duration.remove_label_values(&[check]);
+        for result in CHECK_RESULTS {
+            let _ = self.runs.remove_label_values(&[check, result]);
+        }
+    }
+
+    /// Records one run.
+    pub fn ran(&self, check: &str, took: Duration, passed: bool, timed_out: bool) {
+        self.duration
+            .with_label_values(&[check])
+            .observe(took.as_secs_f64());
+        let result = match (passed, timed_out) {
+            (true, _) => "pass",
+            (false, true) => "timeout",
+            (false, false) => "fail",
+        };
+        self.runs.with_label_values(&[check, result]).inc();
+    }
+
+    /// Sets the state after rise/fall.
+    pub fn status(&self, check: &str, passing: bool) {
+        self.status
+            .with_label_values(&[check])
+            .set(i64::from(passing));
     }
 }
 

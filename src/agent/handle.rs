@@ -26,6 +26,16 @@ pub struct MemberJson {
     pub tags: Tags,
     /// Seconds since it entered its state (as this agent saw it).
     pub state_age_s: f64,
+    /// Its service health from its own checks: `passing` or `critical`.
+    #[serde(default = "passing")]
+    pub health: String,
+    /// The checks failing on it (empty when passing).
+    #[serde(default)]
+    pub failing_checks: Vec<String>,
+}
+
+fn passing() -> String {
+    "passing".into()
 }
 
 impl MemberJson {
@@ -38,6 +48,8 @@ impl MemberJson {
             incarnation: m.incarnation.0,
             tags: m.info.tags.clone(),
             state_age_s: (now.saturating_duration_since(m.since).as_millis() as f64) / 1000.0,
+            health: m.info.health().to_string(),
+            failing_checks: m.info.failing.clone(),
         }
     }
 }

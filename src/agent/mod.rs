@@ -14,13 +14,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::checks::{CheckChange, Checks};
 use crate::config::{self, AgentConfig, Seed};
 use crate::core::{Channel, Identity, Swim};
 use crate::hooks::payload::{HookEvent, PayloadMember};
 use crate::hooks::policy::{Action, Brief, Policy, View};
 use crate::hooks::spec::{Hook, HookSpec};
 use crate::hooks::{self, Hooks};
-use crate::metrics::HookMetrics;
+use crate::metrics::{CheckMetrics, HookMetrics};
 use crate::metrics::{Metrics, Snapshot};
 use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
@@ -137,6 +138,11 @@ struct Agent {
     policy: Policy,
     hook_metrics: HookMetrics,
     confirmations: mpsc::UnboundedReceiver<String>,
+    checks: Checks,
+    check_metrics: CheckMetrics,
+    check_changes: mpsc::UnboundedReceiver<CheckChange>,
+    check_sender: mpsc::UnboundedSender<CheckChange>,
+    failing: std::collections::BTreeSet<String>,
     _api_shutdown: oneshot::Sender<()>,
     _metrics_shutdown: Option<oneshot::Sender<()>>,
 }
@@ -244,6 +250,14 @@ impl Agent {
             config.node.name.to_string(),
             hook_metrics.clone(),
         )?;
+        let check_metrics = CheckMetrics::new(metrics.registry());
+        let (check_sender, check_changes) = mpsc::unbounded_channel();
+        let checks = Checks::start(
+            &config.checks,
+            &Default::default(),
+            check_sender.clone(),
+            check_metrics.clone(),
+        );
         if let Some(addr) = config.haproxy_agent {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -298,6 +312,11 @@ impl Agent {
             policy,
             hook_metrics,
             confirmations,
+            checks,
+            check_metrics,
+            check_changes,
+            check_sender,
+            failing: Default::default(),
             _api_shutdown: api_shutdown,
             _metrics_shutdown: metrics_shutdown,
         })
@@ -359,6 +378,7 @@ impl Agent {
                 Some(key) = self.confirmations.recv() => {
                     self.swim.publish_note(Instant::now(), key);
                 }
+                Some(change) = self.check_changes.recv() => self.check_changed(change),
                 Some(seeds) = self.resolved_seeds.recv() => {
                     if !seeds.is_empty() {
                         info!(seeds = ?seeds, "joining through seeds");
@@ -471,6 +491,8 @@ impl Agent {
                         addr: json.member.addr.clone(),
                         tags: json.member.tags.clone(),
                         incarnation: json.member.incarnation,
+                        health: json.member.health.clone(),
+                        failing_checks: json.member.failing_checks.clone(),
                     },
                     json.previous_state.clone(),
                     &observer,
@@ -483,6 +505,20 @@ impl Agent {
         }
         self.run_hooks(hook_events);
         self.save(false);
+    }
+
+    /// A local check changed state: publish the failing checks with our state.
+    fn check_changed(&mut self, change: CheckChange) {
+        if !self.config.checks.iter().any(|c| c.name == change.name) {
+            return;
+        }
+        if change.passing {
+            self.failing.remove(&change.name);
+        } else {
+            self.failing.insert(change.name);
+        }
+        self.swim
+            .set_health(Instant::now(), self.failing.iter().cloned().collect());
     }
 
     /// Hands events to the hook policy, and lets it release held recoveries and take over
@@ -655,6 +691,8 @@ impl Agent {
                         addr: m.info.addr.to_string(),
                         tags: m.info.tags.clone(),
                         incarnation: m.incarnation.0,
+                        health: m.info.health().to_string(),
+                        failing_checks: m.info.failing.clone(),
                     },
                     Some(m.state.as_str().to_string()),
                     self.config.node.name.as_str(),
@@ -689,6 +727,11 @@ impl Agent {
             identity_mismatches: load(&self.drops.identity_mismatch),
             cluster_mismatches: load(&self.drops.cluster_mismatch),
             oversize: load(&self.drops.oversize),
+            critical_members: self
+                .swim
+                .members()
+                .filter(|m| m.state == State::Alive && !m.info.failing.is_empty())
+                .count(),
             send_drops: load(&stats.send_drops),
             receive_drops: load(&stats.receive_drops),
         };
@@ -719,6 +762,8 @@ impl Agent {
                 incarnation: self.swim.incarnation().0,
                 tags: self.config.node.tags.clone(),
                 state_age_s: 0.0,
+                health: "passing".into(),
+                failing_checks: Vec::new(),
             });
         SelfJson {
             member,
@@ -755,6 +800,9 @@ impl Agent {
             "not joined: no other member known yet".to_string()
         } else if degraded {
             format!("local health degraded (score {})", self.swim.health_score())
+        } else if !self.failing.is_empty() {
+            let names: Vec<&str> = self.failing.iter().map(String::as_str).collect();
+            format!("checks failing: {}", names.join(", "))
         } else {
             String::new()
         };
@@ -815,10 +863,28 @@ impl Agent {
             self.policy.set_hooks(Arc::clone(&checked));
             self.hooks.send(hooks::Request::Reload(checked));
         }
+        if new.checks != self.config.checks {
+            for old in &self.config.checks {
+                if !new.checks.iter().any(|c| c.name == old.name) {
+                    self.check_metrics.remove(&old.name);
+                }
+            }
+            // Checks restart in the state they had, so a reload flaps nothing.
+            self.failing
+                .retain(|name| new.checks.iter().any(|c| &c.name == name));
+            self.checks = Checks::start(
+                &new.checks,
+                &self.failing,
+                self.check_sender.clone(),
+                self.check_metrics.clone(),
+            );
+            self.swim
+                .set_health(Instant::now(), self.failing.iter().cloned().collect());
+        }
         if new.haproxy_agent != self.config.haproxy_agent {
             warn!("haproxy_agent.listen changes take effect at the next restart");
         }
-        info!(path = %new.path.display(), hooks = new.hooks.len(), "configuration reloaded (log level, tags, certificates, hooks)");
+        info!(path = %new.path.display(), hooks = new.hooks.len(), "configuration reloaded (log level, tags, certificates, hooks, checks)");
         self.config = new;
         true
     }

@@ -706,6 +706,8 @@ pub(crate) mod testing {
                 })
                 .collect(),
             state_age_s: 1.5,
+            health: "passing".into(),
+            failing_checks: Vec::new(),
         }
     }
 

@@ -646,19 +646,25 @@ impl MemberFilter {
 
 /// The `members` table: a header, then one aligned row per member.
 fn render_table(members: &[MemberJson]) -> String {
-    let header = ["NAME", "ADDR", "STATE", "INCARNATION", "TAGS"].map(String::from);
-    let rows: Vec<[String; 5]> = std::iter::once(header)
+    let header = ["NAME", "ADDR", "STATE", "HEALTH", "INCARNATION", "TAGS"].map(String::from);
+    let rows: Vec<[String; 6]> = std::iter::once(header)
         .chain(members.iter().map(|m| {
+            let health = if m.failing_checks.is_empty() {
+                printable(&m.health)
+            } else {
+                printable(&format!("{} ({})", m.health, m.failing_checks.join(",")))
+            };
             [
                 printable(&m.name),
                 printable(&m.addr),
                 printable(&m.state),
+                health,
                 m.incarnation.to_string(),
                 tags_text(&m.tags),
             ]
         }))
         .collect();
-    let mut widths = [0; 5];
+    let mut widths = [0; 6];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -849,15 +855,15 @@ mod tests {
 
     #[test]
     fn table_aligns_columns_and_lists_tags() {
-        let members = [
-            member("alpha", "alive", 1, &["role=web", "dc=a"]),
-            member("charlie-long", "failed", 12, &[]),
-        ];
+        let mut critical = member("alpha", "alive", 1, &["role=web", "dc=a"]);
+        critical.health = "critical".into();
+        critical.failing_checks = vec!["web".into()];
+        let members = [critical, member("charlie-long", "failed", 12, &[])];
         assert_eq!(
             render_table(&members),
-            "NAME          ADDR            STATE   INCARNATION  TAGS\n\
-             alpha         10.0.0.5:7946   alive   1            dc=a,role=web\n\
-             charlie-long  10.0.0.12:7946  failed  12\n"
+            "NAME          ADDR            STATE   HEALTH          INCARNATION  TAGS\n\
+             alpha         10.0.0.5:7946   alive   critical (web)  1            dc=a,role=web\n\
+             charlie-long  10.0.0.12:7946  failed  passing         12\n"
         );
     }
 
@@ -984,11 +990,11 @@ mod tests {
         assert_eq!(result, Ok(ExitCode::SUCCESS));
         assert_eq!(
             text(out),
-            "NAME     ADDR           STATE    INCARNATION  TAGS\n\
-             alpha    10.0.0.5:7946  alive    1            dc=a,role=web\n\
-             bravo    10.0.0.5:7946  suspect  3            dc=a,role=db\n\
-             charlie  10.0.0.7:7946  failed   7            dc=b,role=web\n\
-             delta    10.0.0.5:7946  left     2\n"
+            "NAME     ADDR           STATE    HEALTH   INCARNATION  TAGS\n\
+             alpha    10.0.0.5:7946  alive    passing  1            dc=a,role=web\n\
+             bravo    10.0.0.5:7946  suspect  passing  3            dc=a,role=db\n\
+             charlie  10.0.0.7:7946  failed   passing  7            dc=b,role=web\n\
+             delta    10.0.0.5:7946  left     passing  2\n"
         );
         fake.shutdown().await;
     }

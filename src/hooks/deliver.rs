@@ -145,32 +145,48 @@ fn truncate(mut text: String) -> String {
     text
 }
 
-async fn exec(hook: &Hook, event: &HookEvent, self_name: &str) -> Outcome {
-    let Some((program, args)) = hook.spec.command.as_ref().and_then(|c| c.split_first()) else {
-        return Outcome::Failed("no command".into());
+/// How a bounded command ended.
+#[derive(Debug)]
+pub enum CommandEnd {
+    /// It exited (the code; `None` if a signal ended it) and wrote this to stderr.
+    Exited(Option<i32>, String),
+    /// It ran past the limit: its whole process group was killed.
+    TimedOut,
+    /// It could not be started or waited for.
+    Error(String),
+}
+
+/// Runs `argv` (no shell) in its own process group with `env` and `input` on stdin; past
+/// `limit` the whole group is killed, so nothing it started outlives it.
+pub async fn run_bounded(
+    argv: &[String],
+    env: Vec<(String, String)>,
+    input: &[u8],
+    limit: Duration,
+) -> CommandEnd {
+    let Some((program, args)) = argv.split_first() else {
+        return CommandEnd::Error("no command".into());
     };
     let mut child = match tokio::process::Command::new(program)
         .args(args)
-        .envs(event.env(self_name))
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        // Its own process group, so a timeout kills everything it started.
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
     {
         Ok(child) => child,
-        Err(e) => return Outcome::Failed(format!("cannot run {program}: {e}")),
+        Err(e) => return CommandEnd::Error(format!("cannot run {program}: {e}")),
     };
     let pid = child.id();
-    let json = event.json();
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
     let run = async {
         if let Some(stdin) = stdin.as_mut() {
             // A command that does not read its input is fine.
-            let _ = stdin.write_all(&json).await;
+            let _ = stdin.write_all(input).await;
         }
         drop(stdin);
         let mut err = Vec::new();
@@ -179,7 +195,7 @@ async fn exec(hook: &Hook, event: &HookEvent, self_name: &str) -> Outcome {
         }
         (child.wait().await, err)
     };
-    match tokio::time::timeout(hook.spec.timeout, run).await {
+    match tokio::time::timeout(limit, run).await {
         Err(_) => {
             if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                 // SAFETY: killpg only sends a signal; the group is the one we created.
@@ -187,33 +203,32 @@ async fn exec(hook: &Hook, event: &HookEvent, self_name: &str) -> Outcome {
                     libc::killpg(pid, libc::SIGKILL);
                 }
             }
-            Outcome::Retry {
-                error: format!(
-                    "timed out after {}; process group killed",
-                    humantime::format_duration(hook.spec.timeout)
-                ),
-                after: None,
-            }
+            CommandEnd::TimedOut
         }
-        Ok((Err(e), _)) => Outcome::Retry {
-            error: format!("cannot wait for {program}: {e}"),
-            after: None,
-        },
-        Ok((Ok(status), err)) => {
-            let err = truncate(String::from_utf8_lossy(&err).trim().to_string());
-            match status.code() {
-                Some(0) => Outcome::Success,
-                Some(1) => Outcome::Retry {
-                    error: format!("exit 1: {err}"),
-                    after: None,
-                },
-                Some(code) => Outcome::Failed(format!("exit {code}: {err}")),
-                None => Outcome::Retry {
-                    error: format!("killed by a signal: {err}"),
-                    after: None,
-                },
-            }
-        }
+        Ok((Err(e), _)) => CommandEnd::Error(format!("cannot wait for {program}: {e}")),
+        Ok((Ok(status), err)) => CommandEnd::Exited(
+            status.code(),
+            truncate(String::from_utf8_lossy(&err).trim().to_string()),
+        ),
+    }
+}
+
+async fn exec(hook: &Hook, event: &HookEvent, self_name: &str) -> Outcome {
+    let Some(argv) = hook.spec.command.as_deref() else {
+        return Outcome::Failed("no command".into());
+    };
+    let retry = |error| Outcome::Retry { error, after: None };
+    match run_bounded(argv, event.env(self_name), &event.json(), hook.spec.timeout).await {
+        CommandEnd::TimedOut => retry(format!(
+            "timed out after {}; process group killed",
+            humantime::format_duration(hook.spec.timeout)
+        )),
+        CommandEnd::Error(e) if e.starts_with("cannot run") => Outcome::Failed(e),
+        CommandEnd::Error(e) => retry(e),
+        CommandEnd::Exited(Some(0), _) => Outcome::Success,
+        CommandEnd::Exited(Some(1), err) => retry(format!("exit 1: {err}")),
+        CommandEnd::Exited(Some(code), err) => Outcome::Failed(format!("exit {code}: {err}")),
+        CommandEnd::Exited(None, err) => retry(format!("killed by a signal: {err}")),
     }
 }
 
@@ -241,6 +256,8 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 tags: Default::default(),
                 incarnation: 1,
+                health: "passing".into(),
+                failing_checks: Vec::new(),
             },
             None,
             "me",

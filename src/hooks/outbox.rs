@@ -223,6 +223,8 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 tags: Default::default(),
                 incarnation: 1,
+                health: "passing".into(),
+                failing_checks: Vec::new(),
             },
             None,
             "me",

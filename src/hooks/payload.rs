@@ -20,6 +20,16 @@ pub struct PayloadMember {
     pub tags: Tags,
     /// Incarnation the event is about.
     pub incarnation: u32,
+    /// Its service health: `passing` or `critical`.
+    #[serde(default = "passing")]
+    pub health: String,
+    /// Its failing checks.
+    #[serde(default)]
+    pub failing_checks: Vec<String>,
+}
+
+fn passing() -> String {
+    "passing".into()
 }
 
 /// One event for hooks: what goes into the outbox and, as JSON, to the receiver.
@@ -284,6 +294,8 @@ mod tests {
                 addr: "10.0.0.1:7946".into(),
                 tags: [("role".to_string(), "web".to_string())].into(),
                 incarnation: 3,
+                health: "passing".into(),
+                failing_checks: Vec::new(),
             },
             Some("suspect".into()),
             "web-2",

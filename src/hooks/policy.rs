@@ -56,11 +56,12 @@ pub enum Action {
 }
 
 /// Reasons an event is not delivered (the metric's label values).
-pub const SUPPRESS_REASONS: [&str; 4] = [
+pub const SUPPRESS_REASONS: [&str; 5] = [
     "already_out",
     "max_failed_fraction",
     "flap_damped",
     "minority",
+    "still_critical",
 ];
 
 /// How long a standby waits for a cluster delivery's confirmation before forgetting it.
@@ -101,12 +102,17 @@ pub struct Policy {
     standby: VecDeque<Standby>,
 }
 
+/// Events that take a member out: it is gone, or its service is.
 fn is_failure(kind: &str) -> bool {
-    kind == "member.failed"
+    matches!(kind, "member.failed" | "member.critical")
 }
 
+/// Events that may put it back.
 fn is_recovery(kind: &str) -> bool {
-    matches!(kind, "member.recovered" | "member.joined")
+    matches!(
+        kind,
+        "member.recovered" | "member.joined" | "member.passing"
+    )
 }
 
 impl Policy {
@@ -194,6 +200,17 @@ impl Policy {
                     tracker.out = true;
                 } else if is_recovery(&event.kind) {
                     let key = (name.clone(), member.to_string());
+                    // Back from a failure but its service still down: it stays out.
+                    if event.data.member.health == "critical"
+                        && self.trackers.get(&key).is_some_and(|t| t.out)
+                    {
+                        actions.push(Action::Suppressed {
+                            hook: name,
+                            reason: "still_critical",
+                            event: event.clone(),
+                        });
+                        continue;
+                    }
                     if let Some(tracker) = self.trackers.get_mut(&key)
                         && tracker.out
                     {
@@ -439,6 +456,8 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 tags: Tags::new(),
                 incarnation,
+                health: "passing".into(),
+                failing_checks: Vec::new(),
             },
             None,
             "me",

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::wire::Tags;
 
 /// Every event a hook can subscribe to (DESIGN.md's vocabulary).
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 9] = [
     "member.joined",
     "member.updated",
     "member.suspect",
@@ -17,6 +17,8 @@ pub const EVENTS: [&str; 7] = [
     "member.recovered",
     "member.left",
     "member.reaped",
+    "member.critical",
+    "member.passing",
 ];
 
 /// A `[[hooks]]` entry as written; [`HookSpec::check`] turns it into a [`Hook`].
@@ -308,7 +310,10 @@ impl Hook {
 
     /// Does this hook fail members out (so hold-down and the failed-fraction cap apply)?
     pub fn fails_over(&self) -> bool {
-        self.spec.events.iter().any(|e| e == "member.failed")
+        self.spec
+            .events
+            .iter()
+            .any(|e| e == "member.failed" || e == "member.critical")
     }
 }
 

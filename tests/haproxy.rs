@@ -414,7 +414,7 @@ fn failover(mode: Mode, test: &str, net: u8) {
     drop(f);
 
     let backend_addr = |n: u8| SocketAddr::from((Ipv4Addr::new(127, 0, net, n), HTTP_PORT));
-    let mut backends = vec![
+    let mut backends = [
         Backend::start(backend_addr(2), "node-2"),
         Backend::start(backend_addr(3), "node-3"),
     ];

@@ -328,6 +328,13 @@ enum Mode {
 
 fn haproxy_config(mode: Mode, net: u8, socket: &Path) -> String {
     let lb = Ipv4Addr::new(127, 0, net, 1);
+    // Measure the exposure: no retry, no redispatch (see the module comment).
+    // SWIMD_TEST_HAPROXY_REDISPATCH=1 measures the production setting instead.
+    let retries = if std::env::var("SWIMD_TEST_HAPROXY_REDISPATCH").is_ok_and(|v| v == "1") {
+        "    retries 2\n    option redispatch 1"
+    } else {
+        "    retries 0"
+    };
     let mut servers = String::new();
     for n in [2, 3] {
         let ip = Ipv4Addr::new(127, 0, net, n);
@@ -343,8 +350,7 @@ fn haproxy_config(mode: Mode, net: u8, socket: &Path) -> String {
     format!(
         "global\n    stats socket {} mode 600 level admin\n\n\
          defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 2s\n\
-         \x20   # Measure the exposure: no retry, no redispatch (see the module comment).\n\
-         \x20   retries 0\n\n\
+         {retries}\n\n\
          frontend fe\n    bind {lb}:{HTTP_PORT}\n    default_backend web\n\n\
          backend web\n    balance roundrobin\n{servers}",
         socket.display()

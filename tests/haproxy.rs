@@ -208,8 +208,13 @@ impl Haproxy {
     }
 
     /// Is `server` taking new requests: running (op state 2) and no maint or drain flag?
-    fn routable(&self, server: &str) -> bool {
-        self.states().get(server) == Some(&(2, 0))
+    /// None when HAProxy's answer does not list it (so a failed query is not "down").
+    fn routable(&self, server: &str) -> Option<bool> {
+        self.states().get(server).map(|&s| s == (2, 0))
+    }
+
+    fn in_rotation(&self, server: &str) -> bool {
+        self.routable(server) == Some(true)
     }
 }
 
@@ -441,7 +446,7 @@ fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
     c.start_all();
     assert!(c.wait_converged(secs(15)).is_some(), "cluster converges");
     let start = Instant::now();
-    while !(haproxy.routable("node-2") && haproxy.routable("node-3")) {
+    while !(haproxy.in_rotation("node-2") && haproxy.in_rotation("node-3")) {
         assert!(
             start.elapsed() < secs(10),
             "both servers in rotation: {:?}\n{}",
@@ -449,6 +454,45 @@ fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
             haproxy.log()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if mode == Mode::Runtime {
+        // docs/haproxy.md's check of the hook, run by the agent: `member.joined` about a
+        // server in rotation sets it ready again (no change); a member HAProxy does not know
+        // is an error (HAProxy answers "No such server.", the script exits 1).
+        let api = c.nodes[0].api();
+        let ok = swimd(&[
+            "hooks",
+            "test",
+            "haproxy",
+            "--event",
+            "member.joined",
+            "--member",
+            "node-2",
+            "--api",
+            &api,
+        ]);
+        assert!(
+            ok.status.success(),
+            "swimd hooks test: {}{}",
+            String::from_utf8_lossy(&ok.stdout),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let bad = swimd(&[
+            "hooks",
+            "test",
+            "haproxy",
+            "--event",
+            "member.failed",
+            "--api",
+            &api,
+        ]);
+        let text = String::from_utf8_lossy(&bad.stderr).to_string()
+            + &String::from_utf8_lossy(&bad.stdout);
+        assert!(
+            !bad.status.success() && text.contains("No such server"),
+            "a member HAProxy does not know fails the hook: {text}"
+        );
+        assert!(haproxy.in_rotation("node-2") && haproxy.in_rotation("node-3"));
     }
     let traffic = Traffic::start(SocketAddr::from((lb_ip, HTTP_PORT)));
     let warm = Instant::now();
@@ -500,7 +544,7 @@ fn failover(mode: Mode, test: &str, net: u8) {
         {
             detected = Some(killed.elapsed());
         }
-        if marked.is_none() && !haproxy.routable("node-2") {
+        if marked.is_none() && haproxy.routable("node-2") == Some(false) {
             marked = Some(killed.elapsed());
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -534,7 +578,7 @@ fn failover(mode: Mode, test: &str, net: u8) {
         .wait_state(&[0], "node-2", "alive", secs(20))
         .expect("the LB agent sees node-2 alive again");
     let start = Instant::now();
-    while !haproxy.routable("node-2") {
+    while !haproxy.in_rotation("node-2") {
         assert!(
             start.elapsed() < secs(15),
             "node-2 back in rotation: {:?}\n{}",
@@ -677,7 +721,7 @@ fn isolated_lb_agent(mode: Mode, test: &str, net: u8) {
         "every request is served by the server kept in rotation"
     );
     let start = Instant::now();
-    while !(haproxy.routable("node-2") && haproxy.routable("node-3")) {
+    while !(haproxy.in_rotation("node-2") && haproxy.in_rotation("node-3")) {
         assert!(
             start.elapsed() < secs(20),
             "both servers back in rotation after SIGCONT: {:?}",

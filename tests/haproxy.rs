@@ -362,6 +362,19 @@ fn haproxy_config(mode: Mode, net: u8, socket: &Path) -> String {
     )
 }
 
+/// The runtime hook's hold_down: 0 s unless SWIMD_TEST_HAPROXY_HOLD_DOWN says (seconds).
+fn hold_down(mode: Mode) -> Duration {
+    match mode {
+        Mode::AgentCheck => Duration::ZERO,
+        Mode::Runtime => secs(
+            std::env::var("SWIMD_TEST_HAPROXY_HOLD_DOWN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ),
+    }
+}
+
 /// What one failover and recovery measured (durations from the kill / the restart).
 struct Figures {
     detection: Duration,
@@ -418,13 +431,15 @@ fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
             let script =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/hooks/haproxy-runtime.sh");
             // hold_down = 0s: the restarted host goes back at once (the default 10 s would
-            // add 10 s to "back in rotation"). max_failed_fraction stays at its default 0.5:
-            // one of the two web hosts may be failed out.
+            // add 10 s to "back in rotation"; SWIMD_TEST_HAPROXY_HOLD_DOWN=10 measures it).
+            // max_failed_fraction stays at its default 0.5: one of the two web hosts may be
+            // failed out.
             format!(
                 "\n[[hooks]]\nname = \"haproxy\"\nkind = \"exec\"\nscope = \"local\"\n\
                  events = [\"member.failed\", \"member.recovered\", \"member.joined\", \"member.left\"]\n\
-                 tags = {{ role = \"web\" }}\nhold_down = \"0s\"\ntimeout = \"5s\"\n\
+                 tags = {{ role = \"web\" }}\nhold_down = \"{}s\"\ntimeout = \"5s\"\n\
                  command = [\"{}\", \"-b\", \"web\", \"-s\", \"{}\"]\n",
+                hold_down(mode).as_secs(),
                 script.display(),
                 socket.display()
             )
@@ -580,7 +595,7 @@ fn failover(mode: Mode, test: &str, net: u8) {
     let start = Instant::now();
     while !haproxy.in_rotation("node-2") {
         assert!(
-            start.elapsed() < secs(15),
+            start.elapsed() < hold_down(mode) + secs(15),
             "node-2 back in rotation: {:?}\n{}",
             haproxy.states(),
             haproxy.log()
@@ -643,9 +658,13 @@ fn failover(mode: Mode, test: &str, net: u8) {
         failed_after.iter().map(|d| ms(*d)).collect::<Vec<_>>()
     );
     assert!(
-        fig.served_again <= secs(10),
+        fig.served_again <= hold_down(mode) + secs(10),
         "node-2 serves again {} ms after the restart",
         ms(fig.served_again)
+    );
+    assert!(
+        fig.routable_again >= fig.alive_again + hold_down(mode),
+        "the hook held node-2 out for hold_down after it was alive again"
     );
     assert_eq!(
         fig.failed_after_restart, 0,

@@ -82,6 +82,8 @@ pub struct Host {
     child: Option<Child>,
     /// Bumped at every start, so the event watcher knows a new process began.
     generation: Arc<AtomicU64>,
+    /// The event follower's place: (generation, last event id read).
+    cursor: Arc<Mutex<(u64, u64)>>,
     faults: Faults,
 }
 
@@ -299,6 +301,7 @@ impl Lab {
                 log: lab.dir.0.join(format!("{name}.log")),
                 child: None,
                 generation: Arc::new(AtomicU64::new(0)),
+                cursor: Arc::new(Mutex::new((0, 0))),
                 faults: Faults::default(),
             });
             run(Command::new("ip").args(["netns", "add", &ns]));
@@ -545,12 +548,8 @@ impl Lab {
         if !f.drop_from.is_empty() {
             input.push_str(&format!("ip saddr {{ {} }} drop\n", set(&f.drop_from)));
         }
-        if f.loss_in > 0 {
-            input.push_str(&format!("numgen random mod 100 < {} drop\n", f.loss_in));
-        }
-        if f.loss_out > 0 {
-            output.push_str(&format!("numgen random mod 100 < {} drop\n", f.loss_out));
-        }
+        input.push_str(&loss_rule(f.loss_in));
+        output.push_str(&loss_rule(f.loss_out));
         let ruleset = format!(
             "table inet swlab {{}}\ndelete table inet swlab\ntable inet swlab {{\n\
              chain input {{ type filter hook input priority 0; policy accept;\n{input}}}\n\
@@ -650,18 +649,29 @@ impl Lab {
         self.wait_until(limit, |lab| lab.sees(&running, &running, "alive"))
     }
 
-    /// Follows every host's `GET /v1/events` from now on (reconnecting across restarts);
-    /// see `events`.
+    /// Follows every host's `GET /v1/events` (reconnecting across restarts; each process
+    /// from its first event); see `events`.
     pub fn watch_events(&mut self) {
+        self.stop = Arc::new(AtomicBool::new(false));
         for host in &self.hosts {
-            let api = host.api();
-            let observer = host.index;
-            let generation = host.generation.clone();
-            let sink = self.events.clone();
-            let stop = self.stop.clone();
-            self.watchers.push(std::thread::spawn(move || {
-                follow_events(&api, observer, &generation, &sink, &stop)
-            }));
+            let follower = Follower {
+                api: host.api(),
+                observer: host.index,
+                generation: host.generation.clone(),
+                cursor: host.cursor.clone(),
+                sink: self.events.clone(),
+                stop: self.stop.clone(),
+            };
+            self.watchers.push(std::thread::spawn(move || follower.run()));
+        }
+    }
+
+    /// Closes the event streams (so the hosts' links carry only their own traffic, for
+    /// byte counts); `watch_events` resumes where they stopped.
+    pub fn stop_watching(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for watcher in self.watchers.drain(..) {
+            let _ = watcher.join();
         }
     }
 
@@ -682,6 +692,15 @@ impl Lab {
     }
 }
 
+/// The nftables rule dropping `percent` of packets at random (numgen's range is 0..=99).
+fn loss_rule(percent: u8) -> String {
+    match percent {
+        0 => String::new(),
+        100.. => "drop\n".to_string(),
+        p => format!("numgen random mod 100 < {p} drop\n"),
+    }
+}
+
 /// Seconds since the Unix epoch, as the agents stamp events.
 pub fn unix_now() -> f64 {
     SystemTime::now()
@@ -692,45 +711,61 @@ pub fn unix_now() -> f64 {
 
 /// One host's event stream, read over HTTP/1.0 (no chunking) and parsed as server-sent
 /// events. A new process (generation) is followed from its first event; a dropped stream of
-/// the same process resumes after the last id.
-fn follow_events(
-    api: &str,
+/// the same process resumes after the last id read.
+struct Follower {
+    api: String,
     observer: usize,
-    generation: &AtomicU64,
-    sink: &Mutex<Vec<Event>>,
-    stop: &AtomicBool,
-) {
-    let mut followed = (0u64, 0u64); // (generation, last id)
-    while !stop.load(Ordering::SeqCst) {
-        let current = generation.load(Ordering::SeqCst);
-        if current != followed.0 {
-            followed = (current, 0);
+    generation: Arc<AtomicU64>,
+    cursor: Arc<Mutex<(u64, u64)>>,
+    sink: Arc<Mutex<Vec<Event>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Follower {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The current process's generation and the last id read from it.
+    fn place(&self) -> (u64, u64) {
+        let current = self.generation.load(Ordering::SeqCst);
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        if cursor.0 != current {
+            *cursor = (current, 0);
         }
-        let Ok(addr) = api.parse::<SocketAddr>() else {
+        *cursor
+    }
+
+    fn run(self) {
+        let Ok(addr) = self.api.parse::<SocketAddr>() else {
             return;
         };
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let request = format!(
-            "GET /v1/events HTTP/1.0\r\nHost: {api}\r\nAccept: text/event-stream\r\nLast-Event-ID: {}\r\n\r\n",
-            followed.1
-        );
-        if stream.write_all(request.as_bytes()).is_err() {
-            continue;
+        while !self.stopped() {
+            let (generation, last_id) = self.place();
+            let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+            else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let request = format!(
+                "GET /v1/events HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\nLast-Event-ID: {last_id}\r\n\r\n",
+                self.api
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                self.read(BufReader::new(stream), generation);
+            }
         }
-        let mut reader = BufReader::new(stream);
+    }
+
+    /// Reads one connection until it ends, the process changes or the lab stops.
+    fn read(&self, mut reader: BufReader<TcpStream>, generation: u64) {
         let mut line = Vec::new();
         let mut in_body = false;
         let (mut id, mut data) = (None::<u64>, String::new());
-        loop {
-            if stop.load(Ordering::SeqCst) || generation.load(Ordering::SeqCst) != followed.0 {
-                break;
-            }
+        while !self.stopped() && self.generation.load(Ordering::SeqCst) == generation {
             match reader.read_until(b'\n', &mut line) {
-                Ok(0) => break,
+                Ok(0) => return,
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -740,7 +775,7 @@ fn follow_events(
                 {
                     continue;
                 }
-                Err(_) => break,
+                Err(_) => return,
             }
             if !line.ends_with(b"\n") {
                 continue;
@@ -756,11 +791,17 @@ fn follow_events(
             } else if let Some(v) = text.strip_prefix("data:") {
                 data.push_str(v.trim_start());
             } else if text.is_empty() && !data.is_empty() {
-                if let Some(event) = parse_event(observer, &data) {
-                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+                if let Some(event) = parse_event(self.observer, &data) {
+                    self.sink
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(event);
                 }
                 if let Some(id) = id.take() {
-                    followed.1 = id;
+                    let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+                    if cursor.0 == generation {
+                        cursor.1 = id;
+                    }
                 }
                 data.clear();
             }
@@ -793,10 +834,7 @@ impl Drop for Lab {
                 let _ = child.wait();
             }
         }
-        self.stop.store(true, Ordering::SeqCst);
-        for watcher in self.watchers.drain(..) {
-            let _ = watcher.join();
-        }
+        self.stop_watching();
         for host in &self.hosts {
             // A program may have left children of its own in the namespace (Serf's
             // event handlers): end them too before the namespace goes.

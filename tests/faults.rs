@@ -159,6 +159,9 @@ fn host_paused_for_three_seconds_is_not_declared_failed() {
     assert!(lab.wait_converged(Duration::from_secs(5)).is_some());
 }
 
+/// How long the partition scenario keeps the halves apart (the simulator's default hold).
+const PARTITION_HOLD: Duration = Duration::from_secs(30);
+
 #[test]
 fn halves_of_a_partition_fail_each_other_and_heal_without_restart() {
     let _serial = serial();
@@ -168,19 +171,26 @@ fn halves_of_a_partition_fail_each_other_and_heal_without_restart() {
     let a: Vec<usize> = (0..HOSTS / 2).collect();
     let b: Vec<usize> = (HOSTS / 2..HOSTS).collect();
     let pids: Vec<Option<u32>> = lab.all().iter().map(|&i| lab.pid(i)).collect();
+    let cut = Instant::now();
     lab.partition(&a, &b);
-    let detected = lab.wait_until(Duration::from_secs(40), |lab| {
+    let detected = lab.wait_until(PARTITION_HOLD, |lab| {
         lab.sees(&a, &b, "failed") && lab.sees(&b, &a, "failed")
     });
     let Some(detected) = detected else {
         panic!(
-            "the halves did not mark each other failed within 40 s; views: {:?}",
+            "the halves did not mark each other failed within {PARTITION_HOLD:?}; views: {:?}",
             lab.all().iter().map(|&i| lab.view(i)).collect::<Vec<_>>()
         );
     };
     eprintln!(
         "partition: both halves see the other failed after {:.2} s",
         detected.as_secs_f64()
+    );
+    // Hold the partition as long as `swimd simulate --scenario partition-heal` does.
+    std::thread::sleep(PARTITION_HOLD.saturating_sub(cut.elapsed()));
+    assert!(
+        lab.sees(&a, &b, "failed") && lab.sees(&b, &a, "failed"),
+        "a half saw the other again while still partitioned"
     );
     lab.heal();
     let healed = lab.wait_converged(Duration::from_secs(30));

@@ -301,7 +301,10 @@ fn host_that_cannot_receive_ends_failed_everywhere_and_no_other_host_flaps() {
             .map(|me| me["health_score"].clone())
             .unwrap_or_default()
     };
-    eprintln!("deaf: its own health score before healing: {}", health(&lab));
+    eprintln!(
+        "deaf: its own health score before healing: {}",
+        health(&lab)
+    );
     lab.heal();
     let healed = wait_healed(&lab, ISOLATED_HEAL_LIMIT);
     eprintln!(

@@ -662,7 +662,8 @@ impl Lab {
                 sink: self.events.clone(),
                 stop: self.stop.clone(),
             };
-            self.watchers.push(std::thread::spawn(move || follower.run()));
+            self.watchers
+                .push(std::thread::spawn(move || follower.run()));
         }
     }
 

@@ -3,7 +3,8 @@
 //! iproute2 and nftables (skipped loudly without them; failed under `CI=true`).
 //!
 //! Each scenario runs 10 hosts; the scenarios run one at a time (a shared lock), since the
-//! machine has two cores. Under `CI=true` the two long scenarios run for half as long.
+//! machine has two cores. Under `CI=true` the long fault windows (10% loss, the flipping
+//! link, the watch after the lossy host fails) run for half as long.
 
 mod common;
 mod lab;
@@ -52,7 +53,7 @@ fn converged_lab(tag: &str, net: u8) -> Option<Lab> {
     Some(lab)
 }
 
-/// Events of `kind` since `since` (agent clock), excluding those reported by `except`.
+/// Events of `kind` since `since` (agent clock).
 fn events_of(lab: &Lab, kind: &str, since: f64) -> Vec<Event> {
     lab.events()
         .into_iter()

@@ -366,7 +366,7 @@ impl Lab {
         self.hosts.len()
     }
 
-    /// Indices `range` as a Vec, for host sets.
+    /// Every host's index, for host sets.
     pub fn all(&self) -> Vec<usize> {
         (0..self.hosts.len()).collect()
     }
@@ -378,7 +378,8 @@ impl Lab {
     // ----- processes -----
 
     /// Starts `program args…` inside host `i`'s namespace, output appended to its log. The
-    /// process dies with the test process (PR_SET_PDEATHSIG), so a killed run leaves none.
+    /// process gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG), so a
+    /// killed run leaves none: start hosts from the thread that owns the lab.
     pub fn spawn(&mut self, i: usize, program: &str, args: &[&str], env: &[(&str, &str)]) {
         let host = &mut self.hosts[i];
         assert!(host.child.is_none(), "{} is already running", host.name);
@@ -684,7 +685,7 @@ impl Lab {
             .clone()
     }
 
-    /// Events of `kind` about member `member` (any observer).
+    /// Every event about member `member` (any observer).
     pub fn events_about(&self, member: &str) -> Vec<Event> {
         self.events()
             .into_iter()

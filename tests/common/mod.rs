@@ -351,3 +351,20 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     eprintln!("SKIPPED: {tool} is not installed (Debian package {package})");
     false
 }
+
+/// `require_tool` for a tool whose version flag is not `--version` (`ip -V`): outside CI a
+/// missing tool skips the test loudly; with `CI=true` it fails it.
+pub fn require_tool_with(tool: &str, version_arg: &str, package: &str) -> bool {
+    if Command::new(tool)
+        .arg(version_arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is missing (Debian package {package}), and CI=true requires it");
+    }
+    eprintln!("SKIPPED: {tool} is not installed (Debian package {package})");
+    false
+}

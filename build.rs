@@ -16,9 +16,13 @@ fn main() {
     println!("cargo:rustc-env=SWIMD_REVISION={revision}");
     // Ask git where HEAD and the branch refs live: in a worktree `.git` is a file, and a
     // path that does not exist would make cargo rerun this script on every build.
+    // Only this checkout's branch ref: watching all of refs/heads (shared by worktrees)
+    // would rebuild every checkout on any branch's commit.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"])
+        .and_then(|r| git(&["rev-parse", "--git-path", &r]));
     for path in [
         git(&["rev-parse", "--git-path", "HEAD"]),
-        git(&["rev-parse", "--git-path", "refs/heads"]),
+        branch,
         git(&["rev-parse", "--git-path", "packed-refs"]),
     ]
     .into_iter()

@@ -1191,6 +1191,17 @@ format = "json"
             defaults
         );
         assert!(config.hooks[1].command.is_some());
+
+        let checks = block("# --- checks example begin ---", "# --- checks example end ---");
+        let config = parse(&format!("{MINIMAL}{checks}"), &example_path()).unwrap();
+        assert_eq!(config.checks.len(), 2);
+        let defaults: CheckSpec = toml::from_str(
+            "name = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/\"",
+        )
+        .unwrap();
+        assert_eq!(config.checks[0], defaults);
+        let e = error_of(&format!("{MINIMAL}[[checks]]\nname = \"db\"\nkind = \"tcp\"\n"));
+        assert_eq!(e.key.as_deref(), Some("checks[0].address"));
     }
 
     #[test]

@@ -18,8 +18,8 @@ fn main() {
     // path that does not exist would make cargo rerun this script on every build.
     // Only this checkout's branch ref: watching all of refs/heads (shared by worktrees)
     // would rebuild every checkout on any branch's commit.
-    let branch = git(&["symbolic-ref", "-q", "HEAD"])
-        .and_then(|r| git(&["rev-parse", "--git-path", &r]));
+    let branch =
+        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r]));
     for path in [
         git(&["rev-parse", "--git-path", "HEAD"]),
         branch,

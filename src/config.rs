@@ -55,8 +55,8 @@ pub struct AgentConfig {
     pub hooks: Vec<HookSpec>,
     /// `[[checks]]`, each already checked.
     pub checks: Vec<CheckSpec>,
-    /// `[haproxy_agent] listen`: HAProxy's agent-check port, if enabled.
-    pub haproxy_agent: Option<SocketAddr>,
+    /// `[haproxy_agent]`: HAProxy's agent-check port, if enabled.
+    pub haproxy_agent: Option<HaproxyAgentConfig>,
     /// The file this configuration came from (a reload reads it again).
     pub path: PathBuf,
 }
@@ -119,6 +119,15 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
     /// Export `swimd_member_up{member}`, one series per known member.
     pub member_up: bool,
+}
+
+/// `[haproxy_agent]`: answers HAProxy's agent checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HaproxyAgentConfig {
+    /// The TCP address it listens on.
+    pub listen: SocketAddr,
+    /// Never answer more than this share of the members down at once.
+    pub max_failed_fraction: f64,
 }
 
 /// `[state]`: persistent state.
@@ -327,7 +336,12 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     let metrics = Section::new(&src, root, "metrics", &["listen", "member_up"])?;
     let state = Section::new(&src, root, "state", &["dir"])?;
     let log = Section::new(&src, root, "log", &["level", "format"])?;
-    let haproxy = Section::new(&src, root, "haproxy_agent", &["listen"])?;
+    let haproxy = Section::new(
+        &src,
+        root,
+        "haproxy_agent",
+        &["listen", "max_failed_fraction"],
+    )?;
     let base = path.parent().unwrap_or(Path::new(""));
 
     let node_config = parse_node(&node)?;
@@ -392,9 +406,11 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     let hooks = parse_hooks(&src, root)?;
     let checks = parse_checks(&src, root)?;
     let haproxy_agent = match haproxy.table {
-        Some(_) => {
-            Some(haproxy.socket_addr("listen", (Ipv4Addr::LOCALHOST, HAPROXY_AGENT_PORT).into())?)
-        }
+        Some(_) => Some(HaproxyAgentConfig {
+            listen: haproxy
+                .socket_addr("listen", (Ipv4Addr::LOCALHOST, HAPROXY_AGENT_PORT).into())?,
+            max_failed_fraction: haproxy.fraction("max_failed_fraction", 0.5)?,
+        }),
         None => None,
     };
     Ok(AgentConfig {
@@ -897,6 +913,29 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// A number in (0, 1].
+    fn fraction(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+        let Some(value) = self.get(key) else {
+            return Ok(default);
+        };
+        let number = match value.get_ref() {
+            DeValue::Float(f) => f.to_string().parse::<f64>().ok(),
+            DeValue::Integer(i) => i.to_string().parse::<f64>().ok(),
+            _ => None,
+        };
+        match number {
+            Some(n) if n > 0.0 && n <= 1.0 => Ok(n),
+            _ => Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "expected a number in (0, 1] such as 0.5, found {}",
+                    describe(value.get_ref())
+                ),
+            )),
+        }
+    }
+
     fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(key) {
             None => Ok(default),
@@ -1173,7 +1212,10 @@ format = "json"
         let config = parse(&format!("{MINIMAL}{haproxy}{hooks}"), &example_path()).unwrap();
         assert_eq!(
             config.haproxy_agent,
-            Some("127.0.0.1:7948".parse().unwrap())
+            Some(HaproxyAgentConfig {
+                listen: "127.0.0.1:7948".parse().unwrap(),
+                max_failed_fraction: 0.5
+            })
         );
         assert_eq!(config.hooks.len(), 2);
         let lb = &config.hooks[0];
@@ -1192,15 +1234,19 @@ format = "json"
         );
         assert!(config.hooks[1].command.is_some());
 
-        let checks = block("# --- checks example begin ---", "# --- checks example end ---");
+        let checks = block(
+            "# --- checks example begin ---",
+            "# --- checks example end ---",
+        );
         let config = parse(&format!("{MINIMAL}{checks}"), &example_path()).unwrap();
         assert_eq!(config.checks.len(), 2);
-        let defaults: CheckSpec = toml::from_str(
-            "name = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/\"",
-        )
-        .unwrap();
+        let defaults: CheckSpec =
+            toml::from_str("name = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/\"")
+                .unwrap();
         assert_eq!(config.checks[0], defaults);
-        let e = error_of(&format!("{MINIMAL}[[checks]]\nname = \"db\"\nkind = \"tcp\"\n"));
+        let e = error_of(&format!(
+            "{MINIMAL}[[checks]]\nname = \"db\"\nkind = \"tcp\"\n"
+        ));
         assert_eq!(e.key.as_deref(), Some("checks[0].address"));
     }
 

@@ -2,7 +2,9 @@
 //! "NAME\n"`), and reads one line back, so HAProxy follows swimd's view with no hook.
 //! `up ready` for alive and suspect members (suspicion alone must not move traffic),
 //! `down` for one whose service checks fail (critical) or that we do not know, `drain` for
-//! a member that left, `maint` for a failed one.
+//! a member that left, `maint` for a failed one. Like a failover hook, it never takes out
+//! more than `max_failed_fraction` of the members at once: a load balancer whose agent is
+//! cut off from the others must not empty its own pool (the members out longest stay out).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::agent::handle::{AgentHandle, Command};
+use crate::agent::handle::{AgentHandle, Command, MemberJson};
 
 /// How long HAProxy gets to name the member.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -18,13 +20,13 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_LINE: usize = 256;
 
 /// Serves agent checks until the listener fails.
-pub async fn serve(listener: TcpListener, handle: AgentHandle) {
+pub async fn serve(listener: TcpListener, handle: AgentHandle, max_failed_fraction: f64) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let handle = handle.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &handle).await {
+                    if let Err(e) = answer(stream, &handle, max_failed_fraction).await {
                         debug!(peer = %peer, error = %e, "agent check not answered");
                     }
                 });
@@ -48,7 +50,30 @@ pub fn reply(state: Option<&str>, health: &str) -> &'static str {
     }
 }
 
-async fn answer(mut stream: TcpStream, handle: &AgentHandle) -> std::io::Result<()> {
+/// Is `member` one of those kept out under the cap? Members out (failed or critical) are
+/// ranked by how long they have been out; only the first `fraction` of all known members
+/// (left ones aside) stay out.
+pub fn held_out(members: &[MemberJson], member: &str, fraction: f64) -> bool {
+    let is_out = |m: &MemberJson| m.state == "failed" || m.health == "critical";
+    let known = members.iter().filter(|m| m.state != "left").count();
+    let allowed = (fraction * known as f64).floor() as usize;
+    let mut out: Vec<&MemberJson> = members
+        .iter()
+        .filter(|m| m.state != "left" && is_out(m))
+        .collect();
+    out.sort_by(|a, b| {
+        b.state_age_s
+            .total_cmp(&a.state_age_s)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    out.iter().take(allowed).any(|m| m.name == member)
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    handle: &AgentHandle,
+    max_failed_fraction: f64,
+) -> std::io::Result<()> {
     let mut line = Vec::with_capacity(64);
     let mut buf = [0u8; 64];
     let read = async {
@@ -66,18 +91,22 @@ async fn answer(mut stream: TcpStream, handle: &AgentHandle) -> std::io::Result<
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no member name sent"))??;
     let name = String::from_utf8_lossy(&line);
     let name = name.split('\n').next().unwrap_or_default().trim();
-    let state = if name.is_empty() {
-        None
+    let members = if name.is_empty() {
+        Vec::new()
     } else {
-        handle
-            .ask(|reply| Command::Member(name.to_string(), reply))
-            .await
-            .flatten()
-            .map(|m| (m.state, m.health))
+        handle.ask(Command::Members).await.unwrap_or_default()
     };
-    let answer = match &state {
-        Some((state, health)) => reply(Some(state), health),
+    let answer = match members.iter().find(|m| m.name == name) {
         None => reply(None, ""),
+        Some(m) => {
+            let out = m.state == "failed" || m.health == "critical";
+            if out && m.state != "left" && !held_out(&members, name, max_failed_fraction) {
+                warn!(member = %name, "agent check answers up: max_failed_fraction reached");
+                "up ready\n"
+            } else {
+                reply(Some(&m.state), &m.health)
+            }
+        }
     };
     stream.write_all(answer.as_bytes()).await?;
     stream.shutdown().await
@@ -95,5 +124,28 @@ mod tests {
         assert_eq!(reply(Some("left"), "passing"), "drain\n");
         assert_eq!(reply(Some("failed"), "critical"), "maint\n");
         assert_eq!(reply(None, ""), "down\n");
+    }
+
+    #[test]
+    fn at_most_the_fraction_is_held_out_longest_out_first() {
+        let m = |name: &str, state: &str, age: f64| MemberJson {
+            name: name.into(),
+            addr: String::new(),
+            state: state.into(),
+            incarnation: 0,
+            tags: Default::default(),
+            state_age_s: age,
+            health: "passing".into(),
+            failing_checks: Vec::new(),
+        };
+        let members = [
+            m("lb", "alive", 100.0),
+            m("web-1", "failed", 5.0),
+            m("web-2", "failed", 9.0),
+            m("gone", "left", 50.0),
+        ];
+        assert!(held_out(&members, "web-2", 0.5), "out longest: stays out");
+        assert!(!held_out(&members, "web-1", 0.5), "beyond the cap: kept in");
+        assert!(held_out(&members, "web-1", 1.0));
     }
 }

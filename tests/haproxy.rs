@@ -755,10 +755,8 @@ fn runtime_hook_mode_keeps_the_pool_when_the_lb_agent_is_isolated() {
     isolated_lb_agent(Mode::Runtime, "haproxy-runtime-iso", 73);
 }
 
-/// Fails today: src/haproxy.rs answers `maint` for every failed member, with no
-/// `max_failed_fraction`, so an isolated LB agent takes every server out (see docs/haproxy.md).
+/// The agent check keeps one server in: its own `max_failed_fraction` (default 0.5).
 #[test]
-#[ignore = "swimd gap: the agent-check answer has no max_failed_fraction; an isolated LB agent empties the pool"]
 fn agent_check_mode_keeps_the_pool_when_the_lb_agent_is_isolated() {
     isolated_lb_agent(Mode::AgentCheck, "haproxy-agent-iso", 72);
 }

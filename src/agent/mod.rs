@@ -258,11 +258,16 @@ impl Agent {
             check_sender.clone(),
             check_metrics.clone(),
         );
-        if let Some(addr) = config.haproxy_agent {
+        if let Some(haproxy) = &config.haproxy_agent {
+            let addr = haproxy.listen;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| AgentError::Haproxy { addr, source })?;
-            tokio::spawn(crate::haproxy::serve(listener, handle.clone()));
+            tokio::spawn(crate::haproxy::serve(
+                listener,
+                handle.clone(),
+                haproxy.max_failed_fraction,
+            ));
         }
 
         let (api_shutdown, api_stop) = oneshot::channel::<()>();

@@ -186,7 +186,9 @@ fn add_hook(c: &Cluster) {
         config
             .write_all(
                 b"\n[[hooks]]\nname = \"failover\"\nkind = \"exec\"\nevents = [\"member.failed\"]\n\
-                  command = [\"/bin/true\"]\nmax_failed_fraction = 1.0\nhold_down = \"0s\"\n",
+                  command = [\"/bin/true\"]\nmax_failed_fraction = 1.0\nhold_down = \"0s\"\n\
+                  \n[[checks]]\nname = \"self\"\nkind = \"exec\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+                  command = [\"/bin/true\"]\n",
             )
             .expect("append a hook");
     }

@@ -405,6 +405,12 @@ fn backend_addr(net: u8, n: u8) -> SocketAddr {
 
 /// None when a tool is missing outside CI (the test is skipped).
 fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
+    setup_with(mode, test, net, false)
+}
+
+/// [`setup`]; with `checks`, each web host's agent checks its own backend (tcp, 500 ms,
+/// rise = fall = 2), so a backend that stops makes its member `critical`.
+fn setup_with(mode: Mode, test: &str, net: u8, checks: bool) -> Option<Setup> {
     if !have("haproxy", "-v", "haproxy") {
         return None;
     }
@@ -416,11 +422,18 @@ fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
     // node-2 and node-3 are web hosts.
     for i in [1, 2] {
         let text = std::fs::read_to_string(&c.nodes[i].config).expect("config");
-        let text = text.replacen(
+        let mut text = text.replacen(
             "cluster = \"test\"\n",
             "cluster = \"test\"\ntags = { role = \"web\" }\n",
             1,
         );
+        if checks {
+            text.push_str(&format!(
+                "\n[[checks]]\nname = \"web\"\nkind = \"tcp\"\naddress = \"{}\"\n\
+                 interval = \"500ms\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n",
+                backend_addr(net, i as u8 + 1)
+            ));
+        }
         std::fs::write(&c.nodes[i].config, text).expect("config");
     }
     let socket = c.dir.0.join("admin.sock");
@@ -436,7 +449,8 @@ fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
             // failed out.
             format!(
                 "\n[[hooks]]\nname = \"haproxy\"\nkind = \"exec\"\nscope = \"local\"\n\
-                 events = [\"member.failed\", \"member.recovered\", \"member.joined\", \"member.left\"]\n\
+                 events = [\"member.failed\", \"member.recovered\", \"member.joined\", \"member.left\", \
+                 \"member.critical\", \"member.passing\"]\n\
                  tags = {{ role = \"web\" }}\nhold_down = \"{}s\"\ntimeout = \"5s\"\n\
                  command = [\"{}\", \"-b\", \"web\", \"-s\", \"{}\"]\n",
                 hold_down(mode).as_secs(),
@@ -759,4 +773,85 @@ fn runtime_hook_mode_keeps_the_pool_when_the_lb_agent_is_isolated() {
 #[test]
 fn agent_check_mode_keeps_the_pool_when_the_lb_agent_is_isolated() {
     isolated_lb_agent(Mode::AgentCheck, "haproxy-agent-iso", 72);
+}
+
+/// A web host whose backend stops while its agent keeps running: its check makes it
+/// `critical`, and HAProxy routes around it (agent check answers `down`; the runtime hook
+/// sets `maint` on `member.critical`); the backend back → `passing` → back in rotation.
+fn critical_service(mode: Mode, test: &str, net: u8) {
+    let Some(Setup {
+        c,
+        mut backends,
+        haproxy,
+        traffic,
+    }) = setup_with(mode, test, net, true)
+    else {
+        return;
+    };
+    let stopped = Instant::now();
+    backends[0].stop();
+    let lb_api = c.nodes[0].api();
+    let critical = || {
+        get(&lb_api, "/v1/members/node-2")
+            .ok()
+            .and_then(|m| m["health"].as_str().map(|h| h == "critical"))
+            .unwrap_or(false)
+    };
+    while !critical() {
+        assert!(
+            stopped.elapsed() < secs(10),
+            "node-2 never critical on the LB agent"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seen_critical = stopped.elapsed();
+    while haproxy.in_rotation("node-2") {
+        assert!(
+            stopped.elapsed() < seen_critical + secs(2),
+            "HAProxy still routes to a critical member: {:?}",
+            haproxy.states()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = Instant::now();
+    let out_after = stopped.elapsed();
+    assert!(traffic.wait_count(out, 50, secs(5)));
+    let failed_after: usize = traffic
+        .samples()
+        .iter()
+        .filter(|s| s.sent >= out + Duration::from_millis(100) && s.server.is_none())
+        .count();
+    eprintln!(
+        "HAPROXY-CRITICAL mode={mode:?} critical_ms={} out_of_rotation_ms={} failed_after={failed_after}",
+        ms(seen_critical),
+        ms(out_after)
+    );
+    assert_eq!(
+        failed_after, 0,
+        "no failed request once HAProxy routes around it"
+    );
+    assert_eq!(
+        c.view(0)
+            .and_then(|v| v.get("node-2").map(|s| s.0.clone()))
+            .as_deref(),
+        Some("alive"),
+        "a critical member stays alive"
+    );
+    backends[0] = Backend::start(backend_addr(net, 2), "node-2");
+    let back = Instant::now();
+    assert!(
+        traffic.wait_served("node-2", back, secs(10)).is_some(),
+        "back in rotation once passing: {:?}",
+        haproxy.states()
+    );
+}
+
+#[test]
+fn agent_check_mode_routes_around_a_critical_member() {
+    critical_service(Mode::AgentCheck, "haproxy-agent-crit", 74);
+}
+
+#[test]
+fn runtime_hook_mode_routes_around_a_critical_member() {
+    critical_service(Mode::Runtime, "haproxy-runtime-crit", 75);
 }

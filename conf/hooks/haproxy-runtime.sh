@@ -2,8 +2,9 @@
 # haproxy-runtime.sh: a swimd exec hook that moves an HAProxy server in and out of rotation
 # through HAProxy's runtime API (the admin "stats socket"), so HAProxy follows swimd's view.
 #
-#   member.failed                     -> set server BACKEND/SERVER state maint
-#   member.recovered, member.joined   -> set server BACKEND/SERVER state ready
+#   member.failed, member.critical    -> set server BACKEND/SERVER state maint
+#   member.recovered, member.joined,
+#   member.passing                    -> set server BACKEND/SERVER state ready
 #   member.left                       -> set server BACKEND/SERVER state drain
 #   anything else (suspect, updated, reaped): nothing, exit 0. Suspicion alone must not move
 #   traffic; a reaped member stays in maint until it comes back.
@@ -82,8 +83,8 @@ event=${SWIMD_EVENT:-}
 [ -n "$event" ] || usage "SWIMD_EVENT is not set (run me as a swimd exec hook)"
 
 case $event in
-    member.failed) state=maint ;;
-    member.recovered | member.joined) state=ready ;;
+    member.failed | member.critical) state=maint ;;
+    member.recovered | member.joined | member.passing) state=ready ;;
     member.left) state=drain ;;
     *) exit 0 ;;
 esac

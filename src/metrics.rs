@@ -628,7 +628,7 @@ impl HookMetrics {
                     Opts::new(
                         "swimd_hook_suppressed_total",
                         "Events not delivered on purpose, by reason (already_out, \
-                         max_failed_fraction, flap_damped, minority)",
+                         max_failed_fraction, flap_damped, minority, still_critical)",
                     ),
                     &["hook", "reason"],
                 ),

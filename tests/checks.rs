@@ -60,14 +60,6 @@ impl Drop for Backend {
     }
 }
 
-fn append_config(c: &Cluster, i: usize, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&c.nodes[i].config)
-        .expect("config");
-    f.write_all(text.as_bytes()).expect("append config");
-}
-
 /// (health, failing checks) of `subject` as node `i` sees it.
 fn health(c: &Cluster, i: usize, subject: &str) -> Option<(String, Vec<String>)> {
     let m = get(&c.nodes[i].api(), &format!("/v1/members/{subject}")).ok()?;
@@ -101,31 +93,18 @@ fn wait_health(
     None
 }
 
-fn metric(c: &Cluster, i: usize, series: &str) -> Option<f64> {
-    let (_, text) = request_text(&c.nodes[i].metrics(), "GET", "/metrics", None).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(series))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn a_stopped_backend_makes_its_member_critical_everywhere_fires_a_hook_once_and_recovers() {
     let mut c = Cluster::new("checks-http", 64, 3);
     let backend_addr: SocketAddr = "127.0.64.1:8080".parse().unwrap();
     // The issue's example, as it stands.
-    append_config(
-        &c,
+    c.append_config(
         0,
         "\n[[checks]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.64.1:8080/\"\n\
          interval = \"500ms\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n",
     );
     let hook_out = c.dir.0.join("hook.out");
-    append_config(
-        &c,
-        1,
+    c.append_config(1,
         &format!(
             "\n[[hooks]]\nname = \"lb\"\nkind = \"exec\"\nevents = [\"member.critical\", \"member.passing\"]\n\
              hold_down = \"0s\"\nmax_failed_fraction = 1.0\n\
@@ -157,11 +136,8 @@ fn a_stopped_backend_makes_its_member_critical_everywhere_fires_a_hook_once_and_
     let (status, body) = request(&c.nodes[0].api(), "GET", "/v1/health", None).unwrap();
     assert_eq!(status, 503);
     assert!(body.contains("checks failing: web"), "{body}");
-    assert_eq!(
-        metric(&c, 0, "swimd_check_status{check=\"web\"}"),
-        Some(0.0)
-    );
-    assert!(metric(&c, 2, "swimd_members_health{health=\"critical\"}") == Some(1.0));
+    assert_eq!(c.metric(0, "swimd_check_status{check=\"web\"}"), Some(0.0));
+    assert!(c.metric(2, "swimd_members_health{health=\"critical\"}") == Some(1.0));
     let members = swimd(&["members", "--api", &c.nodes[2].api()]);
     let table = String::from_utf8_lossy(&members.stdout);
     assert!(table.contains("critical (web)"), "{table}");
@@ -175,7 +151,14 @@ fn a_stopped_backend_makes_its_member_critical_everywhere_fires_a_hook_once_and_
 
     let _backend = Backend::start(backend_addr);
     assert!(wait_health(&c, &[0, 1, 2], "node-1", "passing", secs(10)).is_some());
-    std::thread::sleep(secs(1));
+    // Wait for the passing delivery, then a moment more for any duplicate to show.
+    let start = Instant::now();
+    while start.elapsed() < secs(5)
+        && !std::fs::read_to_string(&hook_out).is_ok_and(|t| t.contains("member.passing"))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let fired = std::fs::read_to_string(&hook_out).unwrap_or_default();
     assert_eq!(
         fired, "member.critical node-1\nmember.passing node-1\n",
@@ -188,9 +171,7 @@ fn a_flapping_check_does_not_flap_the_member_and_a_hung_check_is_killed() {
     let mut c = Cluster::new("checks-flap", 65, 2);
     let toggle = c.dir.0.join("toggle");
     // Passes and fails in turn: with rise = fall = 2 it never changes state.
-    append_config(
-        &c,
-        0,
+    c.append_config(0,
         &format!(
             "\n[[checks]]\nname = \"flappy\"\nkind = \"exec\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\
              command = [\"/bin/sh\", \"-c\", \"if [ -e {t} ]; then rm {t}; exit 1; else touch {t}; fi\"]\n\
@@ -214,8 +195,7 @@ fn a_flapping_check_does_not_flap_the_member_and_a_hung_check_is_killed() {
         "a flapping check never made the member critical"
     );
     assert!(
-        metric(
-            &c,
+        c.metric(
             0,
             "swimd_check_runs_total{check=\"flappy\",result=\"fail\"}"
         )
@@ -229,8 +209,7 @@ fn a_flapping_check_does_not_flap_the_member_and_a_hung_check_is_killed() {
         "the hung check is critical"
     );
     assert!(
-        metric(
-            &c,
+        c.metric(
             0,
             "swimd_check_runs_total{check=\"hung\",result=\"timeout\"}"
         )

@@ -78,21 +78,7 @@ pub const MAX_CHECK_NAME: usize = 64;
 impl CheckSpec {
     /// Checks what serde could not; the error names the key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.name.is_empty()
-            || self.name.len() > MAX_CHECK_NAME
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err((
-                "name",
-                format!(
-                    "{:?} must be 1 to {MAX_CHECK_NAME} characters of a-z, A-Z, 0-9, '-', '_', '.'",
-                    self.name
-                ),
-            ));
-        }
+        crate::hooks::spec::check_name(&self.name, MAX_CHECK_NAME)?;
         if self.interval < Duration::from_millis(100) {
             return Err(("interval", "must be at least 100ms".into()));
         }

@@ -368,3 +368,26 @@ pub fn require_tool_with(tool: &str, version_arg: &str, package: &str) -> bool {
     eprintln!("SKIPPED: {tool} is not installed (Debian package {package})");
     false
 }
+
+impl Cluster {
+    /// Appends TOML (e.g. `[[hooks]]`, `[[checks]]`) to node `i`'s config before it starts.
+    pub fn append_config(&self, i: usize, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.nodes[i].config)
+            .expect("config");
+        f.write_all(text.as_bytes()).expect("append config");
+    }
+
+    /// A metric's value on node `i`: the first series whose line starts with `series`.
+    pub fn metric(&self, i: usize, series: &str) -> Option<f64> {
+        let (_, text) = request_text(&self.nodes[i].metrics(), "GET", "/metrics", None).ok()?;
+        text.lines()
+            .find(|l| l.starts_with(series))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+}

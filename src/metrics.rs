@@ -74,6 +74,7 @@ pub struct Metrics {
     probe_rtt: Histogram,
     suspicions: IntCounter,
     refutations: IntCounter,
+    link_checks: IntCounterVec,
     flaps: IntCounter,
     health_score: IntGauge,
     incarnation: IntGauge,
@@ -173,6 +174,16 @@ impl Metrics {
                 IntCounter::new(
                     "swimd_refutations_total",
                     "Times this member refuted a suspicion or failure of itself",
+                ),
+            ),
+            link_checks: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_link_checks_total",
+                        "Checks of our own links before refuting an accusation, by result",
+                    ),
+                    &["result"],
                 ),
             ),
             flaps: register(
@@ -282,6 +293,9 @@ impl Metrics {
         for health in ["passing", "critical"] {
             metrics.members_health.with_label_values(&[health]);
         }
+        for result in ["passed", "failed"] {
+            metrics.link_checks.with_label_values(&[result]);
+        }
         for kind in ["direct", "indirect"] {
             for result in ["ok", "failed"] {
                 metrics.probes.with_label_values(&[kind, result]);
@@ -348,6 +362,15 @@ impl Metrics {
         );
         advance_to(&self.suspicions, stats.suspicions);
         advance_to(&self.refutations, stats.refutations);
+        let link_checks = &self.link_checks;
+        advance_to(
+            &link_checks.with_label_values(&["passed"]),
+            stats.link_checks_passed,
+        );
+        advance_to(
+            &link_checks.with_label_values(&["failed"]),
+            stats.link_checks_failed,
+        );
         let push_pulls = &self.push_pulls;
         advance_to(
             &push_pulls.with_label_values(&["started"]),
@@ -762,7 +785,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 23] = [
+    pub(crate) const NAMES: [&str; 24] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -771,6 +794,7 @@ mod tests {
         "swimd_probe_rtt_seconds",
         "swimd_suspicions_total",
         "swimd_refutations_total",
+        "swimd_link_checks_total",
         "swimd_member_flaps_total",
         "swimd_health_score",
         "swimd_incarnation",

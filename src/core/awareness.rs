@@ -28,19 +28,6 @@ impl Awareness {
     pub(crate) fn scale(self, d: std::time::Duration) -> std::time::Duration {
         d * (self.score + 1)
     }
-
-    /// At the maximum: this member's own probes keep failing without nacks. It stops
-    /// refuting, so a member that cannot talk properly ends failed instead of flapping.
-    pub(crate) fn is_degraded(self) -> bool {
-        self.score >= self.max
-    }
-
-    /// Healthy enough to claim, against the cluster's verdict, that it is not failed:
-    /// a member whose own probes keep failing is the likelier culprit and stays out until
-    /// its health recovers (below half the maximum).
-    pub(crate) fn may_refute_failure(self) -> bool {
-        self.score * 2 < self.max
-    }
 }
 
 #[cfg(test)]
@@ -55,8 +42,5 @@ mod tests {
         a.apply(20);
         assert_eq!(a.score(), 7);
         assert_eq!(a.scale(std::time::Duration::from_secs(1)).as_secs(), 8);
-        assert!(!a.may_refute_failure());
-        a.apply(-4);
-        assert!(a.may_refute_failure());
     }
 }

@@ -133,6 +133,11 @@ pub struct Stats {
     pub suspicions: u64,
     /// Times this member refuted a suspicion or failure of itself.
     pub refutations: u64,
+    /// Link checks that passed: accused while its own probes kept failing, this member
+    /// showed its links work and refuted.
+    pub link_checks_passed: u64,
+    /// Link checks that did not pass (too few answers): the accusation stood.
+    pub link_checks_failed: u64,
     /// Push-pull exchanges started.
     pub push_pulls_started: u64,
     /// Push-pull requests answered.

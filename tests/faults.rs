@@ -195,9 +195,10 @@ fn host_paused_for_three_seconds_is_not_declared_failed() {
 }
 
 /// How long a host cut off from all others may take to be listed alive by all, and to list
-/// them all alive, once its links return: the issue bounds only the partition's heal; this
-/// is the "eventually" check for the deaf and flipping hosts (their heal times are printed).
-const ISOLATED_HEAL_LIMIT: Duration = Duration::from_secs(60);
+/// them all alive, once its links return (the partition's bound; measured ~1-1.5 s, printed;
+/// it took 23-32 s before hosts checked their own links instead of waiting for their
+/// health score to decay).
+const ISOLATED_HEAL_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long the partition scenario keeps the halves apart (the simulator's default hold).
 const PARTITION_HOLD: Duration = Duration::from_secs(30);
@@ -324,8 +325,6 @@ fn host_that_cannot_receive_ends_failed_everywhere_and_no_other_host_flaps() {
 }
 
 #[test]
-#[ignore = "daemon bug (about 1 run in 4): the lossy host is failed everywhere, refutes, is \
-            alive again, then fails again; see docs/cluster-bench.md, fault scenarios"]
 fn host_with_80_percent_outbound_loss_ends_failed_without_flapping() {
     let _serial = serial();
     let Some(mut lab) = converged_lab("lsy", 5) else {

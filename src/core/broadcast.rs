@@ -61,7 +61,18 @@ impl BroadcastQueue {
         exclude: Option<Slot>,
         out: &mut Vec<u8>,
     ) -> usize {
-        self.fill_inner(budget, limit, exclude, out, None)
+        self.fill_inner(budget, Some(limit), exclude, out, None)
+    }
+
+    /// [`BroadcastQueue::fill`] without counting the transmissions: for packets to members
+    /// we believe failed, which most likely never arrive.
+    pub(crate) fn fill_uncounted(
+        &mut self,
+        budget: usize,
+        exclude: Option<Slot>,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        self.fill_inner(budget, None, exclude, out, None)
     }
 
     /// [`BroadcastQueue::fill`], also recording each entry's size in `sizes`.
@@ -72,13 +83,13 @@ impl BroadcastQueue {
         out: &mut Vec<u8>,
         sizes: &mut Vec<usize>,
     ) -> usize {
-        self.fill_inner(budget, limit, None, out, Some(sizes))
+        self.fill_inner(budget, Some(limit), None, out, Some(sizes))
     }
 
     fn fill_inner(
         &mut self,
         budget: usize,
-        limit: u32,
+        limit: Option<u32>,
         exclude: Option<Slot>,
         out: &mut Vec<u8>,
         mut sizes: Option<&mut Vec<usize>>,
@@ -104,6 +115,9 @@ impl BroadcastQueue {
                 picked.push((transmits, id, slot));
             }
         }
+        let Some(limit) = limit else {
+            return picked.len();
+        };
         for key in &picked {
             self.order.remove(key);
             let (transmits, id, slot) = *key;
@@ -149,6 +163,18 @@ mod tests {
         let mut out = Vec::new();
         q.fill(100, 5, None, &mut out);
         assert_eq!(out, vec![9; 4]);
+    }
+
+    #[test]
+    fn uncounted_sends_do_not_use_up_an_update() {
+        let mut q = BroadcastQueue::default();
+        q.push(1, vec![1; 4]);
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(q.fill_uncounted(100, None, &mut out), 1);
+        }
+        assert_eq!(q.fill(100, 1, None, &mut out), 1);
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl Suspicion {
         self.accusers.len().saturating_sub(1) as u32
     }
 
+    /// True while confirmations could still shorten the timeout.
+    pub(crate) fn wants_confirmations(&self) -> bool {
+        self.confirmations() < self.expected
+    }
+
     /// When the suspicion began.
     pub(crate) fn started(&self) -> Instant {
         self.started

@@ -55,6 +55,7 @@ enum Timer {
     SyncAfterJoin(u8),
     DirectTimeout(u32),
     ProbeDeadline(u32),
+    RelayNack(u32),
     RelayTimeout(u32),
     Suspicion(Slot),
     /// A suspicion's periodic check, with the suspicion's start (a later one has its own).
@@ -100,7 +101,8 @@ struct Probe {
     kind: ProbeKind,
     sent: Instant,
     indirect: bool,
-    nacks_expected: u32,
+    /// Relays asked to ping the target that have not answered at all (no nack).
+    silent_helpers: Vec<Slot>,
     nacks: u32,
 }
 
@@ -136,6 +138,8 @@ pub struct Swim {
     awareness: Awareness,
     next_seq: u32,
     next_is_ring_probe: bool,
+    /// Members to probe before the next ring or round-robin target (see on_probe_deadline).
+    probe_next_queue: VecDeque<Slot>,
     seeds: Vec<SocketAddr>,
     joined: bool,
     leaving: bool,
@@ -200,6 +204,7 @@ impl Swim {
             suspicions: HashMap::new(),
             next_seq: 0,
             next_is_ring_probe: false,
+            probe_next_queue: VecDeque::new(),
             seeds: Vec::new(),
             joined: false,
             leaving: false,
@@ -378,7 +383,7 @@ impl Swim {
             Message::Ping(ping) => self.on_ping(now, from, &sender, ping),
             Message::Ack(ack) => self.on_ack(now, ack),
             Message::PingReq(req) => self.on_ping_req(now, from, sender, req),
-            Message::Nack(nack) => self.on_nack(nack),
+            Message::Nack(nack) => self.on_nack(nack, &sender),
             Message::Gossip => {}
             Message::PushPull(push_pull) => self.on_push_pull(now, from, &sender, push_pull),
         }
@@ -545,12 +550,17 @@ impl Swim {
             }
             Timer::DirectTimeout(seq) => self.on_direct_timeout(now, seq),
             Timer::ProbeDeadline(seq) => self.on_probe_deadline(now, seq),
-            Timer::RelayTimeout(seq) => {
-                if let Some(relay) = self.relays.remove(&seq) {
-                    let msg = Message::Nack(Nack { seq: relay.seq });
+            Timer::RelayNack(seq) => {
+                if let Some(relay) = self.relays.get(&seq) {
+                    let (requester, msg) =
+                        (relay.requester, Message::Nack(Nack { seq: relay.seq }));
                     let to = self.members.find(relay.requester_name.as_str());
-                    self.send(relay.requester, to, msg);
+                    self.send(requester, to, msg);
                 }
+            }
+            Timer::RelayTimeout(seq) => {
+                // A late ack still goes back until now (after our nack: the prober counts both).
+                self.relays.remove(&seq);
             }
             Timer::Suspicion(slot) => {
                 let due = self.suspicions.get(&slot).map(Suspicion::deadline);
@@ -565,13 +575,15 @@ impl Swim {
             Timer::SuspicionCheck(slot, started) => {
                 // Halfway to the earliest verdict we may have missed the refutation: gossip
                 // reaches all but a few members. Ask the member ourselves; the ping tells it
-                // what we believe, so a live member answers with its news. Unconfirmed, we
-                // may be the only one to have heard a stale rumor: a full probe decides.
-                let Some(confirmations) = self
+                // what we believe, so a live member answers with its news. Short of
+                // confirmations, a full probe: we may be the only one to have heard a stale
+                // rumor, or (in a partition, where the fast confirmers may sit on the far
+                // side) our failed probe is the confirmation that shortens the timeout.
+                let Some(wants_confirmations) = self
                     .suspicions
                     .get(&slot)
                     .filter(|s| s.started() == started)
-                    .map(|s| s.confirmations())
+                    .map(Suspicion::wants_confirmations)
                 else {
                     return;
                 };
@@ -579,7 +591,7 @@ impl Swim {
                 let (min, _) = self.config.suspicion_bounds(self.members.live());
                 self.schedule(now + min / 2, Timer::SuspicionCheck(slot, started));
                 if !self.leaving && !self.probes.values().any(|p| p.target == slot) {
-                    let kind = if confirmations == 0 {
+                    let kind = if wants_confirmations {
                         ProbeKind::Check
                     } else {
                         ProbeKind::Verify
@@ -599,6 +611,14 @@ impl Swim {
         let me = self.me;
         let probeable =
             |s: Slot, m: &Member| s != me && matches!(m.state, State::Alive | State::Suspect);
+        while let Some(slot) = self.probe_next_queue.pop_front() {
+            let due = self.members.get(slot).is_some_and(|m| probeable(slot, m))
+                && !self.probes.values().any(|p| p.target == slot);
+            if due {
+                self.start_probe(now, slot, ProbeKind::Check);
+                return;
+            }
+        }
         let ring = self.config.ring_probes && self.next_is_ring_probe;
         self.next_is_ring_probe = !self.next_is_ring_probe;
         let target = if ring {
@@ -625,7 +645,7 @@ impl Swim {
                 kind,
                 sent: now,
                 indirect: false,
-                nacks_expected: 0,
+                silent_helpers: Vec::new(),
                 nacks: 0,
             },
         );
@@ -672,7 +692,7 @@ impl Swim {
         }
         if let Some(probe) = self.probes.get_mut(&seq) {
             probe.indirect = true;
-            probe.nacks_expected = helpers.len() as u32;
+            probe.silent_helpers = helpers;
         }
         let _ = now;
     }
@@ -689,6 +709,16 @@ impl Swim {
         // count one step, and none once any nack arrived: a nack proves our links to that
         // relay work, and in a partition the relays across it can never answer.
         self.awareness.apply(i32::from(probe.nacks == 0));
+        // A relay that did not even nack, while others did, may be unreachable too (ours):
+        // probe it next instead of at its round-robin turn, which can be 2N probes away.
+        // In a partition this finds the far side's members in a few rounds.
+        if probe.nacks > 0 {
+            for helper in probe.silent_helpers {
+                if !self.probe_next_queue.contains(&helper) && self.probe_next_queue.len() < 8 {
+                    self.probe_next_queue.push_back(helper);
+                }
+            }
+        }
         let Some(member) = self.members.get(probe.target) else {
             return;
         };
@@ -739,9 +769,11 @@ impl Swim {
         }
     }
 
-    fn on_nack(&mut self, nack: Nack) {
+    fn on_nack(&mut self, nack: Nack, sender: &NodeName) {
+        let from = self.members.find(sender.as_str());
         if let Some(probe) = self.probes.get_mut(&nack.seq) {
             probe.nacks += 1;
+            probe.silent_helpers.retain(|&h| Some(h) != from);
         }
     }
 
@@ -775,6 +807,13 @@ impl Swim {
                 seq,
                 target: req.target,
             }),
+        );
+        // The requester sent this at its probe timeout and decides at its probe interval
+        // (twice as late by default): a nack at the full timeout would arrive just after that
+        // decision and never count (then every failed probe looked like our own fault).
+        self.schedule(
+            now + self.config.probe_timeout * 4 / 5,
+            Timer::RelayNack(seq),
         );
         self.schedule(now + self.config.probe_timeout, Timer::RelayTimeout(seq));
     }
@@ -1438,9 +1477,19 @@ impl Swim {
             }
         }
         let limit = self.config.retransmit_limit(self.members.live());
-        count += self
-            .broadcasts
-            .fill(room - updates.len(), limit, slot, &mut updates);
+        // Only packets to members we believe alive use up an update's transmissions; those
+        // to suspect or failed members (probes, reconnects, gossip to the dead) carry
+        // updates too, but in a partition they are lost, and the members on our side would
+        // miss the verdicts (ours).
+        let counted = slot
+            .and_then(|s| self.members.get(s))
+            .is_none_or(|m| m.state == State::Alive);
+        let room = room - updates.len();
+        count += if !counted {
+            self.broadcasts.fill_uncounted(room, slot, &mut updates)
+        } else {
+            self.broadcasts.fill(room, limit, slot, &mut updates)
+        };
         wire::encode_updates_len(count, &mut payload);
         payload.extend_from_slice(&updates);
         if !self.notes.is_empty() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, SWIMD};
+use common::{Cluster, swimd_bin};
 
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 36, 53);
 const SRV_NAME: &str = "_swimd._udp.swimd.test";
@@ -208,7 +208,8 @@ fn agents_find_the_cluster_through_an_srv_seed_and_retry_until_dns_answers() {
             .args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
             .arg(&resolv)
-            .args([SWIMD, "agent", "--config"])
+            .arg(swimd_bin())
+            .args(["agent", "--config"])
             .arg(&node.config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

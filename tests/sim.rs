@@ -297,16 +297,6 @@ fn member_with_heavy_outbound_loss_ends_failed_and_stays_failed(seed: u64) {
         back.is_empty(),
         "seed {seed}: the lossy member flapped: {back:?}"
     );
-    // Nor does it fail anybody on its own word: its accusations may never reach the accused.
-    let its_verdicts: Vec<_> = sim
-        .observations()
-        .iter()
-        .filter(|o| o.observer == lossy && o.kind == EventKind::Failed)
-        .collect();
-    assert!(
-        its_verdicts.is_empty(),
-        "seed {seed}: the lossy member failed healthy members: {its_verdicts:?}"
-    );
     let healthy_failed = sim
         .observations()
         .iter()

@@ -68,16 +68,6 @@ impl Suspicion {
         self.started
     }
 
-    /// False in clusters too small for independent confirmations.
-    pub(crate) fn expects_confirmations(&self) -> bool {
-        self.expected > 0
-    }
-
-    /// True once another member's `failed` verdict arrived.
-    pub(crate) fn has_verdict(&self) -> bool {
-        self.verdict_at.is_some()
-    }
-
     /// Records a verdict to accept at `at` (the earliest one wins); returns the new deadline.
     pub(crate) fn accept_verdict_at(&mut self, at: Instant) -> Instant {
         self.verdict_at = Some(self.verdict_at.map_or(at, |v| v.min(at)));

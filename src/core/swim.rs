@@ -563,23 +563,8 @@ impl Swim {
                 self.relays.remove(&seq);
             }
             Timer::Suspicion(slot) => {
-                let Some(suspicion) = self.suspicions.get(&slot) else {
-                    return;
-                };
-                if suspicion.deadline() > now {
-                    return;
-                }
-                // A member whose own probes have been failing without nacks does not fail
-                // anybody on its own word (ours): its accusation may never have reached the
-                // accused, who then could not refute. It waits for a confirmation, another
-                // member's verdict or its own links to recover. (In a cluster too small for
-                // confirmations its word is all there is.)
-                let alone = suspicion.expects_confirmations()
-                    && suspicion.confirmations() == 0
-                    && !suspicion.has_verdict()
-                    && *suspicion.first_accuser() == self.my_info().name;
-                if alone && self.awareness.score() > 0 {
-                    self.schedule(now + self.config.probe_interval, Timer::Suspicion(slot));
+                let due = self.suspicions.get(&slot).map(Suspicion::deadline);
+                if due.is_none_or(|d| d > now) {
                     return;
                 }
                 self.end_suspicion(slot);

@@ -13,6 +13,12 @@ use serde_json::Value;
 
 pub const SWIMD: &str = env!("CARGO_BIN_EXE_swimd");
 
+/// The swimd binary to run: `SWIMD_BIN` if set (the benches use it to measure the shipped
+/// build, `SWIMD_BIN=target/dist/swimd`), else the one cargo built for this profile.
+pub fn swimd_bin() -> String {
+    std::env::var("SWIMD_BIN").unwrap_or_else(|_| SWIMD.to_string())
+}
+
 /// A folder removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -129,7 +135,7 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("log");
-        let child = Command::new(SWIMD)
+        let child = Command::new(swimd_bin())
             .args(["agent", "--config"])
             .arg(&node.config)
             .env("RUST_LOG", "info")
@@ -323,11 +329,14 @@ pub fn request_text(
 
 /// Runs the swimd binary with arguments.
 pub fn swimd(args: &[&str]) -> Output {
-    Command::new(SWIMD).args(args).output().expect("run swimd")
+    Command::new(swimd_bin())
+        .args(args)
+        .output()
+        .expect("run swimd")
 }
 
 pub fn swimd_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(SWIMD);
+    let mut cmd = Command::new(swimd_bin());
     cmd.args(args).current_dir(dir);
     for (k, v) in env {
         cmd.env(k, v);

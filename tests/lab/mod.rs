@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::common::{SWIMD, TempDir, config_text, get, signal, wait_timeout};
+use crate::common::{TempDir, config_text, get, signal, swimd_bin, wait_timeout};
 
 /// The gossip port every swimd host binds (its API is on 7947 of the same address).
 pub const GOSSIP_PORT: u16 = 7946;
@@ -434,7 +434,7 @@ impl Lab {
         let config = self.hosts[i].config.to_str().expect("utf-8").to_string();
         self.spawn(
             i,
-            SWIMD,
+            &swimd_bin(),
             &["agent", "--config", &config],
             &[("RUST_LOG", "info")],
         );

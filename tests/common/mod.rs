@@ -15,8 +15,14 @@ pub const SWIMD: &str = env!("CARGO_BIN_EXE_swimd");
 
 /// The swimd binary to run: `SWIMD_BIN` if set (the benches use it to measure the shipped
 /// build, `SWIMD_BIN=target/dist/swimd`), else the one cargo built for this profile.
+/// A relative `SWIMD_BIN` is taken from the current folder (the lab starts agents elsewhere).
 pub fn swimd_bin() -> String {
-    std::env::var("SWIMD_BIN").unwrap_or_else(|_| SWIMD.to_string())
+    match std::env::var("SWIMD_BIN") {
+        Ok(path) => std::fs::canonicalize(&path)
+            .map(|p| p.display().to_string())
+            .unwrap_or(path),
+        Err(_) => SWIMD.to_string(),
+    }
 }
 
 /// A folder removed on drop.

@@ -47,23 +47,6 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// Whether `tool` runs (`tool flag`): outside CI a missing tool skips the test loudly, with
-/// `CI=true` it fails it. (`haproxy` and `socat` have no `--version`, so not require_tool.)
-fn have(tool: &str, flag: &str, package: &str) -> bool {
-    if Command::new(tool)
-        .arg(flag)
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{tool} is missing (Debian package {package}), and CI=true requires it");
-    }
-    eprintln!("SKIPPED: {tool} is not installed (Debian package {package})");
-    false
-}
-
 /// A web host's HTTP backend: answers 200 with its name, one connection at a time.
 struct Backend {
     stop: Arc<AtomicBool>,
@@ -411,10 +394,10 @@ fn setup(mode: Mode, test: &str, net: u8) -> Option<Setup> {
 /// [`setup`]; with `checks`, each web host's agent checks its own backend (tcp, 500 ms,
 /// rise = fall = 2), so a backend that stops makes its member `critical`.
 fn setup_with(mode: Mode, test: &str, net: u8, checks: bool) -> Option<Setup> {
-    if !have("haproxy", "-v", "haproxy") {
+    if !require_tool_with("haproxy", "-v", "haproxy") {
         return None;
     }
-    if mode == Mode::Runtime && !have("socat", "-V", "socat") {
+    if mode == Mode::Runtime && !require_tool_with("socat", "-V", "socat") {
         return None;
     }
     let mut c = Cluster::new(test, net, 3);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use swimd::core::{Config, EventKind, Profile, State};
 use swimd::sim::scenario::{self, Options, ScenarioKind};
-use swimd::sim::{Process, Simulator};
+use swimd::sim::{Observation, Process, Simulator};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -31,6 +31,14 @@ fn time_until_everyone_sees(
             .filter(|&o| o != subject)
             .all(|o| s.view(o, subject) == Some(state))
     })
+}
+
+/// Every `failed` observation so far.
+fn failures(sim: &Simulator) -> Vec<&Observation> {
+    sim.observations()
+        .iter()
+        .filter(|o| o.kind == EventKind::Failed)
+        .collect()
 }
 
 fn failures_of(sim: &Simulator, subject: usize) -> usize {
@@ -201,11 +209,7 @@ fn no_false_failure_at_10pct_loss_for_10_minutes_50_members() {
         let mut sim = converged_cluster(50, seed);
         sim.network.loss = 0.10;
         sim.run_for(secs(600));
-        let failed: Vec<_> = sim
-            .observations()
-            .iter()
-            .filter(|o| o.kind == EventKind::Failed)
-            .collect();
+        let failed = failures(&sim);
         assert!(
             failed.is_empty(),
             "seed {seed}: false failures under 10% loss: {failed:?}"
@@ -531,11 +535,7 @@ fn one_lossy_link_does_not_fail_anybody() {
     sim.network.set_link_loss(1, 2, 1.0);
     sim.network.set_link_loss(2, 1, 1.0);
     sim.run_for(secs(120));
-    let failed: Vec<_> = sim
-        .observations()
-        .iter()
-        .filter(|o| o.kind == EventKind::Failed)
-        .collect();
+    let failed = failures(&sim);
     assert!(
         failed.is_empty(),
         "indirect probes should route around one broken link: {failed:?}"

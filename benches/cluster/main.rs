@@ -255,29 +255,6 @@ impl System for Serf {
     }
 }
 
-/// (resident KiB, CPU seconds) of a process, from /proc.
-fn usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime: fields 14 and 15 of stat(5), 11 and 12 after the command name.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&f| fields.get(f)?.parse::<f64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (rss, ticks / hz)
-}
-
 fn percentile(values: &[f64], p: f64) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
@@ -342,14 +319,14 @@ fn measure(system: &mut dyn System, tag: &str, net: u8, plan: &Plan) -> Option<F
         .collect();
     system.quiet(&mut lab);
     let before: Vec<((u64, u64), (u64, f64))> = (0..lab.len())
-        .map(|i| (lab.bytes(i), usage(lab.pid(i).unwrap_or(0))))
+        .map(|i| (lab.bytes(i), common::usage(lab.pid(i).unwrap_or(0))))
         .collect();
     let window_start = Instant::now();
     std::thread::sleep(plan.steady);
     let window = window_start.elapsed().as_secs_f64();
     for (i, ((sent0, received0), (_, cpu0))) in before.into_iter().enumerate() {
         let (sent, received) = lab.bytes(i);
-        let (rss, cpu) = usage(lab.pid(i).unwrap_or(0));
+        let (rss, cpu) = common::usage(lab.pid(i).unwrap_or(0));
         figures.sent_per_s.push((sent - sent0) as f64 / window);
         figures
             .received_per_s

@@ -21,15 +21,11 @@ pub struct PayloadMember {
     /// Incarnation the event is about.
     pub incarnation: u32,
     /// Its service health: `passing` or `critical`.
-    #[serde(default = "passing")]
+    #[serde(default = "crate::agent::handle::passing")]
     pub health: String,
     /// Its failing checks.
     #[serde(default)]
     pub failing_checks: Vec<String>,
-}
-
-fn passing() -> String {
-    "passing".into()
 }
 
 /// One event for hooks: what goes into the outbox and, as JSON, to the receiver.

@@ -353,22 +353,10 @@ pub fn swimd_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Whether a system tool runs here: outside CI a missing tool skips the test loudly; with
 /// `CI=true` it fails it (CI installs the Debian `package`).
 pub fn require_tool(tool: &str, package: &str) -> bool {
-    if Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{tool} is missing (Debian package {package}), and CI=true requires it");
-    }
-    eprintln!("SKIPPED: {tool} is not installed (Debian package {package})");
-    false
+    require_tool_with(tool, "--version", package)
 }
 
-/// `require_tool` for a tool whose version flag is not `--version` (`ip -V`): outside CI a
-/// missing tool skips the test loudly; with `CI=true` it fails it.
+/// `require_tool` for a tool whose version flag is not `--version` (`ip -V`, `haproxy -v`).
 pub fn require_tool_with(tool: &str, version_arg: &str, package: &str) -> bool {
     if Command::new(tool)
         .arg(version_arg)
@@ -405,4 +393,26 @@ impl Cluster {
             .parse()
             .ok()
     }
+}
+
+/// (resident KiB, CPU seconds) of a process, from /proc (0s once it is gone).
+pub fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may itself contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (rss, ticks / hz)
 }

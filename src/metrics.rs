@@ -75,6 +75,7 @@ pub struct Metrics {
     suspicions: IntCounter,
     refutations: IntCounter,
     link_checks: IntCounterVec,
+    verdicts_deferred: IntCounter,
     flaps: IntCounter,
     health_score: IntGauge,
     incarnation: IntGauge,
@@ -184,6 +185,13 @@ impl Metrics {
                         "Checks of our own links before refuting an accusation, by result",
                     ),
                     &["result"],
+                ),
+            ),
+            verdicts_deferred: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_verdicts_deferred_total",
+                    "Own failure verdicts held back while this member's links were in doubt",
                 ),
             ),
             flaps: register(
@@ -371,6 +379,7 @@ impl Metrics {
             &link_checks.with_label_values(&["failed"]),
             stats.link_checks_failed,
         );
+        advance_to(&self.verdicts_deferred, stats.verdicts_deferred);
         let push_pulls = &self.push_pulls;
         advance_to(
             &push_pulls.with_label_values(&["started"]),
@@ -785,7 +794,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 24] = [
+    pub(crate) const NAMES: [&str; 25] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -795,6 +804,7 @@ mod tests {
         "swimd_suspicions_total",
         "swimd_refutations_total",
         "swimd_link_checks_total",
+        "swimd_verdicts_deferred_total",
         "swimd_member_flaps_total",
         "swimd_health_score",
         "swimd_incarnation",

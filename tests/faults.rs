@@ -369,21 +369,15 @@ fn host_with_80_percent_outbound_loss_ends_failed_without_flapping() {
         );
     }
     assert!(lab.sees(&others, &[lossy], "failed"));
-    // No healthy host is declared failed by a healthy host. The lossy host's own view is
-    // printed, not asserted: its suspicion of a healthy host reaches that host only through
-    // its lossy links, so now and then it fails one in its own view (docs/cluster-bench.md,
-    // findings, 1).
-    let (own, wrong): (Vec<Event>, Vec<Event>) = events_of(&lab, "member.failed", since)
+    // No healthy host is declared failed, by anyone: the lossy host holds back verdicts
+    // that rest on its own probes while it is accused and its link check fails.
+    let wrong: Vec<Event> = events_of(&lab, "member.failed", since)
         .into_iter()
         .filter(|e| e.member != lab.name(lossy))
-        .partition(|e| e.observer == lossy);
-    eprintln!(
-        "lossy: healthy hosts it declared failed itself: {}",
-        own.len()
-    );
+        .collect();
     assert!(
         wrong.is_empty(),
-        "healthy hosts declared failed by healthy hosts:\n{}",
+        "healthy hosts declared failed:\n{}",
         describe(&wrong, &lab)
     );
 }

@@ -138,6 +138,9 @@ pub struct Stats {
     pub link_checks_passed: u64,
     /// Link checks that did not pass (too few answers): the accusation stood.
     pub link_checks_failed: u64,
+    /// Times this member held back its own `failed` verdict because it had been accused and
+    /// its link check had not passed (its own probes are not to be trusted then).
+    pub verdicts_deferred: u64,
     /// Push-pull exchanges started.
     pub push_pulls_started: u64,
     /// Push-pull requests answered.

@@ -17,6 +17,10 @@ pub(crate) struct Suspicion {
     accusers: Vec<NodeName>,
     /// A `failed` verdict arrived while the suspicion was young: it takes effect then.
     verdict_at: Option<Instant>,
+    /// Our own verdict waits until then (see `defer`, `hold`).
+    held_until: Option<Instant>,
+    /// Our own verdict was deferred because we believed our links were down.
+    deferred: bool,
 }
 
 impl Suspicion {
@@ -33,6 +37,8 @@ impl Suspicion {
             expected,
             accusers: vec![accuser],
             verdict_at: None,
+            held_until: None,
+            deferred: false,
         }
     }
 
@@ -74,9 +80,39 @@ impl Suspicion {
         self.deadline()
     }
 
+    /// True when the only evidence is the first accuser's: no confirmation, no verdict.
+    pub(crate) fn uncorroborated(&self) -> bool {
+        self.confirmations() == 0 && self.verdict_at.is_none()
+    }
+
+    /// Puts off our own verdict until `until`, remembering why (see `take_deferred`);
+    /// returns the new deadline.
+    pub(crate) fn defer(&mut self, until: Instant) -> Instant {
+        self.deferred = true;
+        self.hold(until)
+    }
+
+    /// Holds our own verdict until `until` (a verdict from others still wins); returns the
+    /// new deadline.
+    pub(crate) fn hold(&mut self, until: Instant) -> Instant {
+        self.held_until = Some(until);
+        self.deadline()
+    }
+
+    /// True once after the verdict was deferred.
+    pub(crate) fn take_deferred(&mut self) -> bool {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// The minimum timeout of this suspicion.
+    pub(crate) fn min(&self) -> Duration {
+        self.min
+    }
+
     /// When the member is declared failed, given the confirmations so far.
     pub(crate) fn deadline(&self) -> Instant {
         let own = self.started + timeout(self.confirmations(), self.expected, self.min, self.max);
+        let own = self.held_until.map_or(own, |h| h.max(own));
         self.verdict_at.map_or(own, |v| v.min(own))
     }
 }
@@ -127,5 +163,20 @@ mod tests {
             "beyond the expected count nothing changes"
         );
         assert_eq!(s.deadline(), now + MIN);
+    }
+
+    #[test]
+    fn deferral_postpones_our_verdict_but_not_one_from_others() {
+        let now = Instant::now();
+        let mut s = Suspicion::new(now, "a".into(), 2, (MIN, MAX));
+        assert!(s.uncorroborated());
+        let later = now + MAX + MIN;
+        assert_eq!(s.defer(later), later);
+        assert_eq!(s.accept_verdict_at(now + MIN), now + MIN);
+        assert!(!s.uncorroborated());
+        assert!(s.take_deferred());
+        assert!(!s.take_deferred());
+        s.hold(later);
+        assert!(!s.take_deferred(), "a hold is not a deferral");
     }
 }

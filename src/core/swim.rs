@@ -567,6 +567,9 @@ impl Swim {
                 if due.is_none_or(|d| d > now) {
                     return;
                 }
+                if self.hold_own_verdict(now, slot) {
+                    return;
+                }
                 self.end_suspicion(slot);
                 if let Some(m) = self.members.get(slot).filter(|m| m.state == State::Suspect) {
                     let incarnation = m.incarnation;
@@ -604,6 +607,37 @@ impl Swim {
             Timer::LinkCheckDeadline(id) => self.on_link_check_deadline(now, id),
             Timer::LinkCheckRetry => self.start_link_check(now),
         }
+    }
+
+    /// Ours: a verdict that rests on our probes alone waits while we believe our own links
+    /// are down (accused, link check not passed): a member with heavy outbound loss fails
+    /// others in its own view otherwise, and gossips it. Verdicts from others still count.
+    /// Once our links are back the suspect gets a fresh probe and one more minimum timeout:
+    /// the old evidence came over bad links. True when the verdict was held.
+    fn hold_own_verdict(&mut self, now: Instant, slot: Slot) -> bool {
+        let links_down = self.pending_refutation.is_some();
+        let me = self.me;
+        let Some(s) = self.suspicions.get_mut(&slot) else {
+            return false;
+        };
+        if !s.uncorroborated() || self.members.find(s.first_accuser().as_str()) != Some(me) {
+            return false;
+        }
+        let until = now + s.min();
+        let at = if links_down {
+            self.stats.verdicts_deferred += 1;
+            s.defer(until)
+        } else if s.take_deferred() {
+            let at = s.hold(until);
+            if !self.probes.values().any(|p| p.target == slot) {
+                self.start_probe(now, slot, ProbeKind::Check);
+            }
+            at
+        } else {
+            return false;
+        };
+        self.schedule(at, Timer::Suspicion(slot));
+        true
     }
 
     // ----- probing ------------------------------------------------------------------------

@@ -176,11 +176,12 @@ pub enum Command {
 /// Events kept for `Last-Event-ID` resumption.
 const REPLAY: usize = 1024;
 
-/// The agent's event bus: live subscribers plus a replay buffer.
+/// The agent's event bus: live subscribers plus a replay buffer. Events are shared, not
+/// copied: the channel and the buffer each keep `REPLAY` of them.
 #[derive(Clone)]
 pub struct EventBus {
-    sender: broadcast::Sender<EventJson>,
-    recent: Arc<Mutex<VecDeque<EventJson>>>,
+    sender: broadcast::Sender<Arc<EventJson>>,
+    recent: Arc<Mutex<VecDeque<Arc<EventJson>>>>,
 }
 
 impl Default for EventBus {
@@ -195,6 +196,7 @@ impl Default for EventBus {
 impl EventBus {
     /// Publishes an event to subscribers and the replay buffer.
     pub fn publish(&self, event: EventJson) {
+        let event = Arc::new(event);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() == REPLAY {
@@ -209,7 +211,7 @@ impl EventBus {
     pub fn subscribe(
         &self,
         last_id: Option<u64>,
-    ) -> (Vec<EventJson>, broadcast::Receiver<EventJson>) {
+    ) -> (Vec<Arc<EventJson>>, broadcast::Receiver<Arc<EventJson>>) {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let receiver = self.sender.subscribe();
         let replay = match last_id {

@@ -485,18 +485,18 @@ async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, 
 
 /// One subscriber's events: the replayed ones first, then live ones.
 struct EventFeed {
-    replay: std::vec::IntoIter<EventJson>,
+    replay: std::vec::IntoIter<Arc<EventJson>>,
     /// The last replayed id: a live event may also have made it into the replay (it is
     /// buffered before it is broadcast), and must not be sent twice.
     replayed_up_to: Option<u64>,
-    live: broadcast::Receiver<EventJson>,
+    live: broadcast::Receiver<Arc<EventJson>>,
     stopped: watch::Receiver<bool>,
 }
 
 impl EventFeed {
     fn new(
-        replay: Vec<EventJson>,
-        live: broadcast::Receiver<EventJson>,
+        replay: Vec<Arc<EventJson>>,
+        live: broadcast::Receiver<Arc<EventJson>>,
         stopped: watch::Receiver<bool>,
     ) -> Self {
         let replayed_up_to = replay.last().map(|e| e.id);
@@ -1408,7 +1408,13 @@ mod tests {
         let mut feed = EventFeed::new(Vec::new(), live, stopped);
         for id in 1..=5 {
             sender
-                .send(event(id, "member.updated", "alpha", None, "alive"))
+                .send(Arc::new(event(
+                    id,
+                    "member.updated",
+                    "alpha",
+                    None,
+                    "alive",
+                )))
                 .expect("send");
         }
         let lagged = format!(
@@ -1430,15 +1436,15 @@ mod tests {
     async fn replayed_events_are_not_sent_twice() {
         let (sender, live) = broadcast::channel(8);
         let (_stop, stopped) = watch::channel(false);
-        let replay = vec![event(5, "member.updated", "alpha", None, "alive")];
+        let replay = vec![Arc::new(event(5, "member.updated", "alpha", None, "alive"))];
         let mut feed = EventFeed::new(replay, live, stopped);
         // The race the feed guards against: event 5 was buffered for replay and then also
         // arrived live.
         sender
-            .send(event(5, "member.updated", "alpha", None, "alive"))
+            .send(Arc::new(event(5, "member.updated", "alpha", None, "alive")))
             .expect("send");
         sender
-            .send(event(6, "member.updated", "alpha", None, "alive"))
+            .send(Arc::new(event(6, "member.updated", "alpha", None, "alive")))
             .expect("send");
         let first = format!(
             "{:?}",

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::hooks::deliver::{CommandEnd, run_bounded};
 use crate::metrics::CheckMetrics;
+use crate::net::http::LazyClient;
 
 /// A `[[checks]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -199,12 +200,11 @@ impl Checks {
         changes: mpsc::UnboundedSender<CheckChange>,
         metrics: CheckMetrics,
     ) -> Checks {
-        crate::net::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let client = LazyClient::new(|| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+        });
         let tasks = specs
             .iter()
             .map(|spec| {
@@ -225,12 +225,12 @@ impl Checks {
 }
 
 /// The result of one run: passed, and what it said.
-pub async fn run_once(spec: &CheckSpec, client: &reqwest::Client) -> (bool, String) {
+pub async fn run_once(spec: &CheckSpec, client: &LazyClient) -> (bool, String) {
     match spec.kind {
         CheckKind::Http => {
             let url = spec.url.as_deref().unwrap_or_default();
             let ranges = parse_statuses(&spec.expect_status).unwrap_or_default();
-            match client.get(url).timeout(spec.timeout).send().await {
+            match client.get().get(url).timeout(spec.timeout).send().await {
                 Ok(response) => {
                     let code = response.status().as_u16();
                     let ok = ranges.iter().any(|&(a, b)| (a..=b).contains(&code));
@@ -316,7 +316,7 @@ impl Default for RiseFall {
 async fn run(
     spec: CheckSpec,
     passing: bool,
-    client: reqwest::Client,
+    client: LazyClient,
     changes: mpsc::UnboundedSender<CheckChange>,
     metrics: CheckMetrics,
 ) {
@@ -424,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn probes_pass_and_fail_for_real() {
         crate::net::tls::install_crypto_provider();
-        let client = reqwest::Client::new();
+        let client = LazyClient::new(reqwest::Client::builder);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tcp = |a: &str| {
@@ -450,8 +450,10 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "a hung check is killed"
         );
+        assert!(!client.is_built(), "only HTTP checks need the HTTP client");
         let http =
             spec("name = \"h\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"1s\"");
         assert!(!run_once(&http, &client).await.0);
+        assert!(client.is_built());
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::metrics::HookMetrics;
+use crate::net::http::LazyClient;
 use deliver::Outcome;
 use outbox::{Delivery, Outbox, OutboxError};
 use payload::HookEvent;
@@ -105,10 +106,9 @@ impl Hooks {
             disabled: HashSet::new(),
             last_success: BTreeMap::new(),
             last_error: BTreeMap::new(),
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            client: LazyClient::new(|| {
+                reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
+            }),
             self_name,
             metrics,
             confirmations: confirm_tx,
@@ -148,7 +148,7 @@ struct Runner {
     disabled: HashSet<String>,
     last_success: BTreeMap<String, f64>,
     last_error: BTreeMap<String, String>,
-    client: reqwest::Client,
+    client: LazyClient,
     self_name: String,
     metrics: HookMetrics,
     confirmations: mpsc::UnboundedSender<String>,
@@ -228,7 +228,7 @@ impl Runner {
                 let me = self.self_name.clone();
                 // Off the runner task: a slow receiver must not hold up the outbox.
                 tokio::spawn(async move {
-                    let result = match deliver::attempt(&hook, &event, &client, &me).await {
+                    let result = match deliver::attempt(&hook, &event, client.get(), &me).await {
                         Outcome::Success => Ok(format!("{name}: delivered {}", event.data.id)),
                         Outcome::Retry { error, .. } | Outcome::Failed(error) => {
                             Err(format!("{name}: {error}"))
@@ -320,7 +320,7 @@ impl Runner {
             let me = self.self_name.clone();
             attempts.push(Box::pin(async move {
                 let started = Instant::now();
-                let outcome = deliver::attempt(&hook, &event, &client, &me).await;
+                let outcome = deliver::attempt(&hook, &event, client.get(), &me).await;
                 (seq, outcome, started.elapsed())
             }));
         }

@@ -1,4 +1,5 @@
-//! QUIC transport: endpoint, connection pool and mutual TLS.
+//! QUIC transport: endpoint, connection pool and mutual TLS; the outbound HTTP client.
 
+pub mod http;
 pub mod tls;
 pub mod transport;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
@@ -322,13 +323,27 @@ fn start(exe: &Path, node: &Node, cluster: &Cluster) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&node.log)?;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("agent")
         .arg("--config")
         .arg(&node.config)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
+        .stderr(log);
+    // If the demo dies without cleaning up (SIGKILL, a panic), its agents leave and exit
+    // too. The signal follows the thread that forks: this runs on the main thread, which
+    // lives as long as the demo.
+    // SAFETY: prctl is async-signal-safe and touches only the child's own settings.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
         .spawn()
         .with_context(|| format!("cannot start {}", node.name))?;
     cluster

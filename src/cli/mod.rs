@@ -51,6 +51,7 @@ enum Command {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
+    abort_on_panic();
     crate::net::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -76,6 +77,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A panic is a bug, and the agent must not run on without the task that panicked (it
+/// would still feed the systemd watchdog): log it and exit at once, so systemd restarts
+/// the agent. The `dist` build (`panic = "abort"`) does the same without unwinding code.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("panic: {info}");
+        report(info);
+        std::process::abort();
+    }));
+}
+
 fn client_runtime(
     future: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
 ) -> anyhow::Result<ExitCode> {
@@ -83,4 +96,33 @@ fn client_runtime(
         .enable_all()
         .build()?
         .block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// Runs itself in a child process: a panic must take the whole process down.
+    #[test]
+    fn a_panic_in_any_task_aborts_the_process() {
+        if std::env::var_os("SWIMD_TEST_PANIC").is_some() {
+            abort_on_panic();
+            // As in a spawned tokio task: not the main thread.
+            let _ = std::thread::spawn(|| panic!("on purpose")).join();
+            std::process::exit(0);
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let status = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "cli::tests::a_panic_in_any_task_aborts_the_process",
+            ])
+            .env("SWIMD_TEST_PANIC", "1")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run the test binary");
+        assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    }
 }

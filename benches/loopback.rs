@@ -35,12 +35,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    // SWIMD_BENCH=50 runs only the 50-agent part.
-    let only50 = std::env::var("SWIMD_BENCH").is_ok_and(|v| v == "50");
-    if !only50 {
+    // SWIMD_BENCH=20 or =50 runs only that part.
+    let only = std::env::var("SWIMD_BENCH").unwrap_or_default();
+    if only != "50" {
         twenty();
     }
-    fifty();
+    if only != "20" {
+        fifty();
+    }
 }
 
 fn twenty() {

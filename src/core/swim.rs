@@ -145,6 +145,8 @@ pub struct Swim {
     leaving: bool,
     /// Accused while too unhealthy to refute at once: refute once a link check passes.
     pending_refutation: Option<Incarnation>,
+    /// The member that answered our join, for the first sync after it.
+    join_peer: Option<Slot>,
     link_check: Option<LinkCheck>,
     /// No link check starts before this (backoff after failed checks).
     link_check_after: Option<Instant>,
@@ -209,6 +211,7 @@ impl Swim {
             joined: false,
             leaving: false,
             pending_refutation: None,
+            join_peer: None,
             link_check: None,
             link_check_after: None,
             link_check_backoff: Duration::ZERO,
@@ -532,7 +535,17 @@ impl Swim {
                 self.sync_with_random_member(now);
             }
             Timer::SyncAfterJoin(round) => {
-                self.sync_with_random_member(now);
+                // First with the member that answered our join: in a cluster starting
+                // together it has heard from every joiner since, while a random member may
+                // have joined before most of them.
+                match self
+                    .join_peer
+                    .take()
+                    .filter(|&p| self.members.get(p).is_some_and(|m| m.state == State::Alive))
+                {
+                    Some(peer) if round == 0 && !self.leaving => self.push_pull(now, peer, false),
+                    _ => self.sync_with_random_member(now),
+                }
                 if round < 3 {
                     let delay = self.config.gossip_interval * (4 << (2 * round));
                     self.schedule(now + delay, Timer::SyncAfterJoin(round + 1));
@@ -1683,10 +1696,11 @@ impl Swim {
         let peer = self.members.find(sender.as_str());
         if reply {
             if join {
+                self.join_peer = peer;
                 // Members that joined just before us may not have reached the seed yet, and
                 // gossip of joins in a fresh cluster misses a few (an update is sent a
-                // bounded number of times): digest exchanges with random members about 1,
-                // 5, 20 and 80 gossip intervals after joining settle it.
+                // bounded number of times): digest exchanges about 1, 5, 20 and 80 gossip
+                // intervals after joining settle it, the first with this peer.
                 let delay = self.config.gossip_interval
                     + self.random_fraction_of(self.config.gossip_interval);
                 self.schedule(now + delay, Timer::SyncAfterJoin(0));

@@ -230,7 +230,11 @@ pub async fn run_once(spec: &CheckSpec, client: &LazyClient) -> (bool, String) {
         CheckKind::Http => {
             let url = spec.url.as_deref().unwrap_or_default();
             let ranges = parse_statuses(&spec.expect_status).unwrap_or_default();
-            match client.get().get(url).timeout(spec.timeout).send().await {
+            let client = match client.get() {
+                Ok(client) => client,
+                Err(error) => return (false, error),
+            };
+            match client.get(url).timeout(spec.timeout).send().await {
                 Ok(response) => {
                     let code = response.status().as_u16();
                     let ok = ranges.iter().any(|&(a, b)| (a..=b).contains(&code));

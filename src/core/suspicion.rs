@@ -17,10 +17,8 @@ pub(crate) struct Suspicion {
     accusers: Vec<NodeName>,
     /// A `failed` verdict arrived while the suspicion was young: it takes effect then.
     verdict_at: Option<Instant>,
-    /// Our own verdict waits until then (see `defer`, `hold`).
+    /// Our own verdict waits until then (see `hold`).
     held_until: Option<Instant>,
-    /// Our own verdict was deferred because we believed our links were down.
-    deferred: bool,
 }
 
 impl Suspicion {
@@ -38,7 +36,6 @@ impl Suspicion {
             accusers: vec![accuser],
             verdict_at: None,
             held_until: None,
-            deferred: false,
         }
     }
 
@@ -85,23 +82,11 @@ impl Suspicion {
         self.confirmations() == 0 && self.verdict_at.is_none()
     }
 
-    /// Puts off our own verdict until `until`, remembering why (see `take_deferred`);
-    /// returns the new deadline.
-    pub(crate) fn defer(&mut self, until: Instant) -> Instant {
-        self.deferred = true;
-        self.hold(until)
-    }
-
     /// Holds our own verdict until `until` (a verdict from others still wins); returns the
     /// new deadline.
     pub(crate) fn hold(&mut self, until: Instant) -> Instant {
         self.held_until = Some(until);
         self.deadline()
-    }
-
-    /// True once after the verdict was deferred.
-    pub(crate) fn take_deferred(&mut self) -> bool {
-        std::mem::take(&mut self.deferred)
     }
 
     /// The minimum timeout of this suspicion.
@@ -166,17 +151,14 @@ mod tests {
     }
 
     #[test]
-    fn deferral_postpones_our_verdict_but_not_one_from_others() {
+    fn a_hold_postpones_our_verdict_but_not_one_from_others() {
         let now = Instant::now();
         let mut s = Suspicion::new(now, "a".into(), 2, (MIN, MAX));
         assert!(s.uncorroborated());
         let later = now + MAX + MIN;
-        assert_eq!(s.defer(later), later);
+        assert_eq!(s.hold(later), later);
+        assert_eq!(s.hold(now), now + MAX, "a hold never advances the verdict");
         assert_eq!(s.accept_verdict_at(now + MIN), now + MIN);
         assert!(!s.uncorroborated());
-        assert!(s.take_deferred());
-        assert!(!s.take_deferred());
-        s.hold(later);
-        assert!(!s.take_deferred(), "a hold is not a deferral");
     }
 }

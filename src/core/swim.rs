@@ -543,7 +543,7 @@ impl Swim {
                     .take()
                     .filter(|&p| self.members.get(p).is_some_and(|m| m.state == State::Alive))
                 {
-                    Some(peer) if round == 0 && !self.leaving => self.push_pull(now, peer, false),
+                    Some(peer) if !self.leaving => self.push_pull(now, peer, false),
                     _ => self.sync_with_random_member(now),
                 }
                 if round < 3 {
@@ -625,10 +625,12 @@ impl Swim {
     /// Ours: a verdict that rests on our probes alone waits while we believe our own links
     /// are down (accused, link check not passed): a member with heavy outbound loss fails
     /// others in its own view otherwise, and gossips it. Verdicts from others still count.
-    /// Once our links are back the suspect gets a fresh probe and one more minimum timeout:
-    /// the old evidence came over bad links. True when the verdict was held.
+    /// It is held one minimum timeout at a time, so once our links are back the suspect has
+    /// that long (and our suspicion checks) to refute. True when the verdict was held.
     fn hold_own_verdict(&mut self, now: Instant, slot: Slot) -> bool {
-        let links_down = self.pending_refutation.is_some();
+        if self.pending_refutation.is_none() {
+            return false;
+        }
         let me = self.me;
         let Some(s) = self.suspicions.get_mut(&slot) else {
             return false;
@@ -636,19 +638,8 @@ impl Swim {
         if !s.uncorroborated() || self.members.find(s.first_accuser().as_str()) != Some(me) {
             return false;
         }
-        let until = now + s.min();
-        let at = if links_down {
-            self.stats.verdicts_deferred += 1;
-            s.defer(until)
-        } else if s.take_deferred() {
-            let at = s.hold(until);
-            if !self.probes.values().any(|p| p.target == slot) {
-                self.start_probe(now, slot, ProbeKind::Check);
-            }
-            at
-        } else {
-            return false;
-        };
+        let at = s.hold(now + s.min());
+        self.stats.verdicts_deferred += 1;
         self.schedule(at, Timer::Suspicion(slot));
         true
     }

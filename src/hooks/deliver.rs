@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::payload::{HookEvent, sign};
 use super::spec::{Format, Hook, HookKind};
+use crate::net::http::LazyClient;
 
 /// What an attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +35,15 @@ const MAX_ERROR: usize = 300;
 pub async fn attempt(
     hook: &Hook,
     event: &HookEvent,
-    client: &reqwest::Client,
+    client: &LazyClient,
     self_name: &str,
 ) -> Outcome {
     match hook.spec.kind {
-        HookKind::Webhook => webhook(hook, event, client).await,
+        // Only webhooks need the client: command hooks never build it.
+        HookKind::Webhook => match client.get() {
+            Ok(client) => webhook(hook, event, client).await,
+            Err(error) => Outcome::Retry { error, after: None },
+        },
         HookKind::Exec => exec(hook, event, self_name).await,
     }
 }
@@ -266,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn exit_status_decides_the_outcome() {
-        let client = reqwest::Client::new();
+        let client = LazyClient::new(reqwest::Client::builder);
         let ok = exec_hook(
             "test \"$SWIMD_MEMBER_NAME\" = web-1 && grep -q member.failed",
             "5s",
@@ -285,6 +290,10 @@ mod tests {
             attempt(&failed, &event(), &client, "me").await,
             Outcome::Failed(_)
         ));
+        assert!(
+            !client.is_built(),
+            "command hooks do not need the HTTP client"
+        );
     }
 
     #[tokio::test]
@@ -297,7 +306,13 @@ mod tests {
             "300ms",
         );
         let started = std::time::Instant::now();
-        let outcome = attempt(&hook, &event(), &reqwest::Client::new(), "me").await;
+        let outcome = attempt(
+            &hook,
+            &event(),
+            &LazyClient::new(reqwest::Client::builder),
+            "me",
+        )
+        .await;
         assert!(
             matches!(outcome, Outcome::Retry { ref error, .. } if error.contains("timed out")),
             "{outcome:?}"

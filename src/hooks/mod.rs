@@ -228,7 +228,7 @@ impl Runner {
                 let me = self.self_name.clone();
                 // Off the runner task: a slow receiver must not hold up the outbox.
                 tokio::spawn(async move {
-                    let result = match deliver::attempt(&hook, &event, client.get(), &me).await {
+                    let result = match deliver::attempt(&hook, &event, &client, &me).await {
                         Outcome::Success => Ok(format!("{name}: delivered {}", event.data.id)),
                         Outcome::Retry { error, .. } | Outcome::Failed(error) => {
                             Err(format!("{name}: {error}"))
@@ -320,7 +320,7 @@ impl Runner {
             let me = self.self_name.clone();
             attempts.push(Box::pin(async move {
                 let started = Instant::now();
-                let outcome = deliver::attempt(&hook, &event, client.get(), &me).await;
+                let outcome = deliver::attempt(&hook, &event, &client, &me).await;
                 (seq, outcome, started.elapsed())
             }));
         }

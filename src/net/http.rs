@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 /// or HTTP checks never uses. Clones share the client.
 #[derive(Clone)]
 pub struct LazyClient {
-    client: Arc<OnceLock<reqwest::Client>>,
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
     builder: fn() -> reqwest::ClientBuilder,
 }
 
@@ -20,12 +20,18 @@ impl LazyClient {
         }
     }
 
-    /// The client, built now if it was not yet.
-    pub fn get(&self) -> &reqwest::Client {
-        self.client.get_or_init(|| {
-            super::tls::install_crypto_provider();
-            (self.builder)().build().unwrap_or_default()
-        })
+    /// The client, built now if it was not yet; the build error (kept, not retried: the
+    /// settings are fixed) if it could not be built.
+    pub fn get(&self) -> Result<&reqwest::Client, String> {
+        self.client
+            .get_or_init(|| {
+                super::tls::install_crypto_provider();
+                (self.builder)()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// True once the client has been built.
@@ -51,7 +57,7 @@ mod tests {
         let lazy = LazyClient::new(reqwest::Client::builder);
         let clone = lazy.clone();
         assert!(!lazy.is_built(), "built before use");
-        let _ = clone.get();
+        assert!(clone.get().is_ok());
         assert!(lazy.is_built(), "clones share one client");
     }
 }

@@ -83,15 +83,32 @@ fn crashed_member_is_failed_everywhere_within_bound_500() {
     crashed_member_is_failed_everywhere_within(500, secs(9));
 }
 
-fn leaving_member_is_left_everywhere_and_never_failed(members: usize) {
+/// Time from the leave until the last other member saw it `left`.
+fn leave_spread(sim: &Simulator, leaver: usize, since: Duration) -> Option<Duration> {
+    let seen: Vec<Duration> = sim
+        .observations()
+        .iter()
+        .filter(|o| o.subject == leaver && o.kind == EventKind::Left && o.at >= since)
+        .map(|o| o.at - since)
+        .collect();
+    (seen.len() == sim.len() - 1).then(|| seen.into_iter().max().unwrap_or_default())
+}
+
+fn leaving_member_is_left_everywhere_and_never_failed(members: usize, within: Duration) {
     let mut sim = converged_cluster(members, 11);
     let leaver = 1;
+    let since = sim.elapsed();
     sim.leave(leaver, secs(2));
     assert_eq!(sim.process(leaver), Process::Down);
     let took = time_until_everyone_sees(&mut sim, leaver, State::Left, secs(5));
     assert!(
         took.is_some(),
         "{members} members: leave not seen everywhere"
+    );
+    let spread = leave_spread(&sim, leaver, since);
+    assert!(
+        spread.is_some_and(|d| d <= within),
+        "{members} members: leave seen by all after {spread:?}, bound {within:?}"
     );
     sim.run_for(secs(30));
     assert_eq!(
@@ -106,17 +123,24 @@ fn leaving_member_is_left_everywhere_and_never_failed(members: usize) {
 
 #[test]
 fn leaving_member_is_left_everywhere_never_failed_5() {
-    leaving_member_is_left_everywhere_and_never_failed(5);
+    leaving_member_is_left_everywhere_and_never_failed(5, Duration::from_millis(20));
+}
+
+/// Up to `leave_notify` (32) members hear of a leave directly, in one trip (gossip alone:
+/// 0.2-0.34 s for 20 members).
+#[test]
+fn leaving_member_is_left_everywhere_never_failed_20() {
+    leaving_member_is_left_everywhere_and_never_failed(20, Duration::from_millis(20));
 }
 
 #[test]
 fn leaving_member_is_left_everywhere_never_failed_50() {
-    leaving_member_is_left_everywhere_and_never_failed(50);
+    leaving_member_is_left_everywhere_and_never_failed(50, Duration::from_millis(300));
 }
 
 #[test]
 fn leaving_member_is_left_everywhere_never_failed_500() {
-    leaving_member_is_left_everywhere_and_never_failed(500);
+    leaving_member_is_left_everywhere_and_never_failed(500, Duration::from_millis(600));
 }
 
 #[test]

@@ -52,13 +52,13 @@ impl BroadcastQueue {
         self.entries.contains_key(&slot)
     }
 
-    /// Appends to `out` the updates that fit in `budget` bytes, skipping `exclude`, and counts
+    /// Appends to `out` the updates that fit in `budget` bytes, skipping the members in `exclude`, and counts
     /// a transmission for each; an update sent `limit` times leaves the queue.
     pub(crate) fn fill(
         &mut self,
         budget: usize,
         limit: u32,
-        exclude: Option<Slot>,
+        exclude: &[Option<Slot>],
         out: &mut Vec<u8>,
     ) -> usize {
         self.fill_inner(budget, Some(limit), exclude, out, None)
@@ -69,7 +69,7 @@ impl BroadcastQueue {
     pub(crate) fn fill_uncounted(
         &mut self,
         budget: usize,
-        exclude: Option<Slot>,
+        exclude: &[Option<Slot>],
         out: &mut Vec<u8>,
     ) -> usize {
         self.fill_inner(budget, None, exclude, out, None)
@@ -83,14 +83,14 @@ impl BroadcastQueue {
         out: &mut Vec<u8>,
         sizes: &mut Vec<usize>,
     ) -> usize {
-        self.fill_inner(budget, Some(limit), None, out, Some(sizes))
+        self.fill_inner(budget, Some(limit), &[], out, Some(sizes))
     }
 
     fn fill_inner(
         &mut self,
         budget: usize,
         limit: Option<u32>,
-        exclude: Option<Slot>,
+        exclude: &[Option<Slot>],
         out: &mut Vec<u8>,
         mut sizes: Option<&mut Vec<usize>>,
     ) -> usize {
@@ -100,7 +100,7 @@ impl BroadcastQueue {
             if budget.saturating_sub(used) < 8 {
                 break;
             }
-            if Some(slot) == exclude {
+            if exclude.contains(&Some(slot)) {
                 continue;
             }
             let Some(entry) = self.entries.get(&slot) else {
@@ -144,13 +144,13 @@ mod tests {
         q.push(1, vec![1; 10]);
         q.push(2, vec![2; 10]);
         let mut out = Vec::new();
-        assert_eq!(q.fill(15, 2, None, &mut out), 1);
+        assert_eq!(q.fill(15, 2, &[], &mut out), 1);
         assert_eq!(out, vec![2; 10], "newest first");
         out.clear();
-        assert_eq!(q.fill(15, 2, None, &mut out), 1);
+        assert_eq!(q.fill(15, 2, &[], &mut out), 1);
         assert_eq!(out, vec![1; 10], "then the least sent");
         out.clear();
-        assert_eq!(q.fill(100, 2, None, &mut out), 2);
+        assert_eq!(q.fill(100, 2, &[], &mut out), 2);
         assert!(q.is_empty(), "every update was sent twice");
     }
 
@@ -161,7 +161,7 @@ mod tests {
         q.push(1, vec![9; 4]);
         assert_eq!(q.len(), 1);
         let mut out = Vec::new();
-        q.fill(100, 5, None, &mut out);
+        q.fill(100, 5, &[], &mut out);
         assert_eq!(out, vec![9; 4]);
     }
 
@@ -171,9 +171,9 @@ mod tests {
         q.push(1, vec![1; 4]);
         let mut out = Vec::new();
         for _ in 0..5 {
-            assert_eq!(q.fill_uncounted(100, None, &mut out), 1);
+            assert_eq!(q.fill_uncounted(100, &[], &mut out), 1);
         }
-        assert_eq!(q.fill(100, 1, None, &mut out), 1);
+        assert_eq!(q.fill(100, 1, &[], &mut out), 1);
         assert!(q.is_empty());
     }
 
@@ -182,7 +182,7 @@ mod tests {
         let mut q = BroadcastQueue::default();
         q.push(1, vec![1; 4]);
         let mut out = Vec::new();
-        assert_eq!(q.fill(100, 5, Some(1), &mut out), 0);
+        assert_eq!(q.fill(100, 5, &[Some(1)], &mut out), 0);
         assert!(q.contains(1));
     }
 }

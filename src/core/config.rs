@@ -44,6 +44,8 @@ pub struct Config {
     pub gossip_to_the_dead: Duration,
     /// Each update is sent `retransmit_mult × ceil(log10(n + 1))` times.
     pub retransmit_mult: u32,
+    /// Members a leaving member tells directly, besides gossiping its `left` (0: gossip only).
+    pub leave_notify: usize,
     /// Time between periodic push-pull exchanges with a random member (0 disables them).
     #[serde(with = "humantime_serde")]
     pub push_pull_interval: Duration,
@@ -85,6 +87,7 @@ impl Default for Config {
             gossip_nodes: 3,
             gossip_to_the_dead: Duration::from_secs(30),
             retransmit_mult: 4,
+            leave_notify: 32,
             push_pull_interval: Duration::from_secs(30),
             push_pull_max_members: 256,
             datagram_budget: 1100,
@@ -139,6 +142,7 @@ impl Profile {
                 suspicion_min_timeout: Duration::ZERO,
                 suspicion_confirmations: 2,
                 fast_confirm_probes: 0,
+                leave_notify: 0,
                 push_pull_max_members: usize::MAX,
                 ..Config::default()
             },
@@ -212,6 +216,12 @@ impl Config {
         }
         if self.retransmit_mult == 0 {
             return err("retransmit_mult", "must be at least 1".into());
+        }
+        if self.leave_notify > 1024 {
+            return err(
+                "leave_notify",
+                format!("({}) must be at most 1024", self.leave_notify),
+            );
         }
         if self.push_pull_max_members < 2 {
             return err("push_pull_max_members", "must be at least 2".into());

@@ -291,7 +291,26 @@ impl Swim {
         self.members
             .set_state(self.me, State::Left, incarnation, now);
         self.enqueue_broadcast(self.me);
+        self.tell_leaving();
         self.schedule_gossip(now);
+    }
+
+    /// Sends our `left` straight to up to `leave_notify` members: gossip alone needs a few
+    /// rounds (log n / log fanout, 200 ms each) to reach everyone, a direct packet one trip.
+    /// These sends do not count as gossip transmissions, so [`Swim::leave_done`] still waits
+    /// for the gossip that covers members beyond the bound and packets lost on the way.
+    fn tell_leaving(&mut self) {
+        let me = self.me;
+        let targets = self
+            .members
+            .random(self.config.leave_notify, &mut self.rng, |s, m| {
+                s != me && matches!(m.state, State::Alive | State::Suspect)
+            });
+        for target in targets {
+            if let Some(addr) = self.members.info(target).map(|i| i.addr) {
+                self.send_with(addr, Some(target), Message::Gossip, Some(me));
+            }
+        }
     }
 
     /// True once our `left` announcement has been sent as often as gossip sends any update
@@ -1524,10 +1543,13 @@ impl Swim {
             .and_then(|s| self.members.get(s))
             .is_none_or(|m| m.state == State::Alive);
         let room = room - updates.len();
+        // `about` is in the packet already; sending it twice would also count a transmission
+        // of it that gossip still has to make.
+        let exclude = [slot, about];
         count += if !counted {
-            self.broadcasts.fill_uncounted(room, slot, &mut updates)
+            self.broadcasts.fill_uncounted(room, &exclude, &mut updates)
         } else {
-            self.broadcasts.fill(room, limit, slot, &mut updates)
+            self.broadcasts.fill(room, limit, &exclude, &mut updates)
         };
         wire::encode_updates_len(count, &mut payload);
         payload.extend_from_slice(&updates);

@@ -23,6 +23,11 @@ fn info(i: u8) -> Arc<MemberInfo> {
 
 /// Member `n0` knowing `n1..=peers` alive at incarnation 0.
 fn core(peers: u8, now: Instant) -> Swim {
+    core_with(peers, Config::default(), now)
+}
+
+/// [`core`] with settings of its own.
+fn core_with(peers: u8, config: Config, now: Instant) -> Swim {
     let identity = Identity {
         name: NodeName::new("n0"),
         addr: addr(0),
@@ -30,7 +35,7 @@ fn core(peers: u8, now: Instant) -> Swim {
         tags: Tags::new(),
         incarnation: Incarnation(0),
     };
-    let mut swim = Swim::new(identity, Config::default(), 42, now);
+    let mut swim = Swim::new(identity, config, 42, now);
     swim.restore(
         now,
         (1..=peers).map(|i| (info(i), Incarnation(0), State::Alive)),
@@ -382,6 +387,40 @@ fn left_is_not_failed_and_is_announced_with_a_new_incarnation() {
             .any(|u| u.name.as_str() == "n0" && u.state == State::Left)
     }));
     assert!(swim.leave_done());
+}
+
+#[test]
+fn a_leave_is_told_directly_to_up_to_leave_notify_members_and_still_gossiped() {
+    let now = Instant::now();
+    let tells = |leave_notify: usize| {
+        let config = Config {
+            leave_notify,
+            ..Config::default()
+        };
+        let mut swim = core_with(5, config, now);
+        swim.leave(now);
+        let told: Vec<SocketAddr> = drain(&mut swim)
+            .into_iter()
+            .filter(|(_, p)| {
+                p.updates
+                    .iter()
+                    .filter(|u| u.name.as_str() == "n0" && u.state == State::Left)
+                    .count()
+                    == 1
+            })
+            .map(|(t, _)| t.to)
+            .collect();
+        // Direct packets use up none of gossip's transmissions of the leave.
+        assert!(!swim.leave_done());
+        run_until(&mut swim, now + Duration::from_secs(2));
+        assert!(swim.leave_done());
+        told
+    };
+    let mut all = tells(32);
+    all.sort();
+    assert_eq!(all, (1..=5).map(addr).collect::<Vec<_>>());
+    assert_eq!(tells(2).len(), 2);
+    assert!(tells(0).is_empty());
 }
 
 #[test]

@@ -1,0 +1,151 @@
+#!/bin/bash
+# Regenerates tools/symbol-order.txt: the functions a running agent executes, which the
+# linker places first in the binary (build.rs), so the code an agent maps is contiguous.
+# Run it after large changes or a toolchain or dependency update (symbol names carry a hash
+# of the crate's build settings; names that no longer exist are skipped by the linker and
+# the layout quietly degrades towards the default one). Needs valgrind and python3.
+#
+# It builds the dist profile with symbols, starts five agents on 127.0.78.x, runs node-5
+# under callgrind with a webhook, an exec hook, checks and the HAProxy agent listener,
+# and drives it through joins, a crash and recovery, a leave and rejoin, API and metrics
+# requests, a reload and its own leave. Takes about two minutes after the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in valgrind python3; do
+    command -v "$tool" > /dev/null || { echo "symbol-order: needs $tool" >&2; exit 1; }
+done
+# The very build that ships: symbol names hash the profile, so any other profile's names
+# would not match (the dist profile keeps its symbol table for this reason).
+target=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --profile dist --locked
+bin="$target/dist/swimd"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
+    wait 2> /dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" tls init --dir "$work/tls" > /dev/null
+for i in 1 2 3 4 5; do
+    "$bin" tls issue "node-$i" --dir "$work/tls" --ip "127.0.78.$i" > /dev/null
+    cat > "$work/node-$i.toml" << EOF
+[node]
+name = "node-$i"
+cluster = "profile"
+[gossip]
+bind = "127.0.78.$i:7946"
+seeds = ["127.0.78.1:7946"]
+[tls]
+ca = "tls/ca.pem"
+cert = "tls/node-$i.pem"
+key = "tls/node-$i-key.pem"
+[api]
+listen = "127.0.78.$i:7947"
+[metrics]
+listen = "127.0.78.$i:9946"
+[state]
+dir = "state/node-$i"
+EOF
+done
+cat >> "$work/node-5.toml" << 'EOF'
+[haproxy_agent]
+listen = "127.0.78.5:7948"
+[[hooks]]
+name = "lb"
+kind = "webhook"
+events = ["member.failed", "member.recovered", "member.joined", "member.left"]
+url = "http://127.0.78.100:8080/hook"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+hold_down = "1s"
+[[hooks]]
+name = "log"
+kind = "exec"
+events = ["member.failed", "member.recovered"]
+command = ["/bin/true"]
+[[checks]]
+name = "api"
+kind = "http"
+url = "http://127.0.78.5:7947/v1/self"
+interval = "2s"
+[[checks]]
+name = "metrics"
+kind = "tcp"
+address = "127.0.78.5:9946"
+interval = "2s"
+[[checks]]
+name = "true"
+kind = "exec"
+command = ["/bin/true"]
+interval = "2s"
+EOF
+
+python3 - > /dev/null 2>&1 << 'EOF' &
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.end_headers()
+http.server.HTTPServer(("127.0.78.100", 8080), H).serve_forever()
+EOF
+pids+=($!)
+
+get() { python3 -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5).read()" "$1" || true; }
+agent() { (cd "$work" && exec "$bin" agent --config "node-$1.toml" > "$work/node-$1.log" 2>&1) & }
+declare -A agents
+for i in 1 2 3 4; do agent "$i"; agents[$i]=$!; pids+=($!); done
+(cd "$work" && exec valgrind --tool=callgrind --demangle=no --compress-strings=no \
+    --callgrind-out-file="$work/callgrind.out" "$bin" agent --config node-5.toml \
+    > "$work/node-5.log" 2>&1) &
+profiled=$!
+pids+=($profiled)
+
+sleep 25
+for path in /v1/members /v1/self /v1/health "/v1/members?state=alive"; do get "http://127.0.78.5:7947$path"; done
+get http://127.0.78.5:9946/metrics
+python3 -c "import socket; s=socket.create_connection(('127.0.78.5',7948)); s.sendall(b'node-1\n'); s.recv(64)" || true
+kill -KILL "${agents[2]}"
+sleep 15
+agent 2; agents[2]=$!; pids+=($!)
+sleep 15
+kill -TERM "${agents[3]}"
+sleep 5
+agent 3; agents[3]=$!; pids+=($!)
+sleep 15
+kill -HUP "$profiled" 2> /dev/null || true
+get http://127.0.78.5:9946/metrics
+get http://127.0.78.5:7947/v1/members
+sleep 5
+kill -TERM "$profiled"
+wait "$profiled" || true
+
+python3 - "$work/callgrind.out" "$bin" > tools/symbol-order.txt << 'EOF'
+import collections, subprocess, sys
+# Self cost per function; a "calls=" line is followed by the call's inclusive cost.
+cost = collections.Counter()
+current, skip = None, False
+for line in open(sys.argv[1]):
+    if line.startswith("fn="):
+        current = line[3:].strip().split("'")[0]
+        cost[current] += 0
+    elif line.startswith("calls="):
+        skip = True
+    elif line[:1].isdigit() or line[:1] in "+-*":
+        if skip:
+            skip = False
+        elif current:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                cost[current] += int(fields[1])
+ours = set()
+for line in subprocess.run(["nm", "--defined-only", sys.argv[2]], capture_output=True, text=True).stdout.splitlines():
+    fields = line.split()
+    if len(fields) == 3 and fields[1] in "tTwW":
+        ours.add(fields[2])
+for name, _ in sorted(cost.items(), key=lambda kv: (-kv[1], kv[0])):
+    if name in ours:
+        print(name)
+EOF
+echo "tools/symbol-order.txt: $(wc -l < tools/symbol-order.txt) functions" >&2

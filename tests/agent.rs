@@ -3,6 +3,7 @@
 mod common;
 
 use std::net::UdpSocket;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -311,6 +312,20 @@ fn version_names_the_source_revision() {
     let out = swimd(&["--version"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("swimd 0.1.0 ("), "{text}");
+}
+
+/// libm.so cost every agent ~0.5 MiB resident for four functions (src/math.rs).
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn binary_does_not_load_libm() {
+    // glibc's loader lists the libraries it loads and exits (what `ldd` does).
+    let out = Command::new(swimd_bin())
+        .env("LD_TRACE_LOADED_OBJECTS", "1")
+        .output()
+        .expect("run swimd");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(libs.contains("libc.so"), "{libs}");
+    assert!(!libs.contains("libm.so"), "{libs}");
 }
 
 #[test]

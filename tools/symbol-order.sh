@@ -6,9 +6,9 @@
 # the layout quietly degrades towards the default one). Needs valgrind and python3.
 #
 # It builds the dist profile, starts 20 agents on 127.0.78.x (enough that member lists take
-# msgpack's wider encodings), runs two under callgrind (the
-# seed, node-1, with a cluster-scoped webhook; node-5 with a webhook, an exec hook, checks and
-# the HAProxy agent listener), and drives them through joins, a crash and recovery, a leave
+# msgpack's wider encodings), runs two under callgrind (the seed, node-1, with a
+# cluster-scoped webhook; node-5 with a webhook, an exec hook, checks and the HAProxy agent
+# listener), and drives them through joins, a crash and recovery, a leave
 # and rejoin, API and metrics requests, a reload and their own leaves; then runs `swimd demo`
 # with its agents under callgrind. Takes about four minutes after the build.
 set -euo pipefail
@@ -144,7 +144,7 @@ wait "$seed" || true
 valgrind --tool=callgrind --trace-children=yes --demangle=no --compress-strings=no \
     --callgrind-out-file="$work/demo-%p.out" "$bin" demo > "$work/demo.log" 2>&1
 
-python3 - "$bin" "$work"/callgrind-*.out "$work"/demo-*.out > tools/symbol-order.txt << 'EOF'
+python3 - "$bin" "$work"/callgrind-*.out "$work"/demo-*.out > "$work/order.txt" << 'EOF'
 import collections, re, subprocess, sys
 # Self cost per function, summed over the agents; a "calls=" line is followed by the
 # call's inclusive cost.
@@ -187,4 +187,6 @@ for name in sorted(ours):
     if variants.search(name) and name not in cost:
         print(name)
 EOF
+# Replaced only whole: a run that fails part-way leaves the old list.
+mv "$work/order.txt" tools/symbol-order.txt
 echo "tools/symbol-order.txt: $(wc -l < tools/symbol-order.txt) functions" >&2

@@ -3,17 +3,23 @@
 # linker places first in the binary (build.rs), so the code an agent maps is contiguous.
 # Run it after large changes or a toolchain or dependency update (symbol names carry a hash
 # of the crate's build settings; names that no longer exist are skipped by the linker and
-# the layout quietly degrades towards the default one). Needs valgrind and python3.
+# the layout quietly degrades towards the default one). Needs valgrind, perf and python3.
 #
-# It builds the dist profile, starts 20 agents on 127.0.78.x (enough that member lists take
-# msgpack's wider encodings), runs two under callgrind (the seed, node-1, with a
-# cluster-scoped webhook; node-5 with a webhook, an exec hook, checks and the HAProxy agent
-# listener), and drives them through joins, a crash and recovery, a leave
-# and rejoin, API and metrics requests, a reload and their own leaves; then runs `swimd demo`
-# with its agents under callgrind. Takes about four minutes after the build.
+# It builds the dist profile, starts 50 agents on 127.0.78.x, runs three under callgrind
+# (node-7 as configured by most hosts: gossip, API and metrics, no hooks or checks; the seed,
+# node-1, with a cluster-scoped webhook; node-5 with a webhook, an exec hook, checks and the
+# HAProxy agent listener), and drives them through joins, a crash and recovery, a leave and
+# rejoin, API, event-stream and metrics requests, a reload and their own leaves; runs `swimd
+# demo` with its agents under callgrind; then runs 50 native agents under `perf record` for
+# their page faults. Takes about four minutes after the build.
+#
+# The order has tiers: what node-7 ran and what native agents faulted on first (every agent
+# runs it), then the CPU-specific variants, then what only hooks, checks and the demo run.
+# An agent without hooks then maps a prefix of ~1.8 MB instead of every function any
+# configuration may run (~2.4 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in valgrind python3; do
+for tool in valgrind perf python3; do
     command -v "$tool" > /dev/null || { echo "symbol-order: needs $tool" >&2; exit 1; }
 done
 # The very build that ships: symbol names hash the profile, so any other profile's names
@@ -31,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin" tls init --dir "$work/tls" > /dev/null
-for i in $(seq 1 20); do
+for i in $(seq 1 50); do
     "$bin" tls issue "node-$i" --dir "$work/tls" --ip "127.0.78.$i" > /dev/null
     cat > "$work/node-$i.toml" << EOF
 [node]
@@ -114,12 +120,19 @@ profile() {
 }
 profile 1; seed=$!; pids+=($seed)
 sleep 5
-for i in 2 3 4 $(seq 6 20); do agent "$i"; agents[$i]=$!; pids+=($!); done
+for i in 2 3 4 6 $(seq 8 50); do agent "$i"; agents[$i]=$!; pids+=($!); done
 profile 5; profiled=$!; pids+=($profiled)
+profile 7; plain=$!; pids+=($plain)
+# A client following node-7's event stream (as dashboards and the test lab do).
+python3 -c "import urllib.request; r=urllib.request.urlopen('http://127.0.78.7:7947/v1/events', timeout=120); [None for _ in r]" \
+    > /dev/null 2>&1 &
+pids+=($!)
 
 sleep 25
-for path in /v1/members /v1/self /v1/health "/v1/members?state=alive"; do get "http://127.0.78.5:7947$path"; done
-get http://127.0.78.5:9946/metrics
+for node in 5 7; do
+    for path in /v1/members /v1/self /v1/health "/v1/members?state=alive"; do get "http://127.0.78.$node:7947$path"; done
+    get "http://127.0.78.$node:9946/metrics"
+done
 python3 -c "import socket; s=socket.create_connection(('127.0.78.5',7948)); s.sendall(b'node-1\n'); s.recv(64)" || true
 kill -KILL "${agents[2]}"
 sleep 15
@@ -130,13 +143,34 @@ sleep 5
 agent 3; agents[3]=$!; pids+=($!)
 sleep 15
 kill -HUP "$profiled" 2> /dev/null || true
-get http://127.0.78.5:9946/metrics
-get http://127.0.78.5:7947/v1/members
+kill -HUP "$plain" 2> /dev/null || true
+for node in 5 7; do
+    get "http://127.0.78.$node:9946/metrics"
+    get "http://127.0.78.$node:7947/v1/members"
+done
 sleep 5
-kill -TERM "$profiled"
+kill -TERM "$profiled" "$plain"
 wait "$profiled" || true
+wait "$plain" || true
 kill -TERM "$seed"
 wait "$seed" || true
+for i in "${!agents[@]}"; do kill -TERM "${agents[$i]}" 2> /dev/null || true; done
+for i in "${!agents[@]}"; do wait "${agents[$i]}" 2> /dev/null || true; done
+
+# Native agents run what valgrind's slow, ADX-less CPU never makes them run: key updates,
+# loss recovery, the CPU's own crypto variants. The first instruction fetched in each
+# 64 KB window of the binary faults; those functions join the plain agent's tier.
+cat > "$work/native.sh" << EOF
+cd "$work"
+for i in \$(seq 1 50); do "$bin" agent --config node-\$i.toml > node-\$i.log 2>&1 & done
+sleep 60
+kill -KILL %7; sleep 1
+"$bin" agent --config node-7.toml > node-7.log 2>&1 &
+sleep 20
+kill -TERM \$(jobs -p); wait
+EOF
+perf record -q -e page-faults -c 1 -d -o "$work/native.data" -- bash "$work/native.sh"
+perf script -i "$work/native.data" -F pid,addr,ip,sym,dso --no-demangle > "$work/native.txt" 2> /dev/null
 
 # `swimd demo` adds what its agents do: event streams, a restart after SIGKILL (the state
 # store recovers its file) and failover of a cluster-scoped hook. Only its agents count,
@@ -144,15 +178,18 @@ wait "$seed" || true
 valgrind --tool=callgrind --trace-children=yes --demangle=no --compress-strings=no \
     --callgrind-out-file="$work/demo-%p.out" "$bin" demo > "$work/demo.log" 2>&1
 
-python3 - "$bin" "$work"/callgrind-*.out "$work"/demo-*.out > "$work/order.txt" << 'EOF'
+python3 - "$bin" "$work/callgrind-7.out" "$work/native.txt" "$work"/callgrind-[15].out "$work"/demo-*.out \
+    > "$work/order.txt" << 'EOF'
 import collections, re, subprocess, sys
-# Self cost per function, summed over the agents; a "calls=" line is followed by the
-# call's inclusive cost.
-cost = collections.Counter()
-for path in sys.argv[2:]:
+
+
+def self_cost(path):
+    """Self cost per function of one agent's profile (None for a non-agent process); a
+    "calls=" line is followed by the call's inclusive cost."""
+    cost = collections.Counter()
     lines = open(path).read().splitlines()
     if not any(l.startswith("cmd:") and " agent " in l for l in lines[:20]):
-        continue
+        return None
     current, skip = None, False
     for line in lines:
         if line.startswith("fn="):
@@ -167,25 +204,53 @@ for path in sys.argv[2:]:
                 fields = line.split()
                 if len(fields) > 1 and fields[1].isdigit():
                     cost[current] += int(fields[1])
+    return cost
+
+
 ours = set()
 for line in subprocess.run(["nm", "--defined-only", sys.argv[1]], capture_output=True, text=True).stdout.splitlines():
     fields = line.split()
     if len(fields) == 3 and fields[1] in "tTwW":
         ours.add(fields[2])
-for name, _ in sorted(cost.items(), key=lambda kv: (-kv[1], kv[0])):
-    if name in ours:
-        print(name)
-# ring and sha2 pick their AES-GCM, SHA-256 and curve code by CPU feature at run time, and
-# valgrind's virtual CPU lacks some (ADX, SHA, VAES): every variant goes after the profiled
-# functions, with the C runtime's start-up code (found by recording the page faults of a
-# native `swimd demo` with `perf record -e page-faults -d`).
+placed = set()
+
+
+def place(names):
+    for name in names:
+        if name in ours and name not in placed:
+            placed.add(name)
+            print(name)
+
+
+def by_cost(cost):
+    return [name for name, _ in sorted(cost.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+# Tier 1: the plain agent, hottest first, then what native agents fault on first.
+plain = self_cost(sys.argv[2])
+place(by_cost(plain))
+native = []
+for line in open(sys.argv[3]):
+    fields = line.split()
+    # pid, the faulting address, then the instruction pointer: equal for a code fetch.
+    if len(fields) > 3 and fields[1] in fields[2:-1] and sys.argv[1] in line:
+        at = fields.index(fields[1], 2)
+        native.append(fields[at + 1])
+place(native)
+# Tier 2: ring and sha2 pick their AES-GCM, SHA-256 and curve code by CPU feature at run
+# time, and valgrind's virtual CPU lacks some (ADX, SHA, VAES): every variant, the fiat
+# helpers only the native path calls, and the C runtime's start-up code (found by recording
+# the page faults of native agents with `perf record -e page-faults -d`).
 variants = re.compile(
     r"_adx|_hw$|vaes|vpclmulqdq|ring4aead7aes_gcm|ring4aead3gcm16Context|x86_sha"
-    r"|^fe4_|constant_time_conditional_memxor|^_start$|^_init$|^frame_dummy$"
+    r"|^fe4_|^fiat_|^inline_x25519_|constant_time_conditional_mem|^_start$|^_init$|^frame_dummy$"
 )
-for name in sorted(ours):
-    if variants.search(name) and name not in cost:
-        print(name)
+place(sorted(name for name in ours if variants.search(name)))
+# Tier 3: what hooks, checks, the HAProxy agent listener and the demo add.
+rest = collections.Counter()
+for path in sys.argv[4:]:
+    rest.update(self_cost(path) or {})
+place(by_cost(rest))
 EOF
 # Replaced only whole: a run that fails part-way leaves the old list.
 mv "$work/order.txt" tools/symbol-order.txt

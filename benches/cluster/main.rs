@@ -6,8 +6,8 @@
 //! Needs root, iproute2, nftables and `serf`. Not part of `cargo test`:
 //!
 //! ```sh
-//! cargo bench --bench cluster        # 50 hosts, 10 kills, steady state 60 s to 120 s in
-//! CLUSTER_HOSTS=20 CLUSTER_KILLS=10 CLUSTER_SETTLE_S=60 CLUSTER_STEADY_S=60 \
+//! cargo bench --bench cluster        # 50 hosts, 10 kills, steady state 120-180 s after convergence
+//! CLUSTER_HOSTS=20 CLUSTER_KILLS=10 CLUSTER_SETTLE_S=120 CLUSTER_STEADY_S=60 \
 //!     CLUSTER_SYSTEMS=swimd,serf cargo bench --bench cluster
 //! ```
 //!
@@ -452,7 +452,10 @@ fn main() {
     let plan = Plan {
         hosts: env_or("CLUSTER_HOSTS", 50),
         kills: env_or("CLUSTER_KILLS", 10),
-        settle: Duration::from_secs(env_or("CLUSTER_SETTLE_S", 60)),
+        // Steady state: swimd agents open a connection when they first probe a peer; at 50
+        // hosts 47 of 49 were open 60 s after convergence, 49 at 120 s, and the handshakes
+        // (~4.4 KB each) lifted the 60-120 s window to 360-378 B/s against 303 after.
+        settle: Duration::from_secs(env_or("CLUSTER_SETTLE_S", 120)),
         steady: Duration::from_secs(env_or("CLUSTER_STEADY_S", 60)),
     };
     let systems: String = env_or("CLUSTER_SYSTEMS", "swimd,serf".to_string());

@@ -9,9 +9,9 @@
 # (node-7 as configured by most hosts: gossip, API and metrics, no hooks or checks; the seed,
 # node-1, with a cluster-scoped webhook; node-5 with a webhook, an exec hook, checks and the
 # HAProxy agent listener), and drives them through joins, a crash and recovery, a leave and
-# rejoin, API, event-stream and metrics requests, a reload and their own leaves; runs `swimd
-# demo` with its agents under callgrind; then runs 50 native agents under `perf record` for
-# their page faults. Takes about four minutes after the build.
+# rejoin, API, event-stream and metrics requests, a reload and their own leaves; runs 50
+# native agents under `perf record` for their page faults; then runs `swimd demo` with its
+# agents under callgrind. Takes about four minutes after the build.
 #
 # The order has tiers: what node-7 ran and what native agents faulted on first (every agent
 # runs it), then the CPU-specific variants, then what only hooks, checks and the demo run.
@@ -228,6 +228,8 @@ def by_cost(cost):
 
 # Tier 1: the plain agent, hottest first, then what native agents fault on first.
 plain = self_cost(sys.argv[2])
+if not plain:
+    sys.exit("symbol-order: no callgrind profile of the plain agent (node-7)")
 place(by_cost(plain))
 native = []
 for line in open(sys.argv[3]):

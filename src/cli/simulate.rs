@@ -1,4 +1,5 @@
-//! `swimd simulate`: one scenario, one JSON object on stdout.
+//! `swimd simulate`: one scenario, one JSON object on stdout; over a range of seeds, the
+//! distribution of every figure.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::core::Profile;
+use crate::sim::Simulator;
 use crate::sim::scenario::{self, Options, ScenarioKind};
+use crate::sim::sweep;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -17,8 +20,19 @@ pub(super) struct Args {
     #[arg(long, default_value = "crash")]
     scenario: ScenarioKind,
     /// RNG seed: the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
     seed: u64,
+    /// Run every seed of a range, e.g. `1..200` (both ends included), and print the
+    /// distribution of each figure over them and the seeds where something went wrong.
+    #[arg(long, value_name = "A..B")]
+    seeds: Option<String>,
+    /// Threads for `--seeds` (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print on stderr every step of one member's story (who accused it, whose probe
+    /// failed, which verdict counted, its refutations), e.g. `--explain node-8`.
+    #[arg(long, value_name = "MEMBER", conflicts_with = "seeds")]
+    explain: Option<String>,
     /// Simulated time, e.g. 120s or 10m.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -68,7 +82,11 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("--set")?;
     }
     config.validate()?;
-    let report = scenario::run(Options {
+    let explain = match &args.explain {
+        Some(name) => Some(member_index(name, args.members)?),
+        None => None,
+    };
+    let options = Options {
         scenario: args.scenario,
         members: args.members,
         seed: args.seed,
@@ -79,8 +97,78 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         hold: args.hold,
         profile: args.profile,
         config,
-        progress: true,
-    });
+        progress: args.seeds.is_none(),
+        explain,
+    };
+    if let Some(seeds) = &args.seeds {
+        let seeds = sweep::parse_seeds(seeds)?;
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        let total = seeds.clone().count();
+        let summary = sweep::run(&options, seeds, threads, |done, report| {
+            let trouble = report.false_positives + report.flaps + report.undetected;
+            let mark = if trouble > 0 { "  <- failed" } else { "" };
+            eprintln!(
+                "simulate: seed {} ({done}/{total}): {} false failures, {} flaps, {} undetected{mark}",
+                report.seed, report.false_positives, report.flaps, report.undetected
+            );
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (report, sim, _) = scenario::run_detailed(options);
+    if let Some(subject) = explain {
+        print_story(&sim, subject);
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulator names its members `node-0`, `node-1`, ...
+fn member_index(name: &str, members: usize) -> anyhow::Result<usize> {
+    name.strip_prefix("node-")
+        .and_then(|i| i.parse::<usize>().ok())
+        .filter(|&i| i < members)
+        .with_context(|| {
+            format!(
+                "--explain {name:?}: expected a simulated member, node-0 to node-{}",
+                members - 1
+            )
+        })
+}
+
+/// The member's story on stderr: every trace step and every state change, in time order.
+fn print_story(sim: &Simulator, subject: usize) {
+    let name = |i: usize| {
+        sim.name(i)
+            .map_or_else(|| format!("#{i}"), |n| n.to_string())
+    };
+    let mut lines: Vec<(std::time::Duration, String)> = sim
+        .story()
+        .iter()
+        .map(|(at, observer, entry)| (*at, format!("{:>10}  {}", name(*observer), entry.step)))
+        .collect();
+    lines.extend(
+        sim.observations()
+            .iter()
+            .filter(|o| o.subject == subject)
+            .map(|o| {
+                let text = format!(
+                    "{:>10}  -> {} (incarnation {})",
+                    name(o.observer),
+                    o.kind.as_str(),
+                    o.incarnation.0
+                );
+                (o.at, text)
+            }),
+    );
+    lines.sort_by_key(|(at, _)| *at);
+    eprintln!("simulate: the story of {}", name(subject));
+    for (at, text) in lines {
+        eprintln!("{:>10.3} s  {text}", at.as_secs_f64());
+    }
 }

@@ -18,6 +18,7 @@ mod members;
 mod notes;
 mod suspicion;
 mod swim;
+mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use std::time::Instant;
 pub use config::{Config, ConfigError, Profile};
 pub use members::MemberInfo;
 pub use swim::{Identity, Swim, TagsError};
+pub use trace::{Step, TraceEntry};
 
 pub use crate::wire::{Incarnation, NodeName, State, Tags};
 

@@ -14,6 +14,7 @@ use super::broadcast::BroadcastQueue;
 use super::members::{DIGEST_BUCKETS, Member, MemberInfo, Members, Slot, hash64};
 use super::notes::Notes;
 use super::suspicion::Suspicion;
+use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
     self, Ack, ClusterId, Digest, Incarnation, Message, Nack, NodeName, Packet, Ping, PingReq,
@@ -78,10 +79,13 @@ enum ProbeKind {
     Verify,
 }
 
-/// Pings in one link check, and the acks it needs to pass: with 80% of our packets lost a
-/// check passes about once in 1,200 tries, at 10% loss each way 93% of them do.
-const LINK_CHECK_PINGS: u32 = 10;
-const LINK_CHECK_QUORUM: u32 = 7;
+/// Pings in one link check, and the acks it needs to pass (binomial odds): with 80% of our
+/// packets lost a check passes once in 1,800 tries; at 15% loss each way (72% of round
+/// trips) 99.93% of checks pass, at 20% (64%) 98.5%. Ten pings with a quorum of 7 failed
+/// 29% of checks at 15% loss, and a healthy member accused then failed before it could
+/// refute (seed 5005 of the 100-member 15% sweep).
+const LINK_CHECK_PINGS: u32 = 32;
+const LINK_CHECK_QUORUM: u32 = 15;
 
 /// A member accused while its own probes keep failing checks its links before refuting
 /// (ours): it pings several members at once and refutes only if nearly all answer. A member
@@ -162,6 +166,7 @@ pub struct Swim {
     rtt_samples: VecDeque<Duration>,
     /// Confirmations each ended suspicion had, for the agent's histogram (bounded).
     confirmation_samples: VecDeque<u32>,
+    trace: Trace,
 }
 
 /// Samples kept between two drains; older ones are dropped when the driver is slow.
@@ -223,6 +228,7 @@ impl Swim {
             stats: Stats::default(),
             rtt_samples: VecDeque::new(),
             confirmation_samples: VecDeque::new(),
+            trace: Trace::default(),
         };
         // Spread the first probe over one interval so members started together do not probe
         // in lockstep.
@@ -447,6 +453,16 @@ impl Swim {
         true
     }
 
+    /// Turns the trace of why views change on or off (see [`Swim::poll_trace`]).
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace.enable(on);
+    }
+
+    /// The next trace entry, while tracing is on (at most the latest 4096 are kept).
+    pub fn poll_trace(&mut self) -> Option<TraceEntry> {
+        self.trace.poll()
+    }
+
     /// The next note learnt from a peer (each note once).
     pub fn poll_note(&mut self) -> Option<String> {
         self.notes.poll()
@@ -602,6 +618,12 @@ impl Swim {
                 if self.hold_own_verdict(now, slot) {
                     return;
                 }
+                if let (Some(s), Some(info)) = (self.suspicions.get(&slot), self.members.info(slot))
+                {
+                    let confirmations = s.confirmations();
+                    self.trace
+                        .record(now, &info.name, || Step::Failed { confirmations });
+                }
                 self.end_suspicion(slot);
                 if let Some(m) = self.members.get(slot).filter(|m| m.state == State::Suspect) {
                     let incarnation = m.incarnation;
@@ -612,9 +634,11 @@ impl Swim {
                 // Halfway to the earliest verdict we may have missed the refutation: gossip
                 // reaches all but a few members. Ask the member ourselves; the ping tells it
                 // what we believe, so a live member answers with its news. Short of
-                // confirmations, a full probe: we may be the only one to have heard a stale
-                // rumor, or (in a partition, where the fast confirmers may sit on the far
-                // side) our failed probe is the confirmation that shortens the timeout.
+                // confirmations, each round a fresh few members chosen by hash (as fast
+                // confirmers are) make it a full probe: in a partition the first confirmers
+                // may sit on the far side. Only a few: were every suspecting member to probe,
+                // the few probes that fail by chance under loss (3% each at 15%) would add up
+                // to confirmations of a healthy member, more of them the larger the cluster.
                 let Some(wants_confirmations) = self
                     .suspicions
                     .get(&slot)
@@ -627,7 +651,17 @@ impl Swim {
                 let (min, _) = self.config.suspicion_bounds(self.members.live());
                 self.schedule(now + min / 2, Timer::SuspicionCheck(slot, started));
                 if !self.leaving && !self.probes.values().any(|p| p.target == slot) {
-                    let kind = if wants_confirmations {
+                    let round = now.saturating_duration_since(started).as_nanos()
+                        / (min / 2).as_nanos().max(1);
+                    let incarnation = self.members.get(slot).map(|m| m.incarnation);
+                    let selected = incarnation.is_some_and(|inc| {
+                        self.selected_to_confirm(
+                            slot,
+                            inc,
+                            u32::try_from(round).unwrap_or(u32::MAX),
+                        )
+                    });
+                    let kind = if wants_confirmations && selected {
                         ProbeKind::Check
                     } else {
                         ProbeKind::Verify
@@ -659,6 +693,9 @@ impl Swim {
         }
         let at = s.hold(now + s.min());
         self.stats.verdicts_deferred += 1;
+        if let Some(info) = self.members.info(slot) {
+            self.trace.record(now, &info.name, || Step::VerdictHeld);
+        }
         self.schedule(at, Timer::Suspicion(slot));
         true
     }
@@ -784,8 +821,11 @@ impl Swim {
             return;
         }
         let incarnation = member.incarnation;
+        let nacks = probe.nacks;
+        self.trace
+            .record(now, &probe.target_name, || Step::ProbeFailed { nacks });
         let me = self.my_info().name.clone();
-        self.suspect(now, probe.target, incarnation, me, Source::Gossip);
+        self.suspect(now, probe.target, incarnation, me, None, Source::Gossip);
     }
 
     fn on_ack(&mut self, now: Instant, ack: Ack) {
@@ -948,6 +988,10 @@ impl Swim {
         if check.acks < LINK_CHECK_QUORUM {
             return;
         }
+        let acks = check.acks;
+        let me = self.my_info().name.clone();
+        self.trace
+            .record(now, &me, || Step::LinkCheck { acks, passed: true });
         self.end_link_check();
         self.stats.link_checks_passed += 1;
         self.link_check_after = None;
@@ -960,9 +1004,19 @@ impl Swim {
     }
 
     fn on_link_check_deadline(&mut self, now: Instant, id: u32) {
-        if self.link_check.as_ref().is_none_or(|c| c.id != id) {
+        let Some(acks) = self
+            .link_check
+            .as_ref()
+            .filter(|c| c.id == id)
+            .map(|c| c.acks)
+        else {
             return;
-        }
+        };
+        let me = self.my_info().name.clone();
+        self.trace.record(now, &me, || Step::LinkCheck {
+            acks,
+            passed: false,
+        });
         self.end_link_check();
         self.stats.link_checks_failed += 1;
         // Retry soon (a suspicion runs out in seconds), then back off to 16 probe intervals,
@@ -991,6 +1045,7 @@ impl Swim {
         slot: Slot,
         incarnation: Incarnation,
         accuser: NodeName,
+        via: Option<&NodeName>,
         source: Source,
     ) {
         let Some(member) = self.members.get(slot) else {
@@ -999,6 +1054,7 @@ impl Swim {
         if incarnation < member.incarnation {
             return;
         }
+        let name = member.info.name.clone();
         match member.state {
             State::Suspect => {
                 let current = member.incarnation;
@@ -1011,6 +1067,15 @@ impl Swim {
                         .set_state(slot, State::Suspect, incarnation, now);
                 }
                 if confirmed {
+                    let confirmations = self
+                        .suspicions
+                        .get(&slot)
+                        .map_or(0, Suspicion::confirmations);
+                    self.trace.record(now, &name, || Step::Confirmed {
+                        accuser: accuser.clone(),
+                        via: via.cloned(),
+                        confirmations,
+                    });
                     if let Some(deadline) = self.suspicions.get(&slot).map(Suspicion::deadline) {
                         self.schedule(deadline, Timer::Suspicion(slot));
                     }
@@ -1019,6 +1084,11 @@ impl Swim {
             }
             State::Alive => {
                 self.stats.suspicions += 1;
+                self.trace.record(now, &name, || Step::Suspected {
+                    accuser: accuser.clone(),
+                    via: via.cloned(),
+                    incarnation,
+                });
                 let n = self.members.live();
                 let expected = if n.saturating_sub(2) < self.config.suspicion_confirmations as usize
                 {
@@ -1033,7 +1103,8 @@ impl Swim {
                 self.suspicions.insert(slot, suspicion);
                 self.transition(now, slot, State::Suspect, incarnation, source);
                 self.enqueue_suspect(now, slot, &accuser);
-                if accuser != self.my_info().name && self.selected_to_confirm(slot, incarnation) {
+                if accuser != self.my_info().name && self.selected_to_confirm(slot, incarnation, 0)
+                {
                     self.start_probe(now, slot, ProbeKind::Check);
                 }
             }
@@ -1045,7 +1116,7 @@ impl Swim {
     /// incarnation, prober), probe a new suspect at once, so confirmations (or the suspect's
     /// refutation) arrive within about one probe round. Expected set size is
     /// `fast_confirm_probes` whatever the cluster size: O(1) probes per suspicion.
-    fn selected_to_confirm(&self, slot: Slot, incarnation: Incarnation) -> bool {
+    fn selected_to_confirm(&self, slot: Slot, incarnation: Incarnation, round: u32) -> bool {
         if self.config.fast_confirm_probes == 0 || self.leaving {
             return false;
         }
@@ -1059,6 +1130,7 @@ impl Swim {
         key.extend_from_slice(suspect.name.as_str().as_bytes());
         key.push(0);
         key.extend_from_slice(&incarnation.0.to_be_bytes());
+        key.extend_from_slice(&round.to_be_bytes());
         key.extend_from_slice(self.name().as_str().as_bytes());
         (hash64(&key, 0x5357_494d) as f64) < share * u64::MAX as f64
     }
@@ -1183,10 +1255,12 @@ impl Swim {
             return;
         };
         let (current, state) = (member.incarnation, member.state);
-        // The accuser: named in the update, else the peer it came from (push-pull).
+        // The accuser: named in the update, else the peer it came from (push-pull from an
+        // older agent). Such an unnamed accusation may start a suspicion but never confirms
+        // one: the peer may only be passing on somebody else's.
         let mut update = update;
-        if matches!(update.state, State::Suspect | State::Failed) && update.from.as_str().is_empty()
-        {
+        let named = !update.from.as_str().is_empty();
+        if matches!(update.state, State::Suspect | State::Failed) && !named {
             update.from = sender.cloned().unwrap_or_default();
         }
         // Accusations from members we believe suspect or failed are not trusted: a member
@@ -1242,16 +1316,24 @@ impl Swim {
                         self.schedule_gossip(now);
                     }
                 } else {
+                    self.trace.record(now, &update.name, || Step::Alive {
+                        incarnation: update.incarnation,
+                        via: sender.cloned(),
+                    });
                     self.transition(now, slot, State::Alive, update.incarnation, source);
                 }
             }
-            State::Suspect => self.suspect(now, slot, update.incarnation, update.from, source),
+            State::Suspect if named || state == State::Alive => {
+                self.suspect(now, slot, update.incarnation, update.from, sender, source)
+            }
+            State::Suspect => {}
             State::Failed => {
                 if update.incarnation < current || matches!(state, State::Failed | State::Left) {
                     return;
                 }
                 if state == State::Alive {
-                    self.suspect(now, slot, update.incarnation, update.from.clone(), source);
+                    let accuser = update.from.clone();
+                    self.suspect(now, slot, update.incarnation, accuser, sender, source);
                 }
                 // A verdict on a member we did not suspect, or only just began to: check it
                 // ourselves and accept the verdict only once our suspicion is half its minimum
@@ -1263,7 +1345,16 @@ impl Swim {
                 let Some(suspicion) = self.suspicions.get_mut(&slot) else {
                     return;
                 };
-                if now < suspicion.started() + half_min {
+                let accepted = now >= suspicion.started() + half_min;
+                self.trace.record(now, &update.name, || Step::VerdictHeard {
+                    accuser: update.from.clone(),
+                    via: sender.cloned(),
+                    accepted,
+                });
+                let Some(suspicion) = self.suspicions.get_mut(&slot) else {
+                    return;
+                };
+                if !accepted {
                     let at = suspicion.accept_verdict_at(suspicion.started() + half_min);
                     self.schedule(at, Timer::Suspicion(slot));
                     if !self.probes.values().any(|p| p.target == slot) {
@@ -1344,7 +1435,9 @@ impl Swim {
             }
             State::Suspect => {
                 if update.incarnation >= current {
-                    if self.awareness.score() > 0 {
+                    let after_link_check = self.awareness.score() > 0;
+                    self.trace_refuting(now, &update, sender, after_link_check);
+                    if after_link_check {
                         // Some of our own probes failed without nacks: we may be the culprit,
                         // so we refute only once our links are shown to work.
                         self.refute_after_link_check(now, update.incarnation);
@@ -1362,6 +1455,7 @@ impl Swim {
             }
             State::Failed | State::Left => {
                 if update.incarnation >= current {
+                    self.trace_refuting(now, &update, sender, true);
                     // The cluster agreed we are gone: claim otherwise only once our links
                     // are shown to work, whatever our health score says.
                     self.refute_after_link_check(now, update.incarnation);
@@ -1375,6 +1469,21 @@ impl Swim {
                 }
             }
         }
+    }
+
+    fn trace_refuting(
+        &mut self,
+        now: Instant,
+        update: &Update,
+        sender: Option<&NodeName>,
+        after_link_check: bool,
+    ) {
+        self.trace.record(now, &update.name, || Step::Refuting {
+            claimed: update.incarnation,
+            accuser: update.from.clone(),
+            via: sender.cloned(),
+            after_link_check,
+        });
     }
 
     /// Answers a packet that carried a stale accusation of us with our current view: the
@@ -1610,7 +1719,10 @@ impl Swim {
     ) {
         let (members, digest) = if join {
             (
-                self.members.iter().map(|(_, m)| update_of(m)).collect(),
+                self.members
+                    .iter()
+                    .map(|(s, m)| self.describe(s, m))
+                    .collect(),
                 Digest::default(),
             )
         } else {
@@ -1635,8 +1747,7 @@ impl Swim {
         slots.extend(peer.filter(|&p| p != self.me));
         slots
             .iter()
-            .filter_map(|&s| self.members.get(s))
-            .map(update_of)
+            .filter_map(|&s| self.members.get(s).map(|m| self.describe(s, m)))
             .collect()
     }
 
@@ -1653,8 +1764,7 @@ impl Swim {
                 .members
                 .bucket(bucket)
                 .filter(|&s| s != self.me)
-                .filter_map(|s| self.members.get(s))
-                .map(update_of)
+                .filter_map(|s| self.members.get(s).map(|m| self.describe(s, m)))
                 .collect();
             if !covered.is_empty() && out.len() + members.len() > self.config.push_pull_max_members
             {
@@ -1738,7 +1848,10 @@ impl Swim {
         }
         self.stats.push_pulls_answered += 1;
         let mut members = if join {
-            self.members.iter().map(|(_, m)| update_of(m)).collect()
+            self.members
+                .iter()
+                .map(|(s, m)| self.describe(s, m))
+                .collect()
         } else {
             self.self_and_peer(peer)
         };
@@ -1794,6 +1907,19 @@ impl Swim {
         if let Some(slot) = self.members.random_failed(&mut self.rng, &pending) {
             self.start_probe(now, slot, ProbeKind::Reconnect);
         }
+    }
+
+    /// A member as we describe it in a push-pull: a suspect names its first accuser, so the
+    /// peer does not take us for a second, independent one (two members syncing would
+    /// otherwise mint two confirmations out of one accusation).
+    fn describe(&self, slot: Slot, m: &Member) -> Update {
+        let mut update = update_of(m);
+        if m.state == State::Suspect
+            && let Some(s) = self.suspicions.get(&slot)
+        {
+            update.from = s.first_accuser().clone();
+        }
+        update
     }
 
     fn my_info(&self) -> &Arc<MemberInfo> {

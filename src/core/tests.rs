@@ -642,3 +642,179 @@ fn restoring_a_name_twice_keeps_one_entry() {
     assert_eq!(swim.count(State::Alive), 4);
     assert_eq!(swim.count(State::Failed), 0);
 }
+
+#[test]
+fn a_suspicion_relayed_by_push_pull_names_its_accuser_and_is_no_confirmation() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n2", 0, State::Suspect, "n1")],
+        ),
+    );
+    drain(&mut swim);
+    // Two peers pass the suspicion on in push-pulls without naming the accuser (as agents
+    // before this rule did): neither becomes a second accuser.
+    for peer in [3, 4] {
+        let sync = Message::PushPull(wire::PushPull {
+            members: vec![claim("n2", 0, State::Suspect, "")],
+            ..wire::PushPull::default()
+        });
+        swim.handle_packet(now, addr(peer), packet(peer, sync, vec![]));
+    }
+    // Our own push-pull names the first accuser.
+    let sent = drain(&mut swim);
+    let described = sent
+        .iter()
+        .filter_map(|(_, p)| match &p.message {
+            Message::PushPull(pp) => pp.members.iter().find(|u| u.name.as_str() == "n2"),
+            _ => None,
+        })
+        .next()
+        .expect("a push-pull answer describing n2");
+    assert_eq!(described.from.as_str(), "n1");
+    let (min, max) = swim.config().suspicion_bounds(11);
+    // n2 answers every ping (so our own probes confirm nothing) but never refutes.
+    let until = now + min.max(max / 2);
+    while let Some(at) = swim.poll_timeout().filter(|&at| at <= until) {
+        swim.handle_timeout(at);
+        for (t, p) in drain(&mut swim) {
+            if let (true, Message::Ping(ping)) = (t.to == addr(2), &p.message) {
+                let ack = Message::Ack(wire::Ack { seq: ping.seq });
+                swim.handle_packet(at, addr(2), packet(2, ack, vec![]));
+            }
+        }
+    }
+    assert_eq!(
+        swim.member("n2").map(|m| m.state),
+        Some(State::Suspect),
+        "one accusation relayed three ways is still one"
+    );
+}
+
+/// Cores named `c{i}` that know `n1..=peers` and suspect `n2` on `n1`'s word; how many of
+/// them probed `n2` themselves in a way that could confirm the suspicion, by `until`.
+fn confirming_probers(cores: u32, peers: u8, until: Duration) -> usize {
+    let now = Instant::now();
+    let mut probers = 0;
+    for i in 0..cores {
+        let identity = Identity {
+            name: NodeName::new(&format!("c{i}")),
+            addr: SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946)),
+            cluster: CLUSTER,
+            tags: Tags::new(),
+            incarnation: Incarnation(0),
+        };
+        let mut swim = Swim::new(identity, Config::default(), u64::from(i), now);
+        swim.restore(
+            now,
+            (1..=peers).map(|p| (info(p), Incarnation(0), State::Alive)),
+        );
+        swim.set_trace(true);
+        swim.handle_packet(
+            now,
+            addr(1),
+            packet(
+                1,
+                Message::Gossip,
+                vec![claim("n2", 0, State::Suspect, "n1")],
+            ),
+        );
+        // Nothing answers: every probe of n2 fails.
+        run_until(&mut swim, now + until);
+        let probed = std::iter::from_fn(|| swim.poll_trace())
+            .any(|e| e.subject.as_str() == "n2" && matches!(e.step, Step::ProbeFailed { .. }));
+        probers += usize::from(probed);
+    }
+    probers
+}
+
+#[test]
+fn only_a_few_suspecting_members_probe_a_suspect_to_confirm_it() {
+    // 300 members of a 101-member cluster hear one accusation. Fast confirmation and each
+    // halfway check pick about `fast_confirm_probes` (3) of the 99 others by hash; the
+    // rest only verify (a ping whose loss accuses nobody). Were all 300 to probe, the ~3%
+    // of probes that fail by chance at 15% loss would confirm a healthy member.
+    let (min, _) = Config::default().suspicion_bounds(101);
+    let until = min / 2 + Config::default().probe_interval + Duration::from_millis(10);
+    let probers = confirming_probers(300, 100, until);
+    // Expected ~18 (two rounds, 3/99 each); all 300 before the rule.
+    assert!(
+        (4..=40).contains(&probers),
+        "{probers} of 300 suspecting members probed to confirm"
+    );
+}
+
+/// Acks the first `acks` pings among `sent` (as their targets would).
+fn ack_pings(swim: &mut Swim, at: Instant, sent: &[(Transmit, Packet)], acks: usize) {
+    let pings = sent.iter().filter_map(|(t, p)| match &p.message {
+        Message::Ping(ping) => Some((t.to, ping.seq)),
+        _ => None,
+    });
+    for (to, seq) in pings.take(acks) {
+        let from = to.ip().to_string();
+        let octet: u8 = from
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        let ack = Message::Ack(wire::Ack { seq });
+        swim.handle_packet(at, to, packet(octet, ack, vec![]));
+    }
+}
+
+#[test]
+fn an_accused_member_whose_probes_failed_refutes_once_most_of_a_link_check_answers() {
+    let now = Instant::now();
+    let mut swim = core(40, now);
+    // Our first probe gets no answer and no nack: our own links are in doubt.
+    let probe_failed = now + Duration::from_secs(3);
+    run_until(&mut swim, probe_failed);
+    assert!(swim.health_score() > 0);
+    let accused = Incarnation(0);
+    swim.handle_packet(
+        probe_failed,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n0", 0, State::Suspect, "n1")],
+        ),
+    );
+    let sent = drain(&mut swim);
+    let pings = sent
+        .iter()
+        .filter(|(_, p)| matches!(p.message, Message::Ping(_)))
+        .count();
+    assert_eq!(pings, 32, "a link check pings 32 members at once");
+    assert_eq!(
+        swim.incarnation(),
+        accused,
+        "no refutation before the check"
+    );
+    // 14 answers (44%, what 80% outbound loss gives now and then): not enough.
+    ack_pings(&mut swim, probe_failed, &sent, 14);
+    assert_eq!(swim.incarnation(), accused);
+    // The next check (after a short backoff) gets 15: our links work, refute.
+    let retry = probe_failed + Duration::from_secs(2);
+    let mut next = Vec::new();
+    while let Some(at) = swim.poll_timeout().filter(|&at| at <= retry) {
+        swim.handle_timeout(at);
+        next = drain(&mut swim);
+        if next
+            .iter()
+            .filter(|(_, p)| matches!(p.message, Message::Ping(_)))
+            .count()
+            >= 32
+        {
+            ack_pings(&mut swim, at, &next, 15);
+            break;
+        }
+    }
+    assert!(!next.is_empty(), "a second link check within 2 s");
+    assert!(swim.incarnation() > accused, "15 of 32 answers refute");
+}

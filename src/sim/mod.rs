@@ -4,6 +4,7 @@
 
 mod network;
 pub mod scenario;
+pub mod sweep;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -17,7 +18,9 @@ use rand_core::{RngCore, SeedableRng};
 
 pub use network::Network;
 
-use crate::core::{Channel, Config, EventKind, Identity, KnownMember, MemberInfo, Swim};
+use crate::core::{
+    Channel, Config, EventKind, Identity, KnownMember, MemberInfo, Swim, TraceEntry,
+};
 use crate::wire::{self, ClusterId, Incarnation, NodeName, State};
 
 /// Bytes every datagram costs on the wire beyond its payload: IPv4 + UDP (28) and QUIC's
@@ -104,6 +107,9 @@ pub struct Simulator {
     acks_owed: HashMap<(usize, usize), Instant>,
     trace: std::collections::hash_map::DefaultHasher,
     decode_errors: u64,
+    /// The member whose story is recorded (see [`Simulator::explain`]).
+    explained: Option<NodeName>,
+    story: Vec<(Duration, usize, TraceEntry)>,
 }
 
 impl Simulator {
@@ -128,6 +134,8 @@ impl Simulator {
             acks_owed: HashMap::new(),
             trace: Default::default(),
             decode_errors: 0,
+            explained: None,
+            story: Vec::new(),
         };
         for _ in 0..members {
             sim.add_node();
@@ -233,7 +241,9 @@ impl Simulator {
             tags: Default::default(),
             incarnation,
         };
-        node.swim = Some(Swim::new(identity, config, seed, now));
+        let mut swim = Swim::new(identity, config, seed, now);
+        swim.set_trace(self.explained.is_some());
+        node.swim = Some(swim);
         node.process = Process::Running;
         node.backlog.clear();
         node.wake_at = None;
@@ -379,6 +389,22 @@ impl Simulator {
             swim.set_health(now, failing.iter().map(|c| c.to_string()).collect());
         }
         self.after_step(i);
+    }
+
+    /// Records, from now on, every step of node `subject`'s story as each core sees it
+    /// (who accused it, whose probe failed, which verdict counted; its own refutations).
+    pub fn explain(&mut self, subject: usize) {
+        self.explained = self.name(subject).cloned();
+        for node in &mut self.nodes {
+            if let Some(swim) = node.swim.as_mut() {
+                swim.set_trace(true);
+            }
+        }
+    }
+
+    /// The recorded story: (when, which node saw it, the step), in time order.
+    pub fn story(&self) -> &[(Duration, usize, TraceEntry)] {
+        &self.story
     }
 
     /// Every note handed to a node so far: (when, which node, the key).
@@ -556,6 +582,7 @@ impl Simulator {
     /// Moves what node `i`'s core produced (transmits, events) into the simulation.
     fn after_step(&mut self, i: usize) {
         let now = self.now;
+        let epoch = self.epoch;
         let elapsed = self.elapsed();
         let Some(node) = self.nodes.get_mut(i) else {
             return;
@@ -569,6 +596,12 @@ impl Simulator {
         }
         while let Some(key) = swim.poll_note() {
             self.notes.push((elapsed, i, key));
+        }
+        while let Some(entry) = swim.poll_trace() {
+            if self.explained.as_ref() == Some(&entry.subject) {
+                let at = entry.at.saturating_duration_since(epoch);
+                self.story.push((at, i, entry));
+            }
         }
         while let Some(event) = swim.poll_event() {
             let subject = self

@@ -89,6 +89,8 @@ pub struct Options {
     pub config: Config,
     /// Print a progress line on stderr every few seconds.
     pub progress: bool,
+    /// Record this member's story (see [`Simulator::explain`]).
+    pub explain: Option<usize>,
 }
 
 impl Options {
@@ -106,6 +108,7 @@ impl Options {
             profile: Profile::Default,
             config: Config::default(),
             progress: false,
+            explain: None,
         }
     }
 }
@@ -124,7 +127,8 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    fn of(mut values: Vec<f64>) -> Self {
+    /// The distribution of `values`.
+    pub fn of(mut values: Vec<f64>) -> Self {
         values.sort_by(f64::total_cmp);
         let rank = |q: f64| {
             let i = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len().max(1)) - 1;
@@ -178,6 +182,12 @@ pub struct Report {
     pub detection_first_s: Distribution,
     /// From each event to the last surviving member that noticed it.
     pub detection_all_s: Distribution,
+    /// The values behind `detection_first_s` (for sweeps over seeds).
+    #[serde(skip)]
+    pub detection_first_values: Vec<f64>,
+    /// The values behind `detection_all_s`.
+    #[serde(skip)]
+    pub detection_all_values: Vec<f64>,
     /// Events some survivor never noticed before the run ended.
     pub undetected: usize,
     /// Declarations `failed` of a member that was running (or paused), by any observer.
@@ -228,6 +238,9 @@ pub fn run_detailed(opts: Options) -> (Report, Simulator, Vec<Vec<Duration>>) {
     let mut sim = Simulator::new(opts.members, opts.config.clone(), opts.seed);
     if opts.scenario != ScenarioKind::Loss {
         sim.network.loss = opts.loss;
+    }
+    if let Some(subject) = opts.explain {
+        sim.explain(subject);
     }
     let mut run = Run {
         rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed),
@@ -386,8 +399,10 @@ impl Run {
             profile: self.opts.profile.as_str(),
             duration_s: round3(self.sim.elapsed().as_secs_f64()),
             events,
-            detection_first_s: Distribution::of(firsts),
-            detection_all_s: Distribution::of(alls),
+            detection_first_s: Distribution::of(firsts.clone()),
+            detection_all_s: Distribution::of(alls.clone()),
+            detection_first_values: firsts,
+            detection_all_values: alls,
             undetected,
             false_positives,
             flaps,
@@ -569,6 +584,6 @@ fn split_complete(sim: &Simulator, a: &[usize], b: &[usize]) -> bool {
     sees_failed(a, b) && sees_failed(b, a)
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

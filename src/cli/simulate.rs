@@ -51,6 +51,10 @@ pub(super) struct Args {
     /// default | memberlist (memberlist's LAN timings, no ring probes or fast confirmation).
     #[arg(long, default_value = "default")]
     profile: Profile,
+    /// Count load (bytes, handshakes, CPU) from this time on, e.g. `200s` for the steady
+    /// state after connections settled (`steady` and `loss` only; default: after 5 s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    measure_from: Option<Duration>,
     /// Override a `[gossip]` setting, e.g. `--set probe_interval=800ms`; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -99,6 +103,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         config,
         progress: args.seeds.is_none(),
         explain,
+        measure_from: args.measure_from.unwrap_or(Duration::from_secs(5)),
     };
     if let Some(seeds) = &args.seeds {
         let seeds = sweep::parse_seeds(seeds)?;

@@ -5,6 +5,7 @@
 mod network;
 pub mod scenario;
 pub mod sweep;
+mod transport;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -17,6 +18,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 pub use network::Network;
+pub use transport::TransportCost;
+use transport::{Connections, DialOutcome, Route};
 
 use crate::core::{
     Channel, Config, EventKind, Identity, KnownMember, MemberInfo, Swim, TraceEntry,
@@ -34,6 +37,8 @@ pub const STREAM_PACKET_PAYLOAD: usize = 1150;
 /// quinn acknowledges an ack-eliciting packet within this delay unless other traffic to the
 /// same peer carries the ACK.
 pub const ACK_DELAY: Duration = Duration::from_millis(25);
+/// Idle connections are closed at this granularity (the idle timeout is minutes).
+const EXPIRY_STEP: Duration = Duration::from_secs(5);
 
 /// What a simulated process is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +78,8 @@ struct Node {
     msgs_sent: u64,
     bytes_sent: u64,
     bytes_with_overhead: u64,
+    /// CPU the transport model charged (handshakes, packets).
+    cpu: Duration,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,6 +90,18 @@ enum Job {
         from: usize,
         channel: u8,
         payload: Vec<u8>,
+    },
+    /// A dial between `a` (the dialer) and `b` finished.
+    DialDone {
+        a: usize,
+        b: usize,
+        generation: u64,
+    },
+    /// A dial between `a` (the dialer) and `b` timed out.
+    DialFailed {
+        a: usize,
+        b: usize,
+        generation: u64,
     },
 }
 
@@ -101,6 +120,11 @@ pub struct Simulator {
     seed: u64,
     /// The network; change it between steps to inject faults.
     pub network: Network,
+    /// What connections cost; change it before the first step.
+    pub transport: TransportCost,
+    connections: Connections,
+    /// Idle connections are closed at this granularity.
+    next_expiry: Instant,
     observations: Vec<Observation>,
     notes: Vec<(Duration, usize, String)>,
     /// QUIC ACKs owed: (receiver, sender) → deadline.
@@ -116,6 +140,7 @@ impl Simulator {
     /// A simulator with `members` nodes named `node-0`… that are not started yet.
     pub fn new(members: usize, config: Config, seed: u64) -> Self {
         let epoch = Instant::now();
+        let handshake_timeout = config.probe_timeout;
         let mut sim = Simulator {
             epoch,
             now: epoch,
@@ -129,6 +154,12 @@ impl Simulator {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
             network: Network::lan(members),
+            transport: TransportCost {
+                handshake_timeout,
+                ..TransportCost::default()
+            },
+            connections: Connections::default(),
+            next_expiry: epoch,
             observations: Vec::new(),
             notes: Vec::new(),
             acks_owed: HashMap::new(),
@@ -162,8 +193,10 @@ impl Simulator {
             msgs_sent: 0,
             bytes_sent: 0,
             bytes_with_overhead: 0,
+            cpu: Duration::ZERO,
         });
         self.network.grow(self.nodes.len());
+        self.connections.grow(self.nodes.len());
         index
     }
 
@@ -268,6 +301,7 @@ impl Simulator {
     /// Starts node `i` again as a new process, with its state directory or without it.
     pub fn restart(&mut self, i: usize, keep_state: bool, seeds: &[usize]) {
         self.crash(i);
+        self.connections.reset(i);
         let saved = self.nodes.get_mut(i).and_then(|n| n.saved.take());
         match saved.filter(|_| keep_state) {
             Some((incarnation, members)) => {
@@ -465,8 +499,18 @@ impl Simulator {
                 break;
             };
             self.now = self.now.max(at);
+            if self.now >= self.next_expiry {
+                self.connections.expire(self.now, &self.transport);
+                self.next_expiry = self.now + EXPIRY_STEP;
+            }
             match job {
                 Job::Wake(i) => self.wake(i, at),
+                Job::DialDone { a, b, generation } => self.dial_done(a, b, generation),
+                Job::DialFailed { a, b, generation } => {
+                    let now = self.now;
+                    self.connections
+                        .dial_failed(now, &self.transport, a, b, generation);
+                }
                 Job::Deliver {
                     to,
                     from,
@@ -483,6 +527,49 @@ impl Simulator {
             }
         }
         self.now = self.now.max(until);
+    }
+
+    fn dial_done(&mut self, a: usize, b: usize, generation: u64) {
+        let now = self.now;
+        let Some(queued) = self
+            .connections
+            .dial_done(now, &self.transport, a, b, generation)
+        else {
+            return;
+        };
+        for (from, to, channel, payload) in queued {
+            self.send_now(from, to, channel, payload);
+        }
+    }
+
+    /// Open connections of node `i` (after closing those idle for the idle timeout).
+    pub fn connections(&mut self, i: usize) -> usize {
+        let now = self.now;
+        self.connections.expire(now, &self.transport);
+        self.connections.open(i)
+    }
+
+    /// Handshakes node `i` completed so far, as client and as server.
+    pub fn handshakes(&self, i: usize) -> (u64, u64) {
+        self.connections
+            .handshakes
+            .get(i)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Dials node `i` started that failed (no answer within the handshake timeout).
+    pub fn dial_failures(&self, i: usize) -> u64 {
+        self.connections
+            .dial_failures
+            .get(i)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// CPU the transport model charged node `i` so far.
+    pub fn cpu(&self, i: usize) -> Duration {
+        self.nodes.get(i).map_or(Duration::ZERO, |n| n.cpu)
     }
 
     fn push_job(&mut self, at: Instant, job: Job) {
@@ -524,6 +611,11 @@ impl Simulator {
                 return;
             }
             Process::Running => {}
+        }
+        self.connections.touch(self.now, to, from);
+        let cpu = self.transport.packet_cpu;
+        if let Some(node) = self.nodes.get_mut(to) {
+            node.cpu += cpu;
         }
         self.owe_ack(to, from);
         self.receive(to, from_addr, &payload, channel);
@@ -628,34 +720,106 @@ impl Simulator {
             let Some(&to) = self.by_addr.get(&t.to) else {
                 continue;
             };
-            let len = t.payload.len() as u64;
-            // A stream message larger than a packet takes several.
-            let packets = len.div_ceil(STREAM_PACKET_PAYLOAD as u64).max(1);
-            if let Some(node) = self.nodes.get_mut(i) {
-                node.msgs_sent += packets;
-                node.bytes_sent += len;
-                node.bytes_with_overhead += len + packets * DATAGRAM_OVERHEAD as u64;
+            let channel = u8::from(t.channel == Channel::Stream);
+            let (route, payload) =
+                self.connections
+                    .route(now, &self.transport, i, to, channel, t.payload);
+            match (route, payload) {
+                (Route::Send, Some(payload)) => self.send_now(i, to, channel, payload),
+                (Route::Dial { generation }, _) => self.dial(i, to, generation),
+                _ => {}
             }
-            if t.channel == Channel::Datagram {
-                // Our packet carries any ACK we owed this peer.
-                self.acks_owed.remove(&(i, to));
+        }
+    }
+
+    /// Plays out a handshake from `client` to `server` over the network as it is now,
+    /// charging both sides its packets, bytes and CPU.
+    fn dial(&mut self, client: usize, server: usize, generation: u64) {
+        let answers = self.process(server) == Process::Running;
+        let rtt = self.network.latency * 2 + self.network.jitter;
+        let network = &self.network;
+        let (outcome, client_load, server_load) = transport::play_handshake(
+            &self.transport,
+            rtt,
+            answers,
+            &mut self.rng,
+            |to_server, rng| {
+                let (from, to) = if to_server {
+                    (client, server)
+                } else {
+                    (server, client)
+                };
+                network.datagram(from, to, rng).is_none()
+            },
+        );
+        let cpu = self.transport.handshake_cpu;
+        for (node, load, handshake_cpu) in [
+            (client, client_load, cpu),
+            (
+                server,
+                server_load,
+                if answers { cpu } else { Duration::ZERO },
+            ),
+        ] {
+            if let Some(n) = self.nodes.get_mut(node) {
+                n.msgs_sent += load.packets;
+                n.bytes_with_overhead += load.bytes;
+                n.cpu += handshake_cpu;
             }
-            let delay = match t.channel {
-                Channel::Datagram => self.network.datagram(i, to, &mut self.rng),
-                Channel::Stream => self.network.stream(i, to, &mut self.rng),
-            };
-            if let Some(delay) = delay {
-                let channel = u8::from(t.channel == Channel::Stream);
-                self.push_job(
-                    now + delay,
-                    Job::Deliver {
-                        to,
-                        from: i,
-                        channel,
-                        payload: t.payload,
-                    },
-                );
-            }
+        }
+        let (at, job) = match outcome {
+            DialOutcome::Done { ready } => (
+                self.now + ready,
+                Job::DialDone {
+                    a: client,
+                    b: server,
+                    generation,
+                },
+            ),
+            DialOutcome::Failed => (
+                self.now + self.transport.handshake_timeout,
+                Job::DialFailed {
+                    a: client,
+                    b: server,
+                    generation,
+                },
+            ),
+        };
+        self.push_job(at, job);
+    }
+
+    /// Sends one message on the (open) connection from `i` to `to`.
+    fn send_now(&mut self, i: usize, to: usize, channel: u8, payload: Vec<u8>) {
+        let now = self.now;
+        let len = payload.len() as u64;
+        // A stream message larger than a packet takes several.
+        let packets = len.div_ceil(STREAM_PACKET_PAYLOAD as u64).max(1);
+        let cpu = self.transport.packet_cpu;
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.msgs_sent += packets;
+            node.bytes_sent += len;
+            node.bytes_with_overhead += len + packets * DATAGRAM_OVERHEAD as u64;
+            node.cpu += cpu * packets as u32;
+        }
+        if channel == 0 {
+            // Our packet carries any ACK we owed this peer.
+            self.acks_owed.remove(&(i, to));
+        }
+        let delay = if channel == 0 {
+            self.network.datagram(i, to, &mut self.rng)
+        } else {
+            self.network.stream(i, to, &mut self.rng)
+        };
+        if let Some(delay) = delay {
+            self.push_job(
+                now + delay,
+                Job::Deliver {
+                    to,
+                    from: i,
+                    channel,
+                    payload,
+                },
+            );
         }
     }
 

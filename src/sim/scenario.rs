@@ -91,6 +91,8 @@ pub struct Options {
     pub progress: bool,
     /// Record this member's story (see [`Simulator::explain`]).
     pub explain: Option<usize>,
+    /// Load figures count from then (at least the warm-up, and after any cold start).
+    pub measure_from: Duration,
 }
 
 impl Options {
@@ -109,6 +111,7 @@ impl Options {
             config: Config::default(),
             progress: false,
             explain: None,
+            measure_from: WARMUP,
         }
     }
 }
@@ -150,8 +153,18 @@ pub struct PerMember {
     pub msgs_sent_per_s: f64,
     /// SWIM payload bytes.
     pub bytes_sent_per_s: f64,
-    /// Payload plus the per-packet overhead model (see `overhead`).
+    /// Payload plus the per-packet overhead model (see `overhead`), handshakes included.
     pub bytes_sent_with_overhead_per_s: f64,
+    /// QUIC handshakes completed (as client or server).
+    pub handshakes_per_s: f64,
+    /// Dials that got no answer in time.
+    pub dial_failures_per_s: f64,
+    /// CPU-seconds per minute the transport model charged (handshakes and packets).
+    pub cpu_s_per_min: f64,
+    /// Open connections at the end of the run (mean over running members).
+    pub connections: f64,
+    /// Most open connections of one member at the end.
+    pub connections_max: usize,
 }
 
 /// The overhead model used for `bytes_sent_with_overhead_per_s`.
@@ -213,6 +226,17 @@ pub struct Report {
 
 const WARMUP: Duration = Duration::from_secs(5);
 const DETECTION_LIMIT: Duration = Duration::from_secs(60);
+
+/// Totals over every member, at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+struct Load {
+    msgs: u64,
+    bytes: u64,
+    with_overhead: u64,
+    handshakes: u64,
+    dial_failures: u64,
+    cpu: Duration,
+}
 
 struct Run {
     sim: Simulator,
@@ -278,7 +302,15 @@ impl Run {
             self.sim.network.loss = self.opts.loss;
         }
         let warmup = self.sim.elapsed().max(WARMUP);
-        self.advance_to(warmup);
+        let end = self.opts.duration.max(warmup);
+        // Only runs where nothing is injected may start counting later (steady state).
+        let measure_from = match self.opts.scenario {
+            ScenarioKind::Steady | ScenarioKind::Loss => {
+                warmup.max(self.opts.measure_from).min(end)
+            }
+            _ => warmup,
+        };
+        self.advance_to(measure_from);
         self.sim.settle_acks();
         let start_load = self.load();
         let load_start = self.sim.elapsed();
@@ -287,7 +319,6 @@ impl Run {
         let mut alls = Vec::new();
         let mut undetected = 0;
         let mut events = 0;
-        let end = self.opts.duration.max(warmup);
         match self.opts.scenario {
             ScenarioKind::Steady | ScenarioKind::Loss => self.advance_to(end),
             ScenarioKind::Crash | ScenarioKind::Leave | ScenarioKind::Pause => {
@@ -391,6 +422,8 @@ impl Run {
         let window = (self.sim.elapsed() - load_start).as_secs_f64().max(1e-9);
         let members = self.opts.members.max(1) as f64;
         let per = |a: u64, b: u64| round3((b.saturating_sub(a)) as f64 / window / members);
+        let running = self.sim.running();
+        let open: Vec<usize> = running.iter().map(|&i| self.sim.connections(i)).collect();
         let (false_positives, flaps) = self.false_positives();
         Report {
             scenario: self.opts.scenario.as_str(),
@@ -407,9 +440,22 @@ impl Run {
             false_positives,
             flaps,
             per_member: PerMember {
-                msgs_sent_per_s: per(start_load.0, end_load.0),
-                bytes_sent_per_s: per(start_load.1, end_load.1),
-                bytes_sent_with_overhead_per_s: per(start_load.2, end_load.2),
+                msgs_sent_per_s: per(start_load.msgs, end_load.msgs),
+                bytes_sent_per_s: per(start_load.bytes, end_load.bytes),
+                bytes_sent_with_overhead_per_s: per(
+                    start_load.with_overhead,
+                    end_load.with_overhead,
+                ),
+                // Each handshake has two members: count it for both.
+                handshakes_per_s: per(start_load.handshakes, end_load.handshakes),
+                dial_failures_per_s: per(start_load.dial_failures, end_load.dial_failures),
+                cpu_s_per_min: round3(
+                    (end_load.cpu.saturating_sub(start_load.cpu)).as_secs_f64() * 60.0
+                        / window
+                        / members,
+                ),
+                connections: round3(open.iter().sum::<usize>() as f64 / open.len().max(1) as f64),
+                connections_max: open.iter().copied().max().unwrap_or(0),
             },
             convergence_s: convergence.map(|d| round3(d.as_secs_f64())),
             overhead: Overhead {
@@ -446,10 +492,19 @@ impl Run {
         }
     }
 
-    fn load(&self) -> (u64, u64, u64) {
-        (0..self.sim.len())
-            .map(|i| self.sim.sent(i))
-            .fold((0, 0, 0), |acc, s| (acc.0 + s.0, acc.1 + s.1, acc.2 + s.2))
+    fn load(&self) -> Load {
+        let mut load = Load::default();
+        for i in 0..self.sim.len() {
+            let (msgs, bytes, with_overhead) = self.sim.sent(i);
+            let (client, server) = self.sim.handshakes(i);
+            load.msgs += msgs;
+            load.bytes += bytes;
+            load.with_overhead += with_overhead;
+            load.handshakes += client + server;
+            load.dial_failures += self.sim.dial_failures(i);
+            load.cpu += self.sim.cpu(i);
+        }
+        load
     }
 
     /// (first, all) seconds from `at` until observers running since then saw `kind` about

@@ -83,8 +83,14 @@ pub struct Sweep {
     pub not_converged: usize,
     /// Per run: packets per member per second.
     pub msgs_sent_per_s: Distribution,
-    /// Per run: bytes per member per second, overhead included.
+    /// Per run: bytes per member per second, overhead and handshakes included.
     pub bytes_sent_with_overhead_per_s: Distribution,
+    /// Per run: handshakes per member per second.
+    pub handshakes_per_s: Distribution,
+    /// Per run: modelled CPU-seconds per member per minute.
+    pub cpu_s_per_min: Distribution,
+    /// Per run: mean open connections per member at the end.
+    pub connections: Distribution,
     /// Decode errors over all runs (a bug if not 0).
     pub decode_errors: u64,
     /// Seeds with false failures, flaps, undetected events or decode errors.
@@ -166,6 +172,9 @@ fn summarize(base: &Options, seeds: (u64, u64), reports: &[Report], wall_s: f64)
         },
         msgs_sent_per_s: per_run(&|r| r.per_member.msgs_sent_per_s),
         bytes_sent_with_overhead_per_s: per_run(&|r| r.per_member.bytes_sent_with_overhead_per_s),
+        handshakes_per_s: per_run(&|r| r.per_member.handshakes_per_s),
+        cpu_s_per_min: per_run(&|r| r.per_member.cpu_s_per_min),
+        connections: per_run(&|r| r.per_member.connections),
         decode_errors: reports.iter().map(|r| r.decode_errors).sum(),
         failed_seeds: reports
             .iter()

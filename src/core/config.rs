@@ -17,8 +17,13 @@ pub struct Config {
     pub probe_timeout: Duration,
     /// How many members are asked to probe indirectly (ping-req) after a direct probe fails.
     pub indirect_checks: usize,
-    /// Every other probe goes to this member's successor on a hash ring of members, so every
-    /// member is probed at least once per two probe intervals (memberlist: off).
+    /// Members that watch each member (ours, after Rapid): every member probes its successor
+    /// on this many pseudo-random rings, and probes, confirmations, relays, gossip and syncs
+    /// stay among these neighbours, so connections are few and stay open whatever the
+    /// cluster size. 0: probe every member in random order (memberlist).
+    pub observers: usize,
+    /// With `observers = 0`: every other probe goes to this member's successor on a hash
+    /// ring, so every member is probed at least once per two probe intervals.
     pub ring_probes: bool,
     /// Minimum suspicion timeout as a multiple of `probe_interval × max(1, log10(n))`.
     pub suspicion_mult: f64,
@@ -76,6 +81,7 @@ impl Default for Config {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             indirect_checks: 3,
+            observers: 4,
             ring_probes: true,
             suspicion_mult: 1.25,
             suspicion_min_timeout: Duration::from_millis(2500),
@@ -137,6 +143,7 @@ impl Profile {
         match self {
             Profile::Default => Config::default(),
             Profile::Memberlist => Config {
+                observers: 0,
                 ring_probes: false,
                 suspicion_mult: 4.0,
                 suspicion_min_timeout: Duration::ZERO,
@@ -178,6 +185,16 @@ impl Config {
                     "({}) must be above zero and shorter than gossip.probe_interval ({})",
                     ms(self.probe_timeout),
                     ms(self.probe_interval)
+                ),
+            );
+        }
+        if self.observers > super::overlay::MAX_RINGS {
+            return err(
+                "observers",
+                format!(
+                    "({}) must be at most {}",
+                    self.observers,
+                    super::overlay::MAX_RINGS
                 ),
             );
         }

@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
+use super::overlay::Overlay;
+
 use crate::wire::{Incarnation, NodeName, State, Tags};
 
 /// A member's identity: changes only with a higher incarnation, shared between snapshots.
@@ -86,6 +88,8 @@ pub(crate) struct Members {
     /// Per ring bucket, a hash of every member's (name, incarnation, state) there: two
     /// members whose digests agree on a bucket agree on its members (anti-entropy).
     digest: [u16; DIGEST_BUCKETS],
+    /// Our neighbours on the probing rings (disabled until [`Members::set_overlay`]).
+    overlay: Overlay,
 }
 
 /// Ring buckets in the anti-entropy digest.
@@ -110,6 +114,11 @@ fn digest_term(member: &Member) -> u16 {
     mixed as u16
 }
 
+/// Live members are probed and sit on the probing rings.
+fn is_live(state: State) -> bool {
+    matches!(state, State::Alive | State::Suspect)
+}
+
 fn state_index(state: State) -> usize {
     match state {
         State::Alive => 0,
@@ -130,7 +139,51 @@ impl Members {
             counts: [0; 4],
             failed: Vec::new(),
             digest: [0; DIGEST_BUCKETS],
+            overlay: Overlay::default(),
         }
+    }
+
+    /// Places member `me` on `rings` probing rings (0: no overlay) among the live members.
+    pub(crate) fn set_overlay(&mut self, me: Slot, rings: usize) {
+        let Some(ring_hash) = self.info(me).map(|i| i.ring_hash) else {
+            return;
+        };
+        self.overlay = Overlay::new(rings, me, ring_hash);
+        self.rebuild_overlay();
+    }
+
+    /// How many live members watch `slot` on `rings` probing rings (see
+    /// [`super::overlay::observers_of`]).
+    pub(crate) fn observers_of(&self, slot: Slot, rings: usize) -> usize {
+        let Some(ring_hash) = self.info(slot).map(|i| i.ring_hash) else {
+            return 0;
+        };
+        let live = self.ring.iter().filter_map(|&s| {
+            let member = self.get(s)?;
+            is_live(member.state).then_some((s, member.info.ring_hash))
+        });
+        super::overlay::observers_of(rings, (slot, ring_hash), live)
+    }
+
+    /// Our neighbours on the probing rings.
+    pub(crate) fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    fn rebuild_overlay(&mut self) {
+        let Members {
+            overlay,
+            ring,
+            slots,
+            ..
+        } = self;
+        if !overlay.enabled() {
+            return;
+        }
+        overlay.rebuild(ring.iter().filter_map(|&slot| {
+            let member = slots.get(slot as usize)?.as_ref()?;
+            is_live(member.state).then_some((slot, member.info.ring_hash))
+        }));
     }
 
     pub(crate) fn get(&self, slot: Slot) -> Option<&Member> {
@@ -190,6 +243,10 @@ impl Members {
         if self.get(slot).is_some_and(|m| m.state == State::Failed) {
             self.failed.push(slot);
         }
+        if let Some(m) = self.get(slot).filter(|m| is_live(m.state)) {
+            let ring_hash = m.info.ring_hash;
+            self.overlay.consider(slot, ring_hash);
+        }
         let at = (rng.next_u64() % (self.probe_order.len() as u64 + 1)) as usize;
         self.probe_order.insert(at, slot);
         if at < self.probe_pos {
@@ -243,6 +300,7 @@ impl Members {
         self.probe_order.extend_from_slice(&added);
         shuffle(&mut self.probe_order, rng);
         self.probe_pos = 0;
+        self.rebuild_overlay();
         added
     }
 
@@ -256,6 +314,9 @@ impl Members {
         self.counts[state_index(member.state)] -= 1;
         self.failed.retain(|&s| s != slot);
         self.free.push(slot);
+        if self.overlay.forget(slot) {
+            self.rebuild_overlay();
+        }
         // The probe order is cleaned lazily: freed slots are skipped and dropped on reshuffle.
         Some(member)
     }
@@ -296,9 +357,19 @@ impl Members {
         incarnation: Incarnation,
         now: Instant,
     ) {
+        let was_live = self.get(slot).is_some_and(|m| is_live(m.state));
         self.toggle_digest(slot);
         self.set_state_inner(slot, state, incarnation, now);
         self.toggle_digest(slot);
+        match (was_live, is_live(state)) {
+            (true, false) if self.overlay.forget(slot) => self.rebuild_overlay(),
+            (false, true) => {
+                if let Some(ring_hash) = self.info(slot).map(|i| i.ring_hash) {
+                    self.overlay.consider(slot, ring_hash);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn set_state_inner(
@@ -334,13 +405,18 @@ impl Members {
         self.counts[state_index(state)]
     }
 
-    /// A random failed member not in `exclude`.
-    pub(crate) fn random_failed(&self, rng: &mut impl RngCore, exclude: &[Slot]) -> Option<Slot> {
+    /// A random failed member not in `exclude` that `eligible` accepts.
+    pub(crate) fn random_failed(
+        &self,
+        rng: &mut impl RngCore,
+        exclude: &[Slot],
+        eligible: impl Fn(&Member) -> bool,
+    ) -> Option<Slot> {
         let candidates: Vec<Slot> = self
             .failed
             .iter()
             .copied()
-            .filter(|s| !exclude.contains(s))
+            .filter(|s| !exclude.contains(s) && self.get(*s).is_some_and(&eligible))
             .collect();
         if candidates.is_empty() {
             return None;

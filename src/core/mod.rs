@@ -16,6 +16,7 @@ mod broadcast;
 mod config;
 mod members;
 mod notes;
+mod overlay;
 mod suspicion;
 mod swim;
 mod trace;

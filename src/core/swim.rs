@@ -142,6 +142,8 @@ pub struct Swim {
     awareness: Awareness,
     next_seq: u32,
     next_is_ring_probe: bool,
+    /// Our subjects in the order we probe them this cycle (overlay mode).
+    subject_cycle: Vec<Slot>,
     /// Members to probe before the next ring or round-robin target (see on_probe_deadline).
     probe_next_queue: VecDeque<Slot>,
     seeds: Vec<SocketAddr>,
@@ -196,6 +198,7 @@ impl Swim {
             },
             &mut rng,
         );
+        members.set_overlay(me, config.observers);
         let mut swim = Swim {
             awareness: Awareness::new(config.awareness_max_multiplier),
             config,
@@ -211,6 +214,7 @@ impl Swim {
             suspicions: HashMap::new(),
             next_seq: 0,
             next_is_ring_probe: false,
+            subject_cycle: Vec::new(),
             probe_next_queue: VecDeque::new(),
             seeds: Vec::new(),
             joined: false,
@@ -534,6 +538,23 @@ impl Swim {
         self.members.iter().map(|(_, m)| view(m))
     }
 
+    /// The members we watch on the probing overlay (none without one).
+    pub fn watched(&self) -> Vec<MemberView> {
+        self.views(self.members.overlay().subjects())
+    }
+
+    /// The members we watch and those watching us: the peers we keep connections to.
+    pub fn neighbours(&self) -> Vec<MemberView> {
+        self.views(self.members.overlay().neighbours())
+    }
+
+    fn views(&self, slots: Vec<Slot>) -> Vec<MemberView> {
+        slots
+            .into_iter()
+            .filter_map(|s| self.members.get(s).map(view))
+            .collect()
+    }
+
     /// One member by name.
     pub fn member(&self, name: &str) -> Option<MemberView> {
         self.members
@@ -661,6 +682,12 @@ impl Swim {
                             u32::try_from(round).unwrap_or(u32::MAX),
                         )
                     });
+                    if self.members.overlay().enabled() && !selected {
+                        // Not one of its observers: ask a neighbour rather than dial the
+                        // suspect; one that knows the refutation answers with it.
+                        self.ask_a_neighbour_about(slot);
+                        return;
+                    }
                     let kind = if wants_confirmations && selected {
                         ProbeKind::Check
                     } else {
@@ -714,6 +741,12 @@ impl Swim {
                 return;
             }
         }
+        if self.members.overlay().enabled() {
+            if let Some(target) = self.next_subject(probeable) {
+                self.start_probe(now, target, ProbeKind::Check);
+            }
+            return;
+        }
         let ring = self.config.ring_probes && self.next_is_ring_probe;
         self.next_is_ring_probe = !self.next_is_ring_probe;
         let target = if ring {
@@ -724,6 +757,70 @@ impl Swim {
         if let Some(target) = target {
             self.start_probe(now, target, ProbeKind::Check);
         }
+    }
+
+    /// The next of our subjects, in ring order (overlay mode): each is probed once every
+    /// `observers` intervals, never twice as late as a reshuffled order could make it.
+    fn next_subject(&mut self, probeable: impl Fn(Slot, &Member) -> bool) -> Option<Slot> {
+        for _ in 0..2 {
+            while let Some(slot) = self.subject_cycle.pop() {
+                if self.members.get(slot).is_some_and(|m| probeable(slot, m))
+                    && self.members.overlay().watches(slot)
+                {
+                    return Some(slot);
+                }
+            }
+            self.subject_cycle = self.members.overlay().subjects();
+            self.subject_cycle.reverse();
+        }
+        None
+    }
+
+    /// Up to `count` random neighbours on the overlay that `eligible` accepts, then, if
+    /// there are too few (or no overlay), random members.
+    fn neighbours_then_random(
+        &mut self,
+        count: usize,
+        eligible: impl Fn(Slot, &Member) -> bool,
+    ) -> Vec<Slot> {
+        let mut picked: Vec<Slot> = self
+            .members
+            .overlay()
+            .neighbours()
+            .into_iter()
+            .filter(|&s| self.members.get(s).is_some_and(|m| eligible(s, m)))
+            .collect();
+        super::members::shuffle(&mut picked, &mut self.rng);
+        picked.truncate(count);
+        if picked.len() < count {
+            let more = self.members.random(count, &mut self.rng, |s, m| {
+                eligible(s, m) && !picked.contains(&s)
+            });
+            picked.extend(more.into_iter().take(count - picked.len()));
+        }
+        picked
+    }
+
+    /// Up to `count` random neighbours on the overlay (or, without one, members) that
+    /// `eligible` accepts: the members we keep connections to.
+    fn neighbours_or_random(
+        &mut self,
+        count: usize,
+        eligible: impl Fn(Slot, &Member) -> bool,
+    ) -> Vec<Slot> {
+        if !self.members.overlay().enabled() {
+            return self.members.random(count, &mut self.rng, eligible);
+        }
+        let mut picked: Vec<Slot> = self
+            .members
+            .overlay()
+            .neighbours()
+            .into_iter()
+            .filter(|&s| self.members.get(s).is_some_and(|m| eligible(s, m)))
+            .collect();
+        super::members::shuffle(&mut picked, &mut self.rng);
+        picked.truncate(count);
+        picked
     }
 
     fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) {
@@ -769,11 +866,11 @@ impl Swim {
             return;
         };
         let me = self.me;
-        let helpers = self
-            .members
-            .random(self.config.indirect_checks, &mut self.rng, |s, m| {
-                s != me && s != target && m.state == State::Alive
-            });
+        // Relays we keep a connection to, so only their hop to the target may need a
+        // handshake.
+        let helpers = self.neighbours_then_random(self.config.indirect_checks, |s, m| {
+            s != me && s != target && m.state == State::Alive
+        });
         for &helper in &helpers {
             let Some(helper_addr) = self.members.info(helper).map(|i| i.addr) else {
                 continue;
@@ -935,9 +1032,13 @@ impl Swim {
         // Alive members first: the ones most likely to answer if our links work.
         let me = self.me;
         let pings = LINK_CHECK_PINGS as usize;
-        let mut targets = self.members.random(pings, &mut self.rng, |s, m| {
-            s != me && m.state == State::Alive
-        });
+        let mut targets =
+            self.neighbours_then_random(pings, |s, m| s != me && m.state == State::Alive);
+        if self.members.overlay().enabled() {
+            // Our neighbours only (pings cycle over them): the connections we keep open.
+            let neighbours = self.members.overlay().neighbours();
+            targets.retain(|t| neighbours.contains(t));
+        }
         if targets.len() < pings {
             let more = self.members.random(pings, &mut self.rng, |s, m| {
                 s != me && matches!(m.state, State::Suspect | State::Failed)
@@ -1090,11 +1191,19 @@ impl Swim {
                     incarnation,
                 });
                 let n = self.members.live();
-                let expected = if n.saturating_sub(2) < self.config.suspicion_confirmations as usize
-                {
+                let wanted = self.config.suspicion_confirmations;
+                let expected = if self.members.overlay().enabled() {
+                    // Only the suspect's other observers confirm: a few, now and then fewer
+                    // than `wanted` (two rings may give it the same observer).
+                    let others = self
+                        .members
+                        .observers_of(slot, self.config.observers)
+                        .saturating_sub(1);
+                    wanted.min(u32::try_from(others).unwrap_or(u32::MAX))
+                } else if n.saturating_sub(2) < wanted as usize {
                     0
                 } else {
-                    self.config.suspicion_confirmations
+                    wanted
                 };
                 let bounds = self.config.suspicion_bounds(n);
                 let suspicion = Suspicion::new(now, accuser.clone(), expected, bounds);
@@ -1119,6 +1228,10 @@ impl Swim {
     fn selected_to_confirm(&self, slot: Slot, incarnation: Incarnation, round: u32) -> bool {
         if self.config.fast_confirm_probes == 0 || self.leaving {
             return false;
+        }
+        if self.members.overlay().enabled() {
+            // The suspect's observers: at most `observers`, connected to it already.
+            return self.members.overlay().watches(slot);
         }
         let Some(suspect) = self.members.info(slot) else {
             return false;
@@ -1255,6 +1368,14 @@ impl Swim {
             return;
         };
         let (current, state) = (member.incarnation, member.state);
+        if matches!(update.state, State::Suspect | State::Failed)
+            && update.incarnation < current
+            && state == State::Alive
+            && self.members.overlay().enabled()
+        {
+            self.answer_stale_accusation(slot, sender);
+            return;
+        }
         // The accuser: named in the update, else the peer it came from (push-pull from an
         // older agent). Such an unnamed accusation may start a suspicion but never confirms
         // one: the peer may only be passing on somebody else's.
@@ -1486,6 +1607,33 @@ impl Swim {
         });
     }
 
+    /// Sends our view of `slot` to a random neighbour (see `answer_stale_accusation`).
+    fn ask_a_neighbour_about(&mut self, slot: Slot) {
+        let me = self.me;
+        let peers =
+            self.neighbours_or_random(1, |s, m| s != me && s != slot && m.state == State::Alive);
+        if let Some(&peer) = peers.first()
+            && let Some(addr) = self.members.info(peer).map(|i| i.addr)
+        {
+            self.send_with(addr, Some(peer), Message::Gossip, Some(slot));
+        }
+    }
+
+    /// A peer accused `slot` at an incarnation it has already refuted: answer with our view,
+    /// so the peer (which missed the refutation) does not fail a live member when its
+    /// suspicion runs out. One answer per such packet, so this cannot amplify.
+    fn answer_stale_accusation(&mut self, slot: Slot, sender: Option<&NodeName>) {
+        let Some(peer) = sender
+            .and_then(|s| self.members.find(s.as_str()))
+            .filter(|&p| p != self.me && p != slot)
+        else {
+            return;
+        };
+        if let Some(addr) = self.members.info(peer).map(|i| i.addr) {
+            self.send_with(addr, Some(peer), Message::Gossip, Some(slot));
+        }
+    }
+
     /// Answers a packet that carried a stale accusation of us with our current view: the
     /// sender missed our refutation (gossip reaches all but a few members; a missed one
     /// would fail us when its suspicion runs out). One answer per such packet, so this
@@ -1568,16 +1716,23 @@ impl Swim {
         self.last_gossip = Some(now);
         let me = self.me;
         let dead_window = self.config.gossip_to_the_dead;
-        let targets = self
-            .members
-            .random(self.config.gossip_nodes, &mut self.rng, |s, m| {
-                s != me
-                    && match m.state {
-                        State::Alive | State::Suspect => true,
-                        State::Failed => now.saturating_duration_since(m.since) < dead_window,
-                        State::Left => false,
-                    }
+        let overlay = self.members.overlay().clone();
+        let mut targets = self.neighbours_or_random(self.config.gossip_nodes, |s, m| {
+            s != me
+                && match m.state {
+                    State::Alive | State::Suspect => true,
+                    State::Failed => now.saturating_duration_since(m.since) < dead_window,
+                    State::Left => false,
+                }
+        });
+        if overlay.enabled() {
+            // The dead we would watch, so a member failed by mistake hears it and refutes.
+            let dead = self.members.random_failed(&mut self.rng, &[], |m| {
+                now.saturating_duration_since(m.since) < dead_window
+                    && overlay.would_watch(m.info.ring_hash)
             });
+            targets.extend(dead);
+        }
         for target in targets {
             if let Some(addr) = self.members.info(target).map(|i| i.addr) {
                 self.send(addr, Some(target), Message::Gossip);
@@ -1886,9 +2041,7 @@ impl Swim {
             return;
         }
         let me = self.me;
-        let peers = self
-            .members
-            .random(1, &mut self.rng, |s, m| s != me && m.state == State::Alive);
+        let peers = self.neighbours_or_random(1, |s, m| s != me && m.state == State::Alive);
         if let Some(&peer) = peers.first() {
             self.push_pull(now, peer, false);
         }
@@ -1904,7 +2057,12 @@ impl Swim {
             .filter(|p| p.kind == ProbeKind::Reconnect)
             .map(|p| p.target)
             .collect();
-        if let Some(slot) = self.members.random_failed(&mut self.rng, &pending) {
+        // With the overlay, a failed member is retried by the members that would watch it
+        // (about `observers` of them), not by everyone: each retry to a dead address costs
+        // a handshake's Initial packets.
+        let overlay = self.members.overlay();
+        let watched = |m: &Member| !overlay.enabled() || overlay.would_watch(m.info.ring_hash);
+        if let Some(slot) = self.members.random_failed(&mut self.rng, &pending, watched) {
             self.start_probe(now, slot, ProbeKind::Reconnect);
         }
     }

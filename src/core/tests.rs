@@ -656,7 +656,7 @@ fn a_suspicion_relayed_by_push_pull_names_its_accuser_and_is_no_confirmation() {
             vec![claim("n2", 0, State::Suspect, "n1")],
         ),
     );
-    drain(&mut swim);
+    let mut first = drain(&mut swim);
     // Two peers pass the suspicion on in push-pulls without naming the accuser (as agents
     // before this rule did): neither becomes a second accuser.
     for peer in [3, 4] {
@@ -668,6 +668,7 @@ fn a_suspicion_relayed_by_push_pull_names_its_accuser_and_is_no_confirmation() {
     }
     // Our own push-pull names the first accuser.
     let sent = drain(&mut swim);
+    first.extend(sent.iter().cloned());
     let described = sent
         .iter()
         .filter_map(|(_, p)| match &p.message {
@@ -680,14 +681,21 @@ fn a_suspicion_relayed_by_push_pull_names_its_accuser_and_is_no_confirmation() {
     let (min, max) = swim.config().suspicion_bounds(11);
     // n2 answers every ping (so our own probes confirm nothing) but never refutes.
     let until = now + min.max(max / 2);
-    while let Some(at) = swim.poll_timeout().filter(|&at| at <= until) {
-        swim.handle_timeout(at);
-        for (t, p) in drain(&mut swim) {
+    let mut pending = first;
+    let mut at = now;
+    loop {
+        for (t, p) in pending {
             if let (true, Message::Ping(ping)) = (t.to == addr(2), &p.message) {
                 let ack = Message::Ack(wire::Ack { seq: ping.seq });
                 swim.handle_packet(at, addr(2), packet(2, ack, vec![]));
             }
         }
+        let Some(next) = swim.poll_timeout().filter(|&t| t <= until) else {
+            break;
+        };
+        at = next;
+        swim.handle_timeout(at);
+        pending = drain(&mut swim);
     }
     assert_eq!(
         swim.member("n2").map(|m| m.state),
@@ -817,4 +825,118 @@ fn an_accused_member_whose_probes_failed_refutes_once_most_of_a_link_check_answe
     }
     assert!(!next.is_empty(), "a second link check within 2 s");
     assert!(swim.incarnation() > accused, "15 of 32 answers refute");
+}
+
+#[test]
+fn on_the_overlay_a_member_probes_only_the_members_it_watches() {
+    let now = Instant::now();
+    let mut swim = core(40, now);
+    // Everyone answers, so the overlay stays as it is.
+    let mut sent = Vec::new();
+    while let Some(at) = swim
+        .poll_timeout()
+        .filter(|&at| at <= now + Duration::from_secs(30))
+    {
+        swim.handle_timeout(at);
+        let out = drain(&mut swim);
+        for (t, p) in &out {
+            if let Message::Ping(ping) = &p.message {
+                let octet =
+                    t.to.ip()
+                        .to_string()
+                        .rsplit('.')
+                        .next()
+                        .and_then(|o| o.parse().ok());
+                let ack = Message::Ack(wire::Ack { seq: ping.seq });
+                swim.handle_packet(at, t.to, packet(octet.unwrap_or(0), ack, vec![]));
+            }
+        }
+        sent.extend(out);
+    }
+    let mut probed: Vec<SocketAddr> = sent
+        .iter()
+        .filter(|(_, p)| matches!(p.message, Message::Ping(_)))
+        .map(|(t, _)| t.to)
+        .collect();
+    probed.sort();
+    probed.dedup();
+    let observers = Config::default().observers;
+    assert!(
+        (1..=observers).contains(&probed.len()),
+        "{} members probed in 30 s: {probed:?}",
+        probed.len()
+    );
+}
+
+#[test]
+fn a_stale_accusation_is_answered_with_the_refutation() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    let refuted = Update {
+        name: NodeName::new("n2"),
+        incarnation: Incarnation(3),
+        state: State::Alive,
+        addr: Some(WireAddr(addr(2))),
+        tags: Some(Tags::new()),
+        ..Update::default()
+    };
+    swim.handle_packet(now, addr(2), packet(2, Message::Gossip, vec![refuted]));
+    drain(&mut swim);
+    // n5 missed the refutation and still gossips the suspicion it refuted.
+    swim.handle_packet(
+        now,
+        addr(5),
+        packet(
+            5,
+            Message::Gossip,
+            vec![claim("n2", 2, State::Suspect, "n1")],
+        ),
+    );
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Alive));
+    let sent = drain(&mut swim);
+    let answer = sent
+        .iter()
+        .find(|(t, _)| t.to == addr(5))
+        .expect("an answer to the member that missed the refutation");
+    assert_eq!(answer.1.updates[0].name.as_str(), "n2");
+    assert_eq!(answer.1.updates[0].incarnation, Incarnation(3));
+    assert_eq!(answer.1.updates[0].state, State::Alive);
+}
+
+#[test]
+fn a_member_not_watching_a_suspect_asks_a_neighbour_instead_of_dialling_it() {
+    let now = Instant::now();
+    // Find a suspect n0 does not watch.
+    let swim = core(40, now);
+    let watched: Vec<String> = swim
+        .watched()
+        .into_iter()
+        .map(|m| m.info.name.to_string())
+        .collect();
+    let suspect = (1..=40u8)
+        .find(|i| !watched.contains(&format!("n{i}")))
+        .expect("n0 watches at most 4 of 40");
+    let mut swim = core(40, now);
+    let name = format!("n{suspect}");
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim(&name, 0, State::Suspect, "n1")],
+        ),
+    );
+    let (min, _) = swim.config().suspicion_bounds(41);
+    let sent = run_until(&mut swim, now + min);
+    assert!(
+        !sent.iter().any(|(t, _)| t.to == addr(suspect)),
+        "no packet to the suspect"
+    );
+    let neighbours: Vec<SocketAddr> = swim.neighbours().into_iter().map(|m| m.info.addr).collect();
+    assert!(
+        sent.iter().any(|(t, p)| neighbours.contains(&t.to)
+            && p.updates.first().is_some_and(|u| u.name.as_str() == name)),
+        "a neighbour was asked about {name}"
+    );
 }

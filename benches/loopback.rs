@@ -1,6 +1,8 @@
 //! Real agents on loopback: convergence, detection and leave at 20 agents, resource use and
 //! bandwidth at 50, each beside what `swimd simulate` predicts. Not part of `cargo test`:
-//! run `cargo bench --bench loopback` (about three minutes).
+//! run `cargo bench --bench loopback` (about three minutes). `SWIMD_BENCH=scale` runs the
+//! calibration of the simulator's transport model instead: `SWIMD_BENCH_N` agents (250)
+//! from a cold start to steady state (about five minutes).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +39,14 @@ fn main() {
     }
     // SWIMD_BENCH=20 or =50 runs only that part.
     let only = std::env::var("SWIMD_BENCH").unwrap_or_default();
+    if only == "scale" {
+        let n = std::env::var("SWIMD_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(250);
+        scale(n);
+        return;
+    }
     if only != "50" {
         twenty();
     }
@@ -168,5 +178,132 @@ fn fifty() {
         median(bytes_per_s),
         sim["per_member"]["msgs_sent_per_s"],
         sim["per_member"]["bytes_sent_with_overhead_per_s"]
+    );
+}
+
+/// Per agent, cumulative: (CPU seconds, UDP datagrams sent, UDP bytes sent incl. 28 B
+/// headers, handshakes completed, open connections).
+type Counters = (f64, u64, u64, u64, u64);
+
+fn counters(c: &Cluster, i: usize) -> Counters {
+    let cpu = usage(c.nodes[i].pid().unwrap_or(0)).1;
+    let transport = get(&c.nodes[i].api(), "/v1/self")
+        .ok()
+        .map(|s| s["transport"].clone())
+        .unwrap_or_default();
+    let field = |name: &str| transport[name].as_u64().unwrap_or(0);
+    let datagrams = field("udp_tx_datagrams");
+    (
+        cpu,
+        datagrams,
+        field("udp_tx_bytes") + 28 * datagrams,
+        field("handshakes"),
+        field("connections"),
+    )
+}
+
+/// Median per agent of each rate between two sets of counters `secs` apart: (B/s,
+/// datagrams/s, handshakes/s, CPU-s/min, connections at the end).
+fn rates(before: &[Counters], after: &[Counters], secs: f64) -> [f64; 5] {
+    let per = |f: &dyn Fn(&Counters, &Counters) -> f64| {
+        median(before.iter().zip(after).map(|(b, a)| f(b, a)).collect())
+    };
+    [
+        per(&|b, a| (a.2 - b.2) as f64 / secs),
+        per(&|b, a| (a.1 - b.1) as f64 / secs),
+        per(&|b, a| (a.3 - b.3) as f64 / secs),
+        per(&|b, a| (a.0 - b.0) * 60.0 / secs),
+        per(&|_, a| a.4 as f64),
+    ]
+}
+
+/// The calibration of `swimd simulate`'s transport model: `n` real agents started together
+/// with one seed, their traffic, handshakes and CPU in the first minute and at steady
+/// state, beside what the simulator predicts for the same windows.
+fn scale(n: u8) {
+    let mut c = Cluster::new("benchscale", 92, n);
+    let start = Instant::now();
+    c.start_all();
+    let started = start.elapsed();
+    let converged = c.wait_converged(Duration::from_secs(180));
+    println!(
+        "{n} agents started over {:.1} s, one seed: all see {n} alive after {:.2} s",
+        started.as_secs_f64(),
+        converged.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    let zero = vec![(0.0, 0, 0, 0, 0); usize::from(n)];
+    let cold_window = Duration::from_secs(60);
+    std::thread::sleep(cold_window.saturating_sub(start.elapsed()));
+    let cold: Vec<_> = (0..usize::from(n)).map(|i| counters(&c, i)).collect();
+    let cold_secs = start.elapsed().as_secs_f64();
+    let warmup = Duration::from_secs(200);
+    std::thread::sleep(warmup.saturating_sub(start.elapsed()));
+    let steady_from: Vec<_> = (0..usize::from(n)).map(|i| counters(&c, i)).collect();
+    let window = Duration::from_secs(60);
+    std::thread::sleep(window);
+    let steady_to: Vec<_> = (0..usize::from(n)).map(|i| counters(&c, i)).collect();
+    let rss: Vec<f64> = (0..usize::from(n))
+        .map(|i| usage(c.nodes[i].pid().unwrap_or(0)).0 as f64 / 1024.0)
+        .collect();
+    let failed: f64 = (0..usize::from(n))
+        .filter_map(|i| c.metric(i, "swimd_member_state_transitions_total{state=\"failed\"}"))
+        .sum();
+    let members = n.to_string();
+    let sim_cold = simulate(&[
+        "--members",
+        &members,
+        "--scenario",
+        "steady",
+        "--duration",
+        "60s",
+        "--measure-from",
+        "0s",
+        "--seed",
+        "1",
+    ]);
+    let sim_steady = simulate(&[
+        "--members",
+        &members,
+        "--scenario",
+        "steady",
+        "--duration",
+        "260s",
+        "--measure-from",
+        "200s",
+        "--seed",
+        "1",
+    ]);
+    let show = |label: &str, real: [f64; 5], sim: &serde_json::Value| {
+        let p = &sim["per_member"];
+        println!(
+            "{label}, per agent (median) real | simulated: {:.0} | {} B/s, {:.2} | {} datagrams/s, {:.3} | {} handshakes/s, {:.3} | {} CPU-s/min, {:.0} | {} connections",
+            real[0],
+            p["bytes_sent_with_overhead_per_s"],
+            real[1],
+            p["msgs_sent_per_s"],
+            real[2],
+            p["handshakes_per_s"],
+            real[3],
+            p["cpu_s_per_min"],
+            real[4],
+            p["connections"],
+        );
+    };
+    show(
+        &format!("cold start, first {cold_secs:.0} s"),
+        rates(&zero, &cold, cold_secs),
+        &sim_cold,
+    );
+    show(
+        "steady state, 200-260 s",
+        rates(&steady_from, &steady_to, window.as_secs_f64()),
+        &sim_steady,
+    );
+    println!(
+        "resident {:.1} MiB median (max {:.1}); failed verdicts over the whole run, all agents: {failed} (simulated cold start: {} false failures, converged after {} s)",
+        median(rss.clone()),
+        rss.iter().cloned().fold(0.0, f64::max),
+        sim_cold["false_positives"],
+        sim_cold["convergence_s"],
     );
 }

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub broadcast_queue_depth: usize,
     /// Open QUIC connections.
     pub quic_connections: usize,
+    /// Handshakes completed as client (we dialled) and as server.
+    pub handshakes_client: u64,
+    /// See `handshakes_client`.
+    pub handshakes_server: u64,
     /// Handshakes that timed out, were refused, or failed otherwise.
     pub handshake_timeouts: u64,
     /// See `handshake_timeouts`.
@@ -85,6 +89,7 @@ pub struct Metrics {
     broadcast_queue_depth: IntGauge,
     push_pulls: IntCounterVec,
     quic_connections: IntGauge,
+    handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
     dropped: IntCounterVec,
     config_reload_ok: IntGauge,
@@ -257,6 +262,16 @@ impl Metrics {
                 &registry,
                 IntGauge::new("swimd_quic_connections", "Open QUIC connections"),
             ),
+            handshakes: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_quic_handshakes_total",
+                        "QUIC handshakes completed, by side (client: this agent dialled)",
+                    ),
+                    &["side"],
+                ),
+            ),
             handshake_failures: register(
                 &registry,
                 IntCounterVec::new(
@@ -322,6 +337,9 @@ impl Metrics {
         }
         for reason in ["timeout", "refused", "other"] {
             metrics.handshake_failures.with_label_values(&[reason]);
+        }
+        for side in ["client", "server"] {
+            metrics.handshakes.with_label_values(&[side]);
         }
         for reason in DROP_REASONS {
             metrics.dropped.with_label_values(&[reason]);
@@ -394,6 +412,12 @@ impl Metrics {
         self.broadcast_queue_depth
             .set(gauge(snapshot.broadcast_queue_depth));
         self.quic_connections.set(gauge(snapshot.quic_connections));
+        for (side, total) in [
+            ("client", snapshot.handshakes_client),
+            ("server", snapshot.handshakes_server),
+        ] {
+            advance_to(&self.handshakes.with_label_values(&[side]), total);
+        }
         let handshakes = &self.handshake_failures;
         for (reason, total) in [
             ("timeout", snapshot.handshake_timeouts),
@@ -794,7 +818,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 25] = [
+    pub(crate) const NAMES: [&str; 26] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -814,6 +838,7 @@ mod tests {
         "swimd_broadcast_queue_depth",
         "swimd_push_pull_total",
         "swimd_quic_connections",
+        "swimd_quic_handshakes_total",
         "swimd_quic_handshake_failures_total",
         "swimd_dropped_messages_total",
         "swimd_config_last_reload_successful",

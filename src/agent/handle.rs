@@ -92,6 +92,9 @@ pub struct TransportJson {
     pub swim_bytes_sent: u64,
     /// Open QUIC connections.
     pub connections: usize,
+    /// QUIC handshakes completed, either side.
+    #[serde(default)]
+    pub handshakes: u64,
 }
 
 /// Members per state.

@@ -722,6 +722,8 @@ impl Agent {
             incarnation: self.swim.incarnation().0,
             broadcast_queue_depth: self.swim.broadcast_queue_depth(),
             quic_connections: self.transport.connections(),
+            handshakes_client: load(&stats.handshakes_client),
+            handshakes_server: load(&stats.handshakes_server),
             handshake_timeouts: load(&stats.handshake_timeouts),
             handshake_refused: load(&stats.handshake_refused),
             handshake_other: load(&stats.handshake_other),
@@ -793,6 +795,7 @@ impl Agent {
             swim_messages_sent: load(&stats.datagrams_sent) + load(&stats.streams_sent),
             swim_bytes_sent: load(&stats.datagram_bytes_sent) + load(&stats.stream_bytes_sent),
             connections: self.transport.connections(),
+            handshakes: load(&stats.handshakes_client) + load(&stats.handshakes_server),
         }
     }
 

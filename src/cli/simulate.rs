@@ -45,6 +45,9 @@ pub(super) struct Args {
     /// Time between injected events (crash, leave, pause, churn steps).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     every: Duration,
+    /// Members that crash together at each `crash` event (a rack going down).
+    #[arg(long, default_value_t = 1)]
+    burst: usize,
     /// How long `partition-heal` keeps the halves apart.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     hold: Duration,
@@ -52,7 +55,8 @@ pub(super) struct Args {
     #[arg(long, default_value = "default")]
     profile: Profile,
     /// Count load (bytes, handshakes, CPU) from this time on, e.g. `200s` for the steady
-    /// state after connections settled (`steady` and `loss` only; default: after 5 s).
+    /// state after connections settled, `0s` for everything from the cold start on
+    /// (`steady` and `loss` only; default: after 5 s and the cold start).
     #[arg(long, value_parser = humantime::parse_duration)]
     measure_from: Option<Duration>,
     /// Override a `[gossip]` setting, e.g. `--set probe_interval=800ms`; repeatable.
@@ -74,6 +78,9 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.every.is_zero() {
         bail!("--every must be above zero");
+    }
+    if args.burst == 0 {
+        bail!("--burst must be at least 1");
     }
     let mut config = args.profile.config();
     for pair in &args.set {
@@ -103,6 +110,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         config,
         progress: args.seeds.is_none(),
         explain,
+        burst: args.burst,
         measure_from: args.measure_from.unwrap_or(Duration::from_secs(5)),
     };
     if let Some(seeds) = &args.seeds {

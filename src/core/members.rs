@@ -152,17 +152,22 @@ impl Members {
         self.rebuild_overlay();
     }
 
-    /// How many live members watch `slot` on `rings` probing rings (see
-    /// [`super::overlay::observers_of`]).
-    pub(crate) fn observers_of(&self, slot: Slot, rings: usize) -> usize {
+    /// The members that watch `slot` on `rings` probing rings among the members in a state
+    /// `eligible` accepts (see [`super::overlay::observers_of`]).
+    pub(crate) fn observers_of(
+        &self,
+        slot: Slot,
+        rings: usize,
+        eligible: impl Fn(State) -> bool,
+    ) -> Vec<Slot> {
         let Some(ring_hash) = self.info(slot).map(|i| i.ring_hash) else {
-            return 0;
+            return Vec::new();
         };
-        let live = self.ring.iter().filter_map(|&s| {
+        let members = self.ring.iter().filter_map(|&s| {
             let member = self.get(s)?;
-            is_live(member.state).then_some((s, member.info.ring_hash))
+            eligible(member.state).then_some((s, member.info.ring_hash))
         });
-        super::overlay::observers_of(rings, (slot, ring_hash), live)
+        super::overlay::observers_of(rings, (slot, ring_hash), members)
     }
 
     /// Our neighbours on the probing rings.

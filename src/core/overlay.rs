@@ -137,7 +137,7 @@ pub(crate) fn observers_of(
     rings: usize,
     target: (Slot, u64),
     live: impl Iterator<Item = (Slot, u64)>,
-) -> usize {
+) -> Vec<Slot> {
     let rings = rings.min(MAX_RINGS);
     let mut nearest: Vec<Option<(u64, Slot)>> = vec![None; rings];
     let (target_slot, target_hash) = target;
@@ -153,7 +153,7 @@ pub(crate) fn observers_of(
             }
         }
     }
-    distinct(&nearest).len()
+    distinct(&nearest)
 }
 
 fn distinct(entries: &[Option<(u64, Slot)>]) -> Vec<Slot> {
@@ -234,7 +234,8 @@ mod tests {
         let overlays: Vec<Overlay> = (0..n).map(|me| overlay(me, n, k)).collect();
         for target in 0..n {
             let watching = overlays.iter().filter(|o| o.watches(target)).count();
-            let counted = observers_of(k, (target, hash(target)), (0..n).map(|i| (i, hash(i))));
+            let counted =
+                observers_of(k, (target, hash(target)), (0..n).map(|i| (i, hash(i)))).len();
             assert_eq!(watching, counted, "member {target}");
         }
     }

@@ -675,13 +675,22 @@ impl Swim {
                     let round = now.saturating_duration_since(started).as_nanos()
                         / (min / 2).as_nanos().max(1);
                     let incarnation = self.members.get(slot).map(|m| m.incarnation);
-                    let selected = incarnation.is_some_and(|inc| {
-                        self.selected_to_confirm(
-                            slot,
-                            inc,
-                            u32::try_from(round).unwrap_or(u32::MAX),
-                        )
-                    });
+                    let selected = if self.members.overlay().enabled() {
+                        // Its observers among the members we believe alive: in a partition
+                        // the far side turns suspect, and the watchers on our side step in
+                        // (the rings' own observers may mostly sit across the cut).
+                        self.members
+                            .observers_of(slot, self.config.observers, |s| s == State::Alive)
+                            .contains(&self.me)
+                    } else {
+                        incarnation.is_some_and(|inc| {
+                            self.selected_to_confirm(
+                                slot,
+                                inc,
+                                u32::try_from(round).unwrap_or(u32::MAX),
+                            )
+                        })
+                    };
                     if self.members.overlay().enabled() && !selected {
                         // Not one of its observers: ask a neighbour rather than dial the
                         // suspect; one that knows the refutation answers with it.
@@ -1195,9 +1204,11 @@ impl Swim {
                 let expected = if self.members.overlay().enabled() {
                     // Only the suspect's other observers confirm: a few, now and then fewer
                     // than `wanted` (two rings may give it the same observer).
+                    let live = |s| matches!(s, State::Alive | State::Suspect);
                     let others = self
                         .members
-                        .observers_of(slot, self.config.observers)
+                        .observers_of(slot, self.config.observers, live)
+                        .len()
                         .saturating_sub(1);
                     wanted.min(u32::try_from(others).unwrap_or(u32::MAX))
                 } else if n.saturating_sub(2) < wanted as usize {
@@ -1297,7 +1308,12 @@ impl Swim {
             };
             self.emit(kind, slot, Some(previous));
         }
-        if source == Source::Gossip && state != State::Suspect {
+        // A recovery learnt in a push-pull is news for everyone on our side of a healed
+        // partition too: pass it on (other sync state stays with us).
+        let recovered = previous == State::Failed && state == State::Alive;
+        if (source == Source::Gossip || (source == Source::Sync && recovered))
+            && state != State::Suspect
+        {
             self.enqueue_broadcast(slot);
             self.schedule_gossip(now);
         }

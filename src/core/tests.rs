@@ -940,3 +940,47 @@ fn a_member_not_watching_a_suspect_asks_a_neighbour_instead_of_dialling_it() {
         "a neighbour was asked about {name}"
     );
 }
+
+#[test]
+fn a_recovery_learnt_in_a_push_pull_is_passed_on() {
+    let now = Instant::now();
+    let identity = Identity {
+        name: NodeName::new("n0"),
+        addr: addr(0),
+        cluster: CLUSTER,
+        tags: Tags::new(),
+        incarnation: Incarnation(0),
+    };
+    let mut swim = Swim::new(identity, Config::default(), 42, now);
+    swim.restore(
+        now,
+        (1..=10).map(|i| {
+            let state = if i == 2 { State::Failed } else { State::Alive };
+            (info(i), Incarnation(0), state)
+        }),
+    );
+    drain(&mut swim);
+    // After a partition heals, a peer's push-pull says n2 refuted its failure.
+    let back = Update {
+        name: NodeName::new("n2"),
+        incarnation: Incarnation(1),
+        state: State::Alive,
+        addr: Some(WireAddr(addr(2))),
+        tags: Some(Tags::new()),
+        ..Update::default()
+    };
+    let sync = Message::PushPull(wire::PushPull {
+        members: vec![back],
+        ..wire::PushPull::default()
+    });
+    swim.handle_packet(now, addr(3), packet(3, sync, vec![]));
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Alive));
+    let sent = run_until(&mut swim, now + Duration::from_secs(1));
+    let gossiped = sent.iter().any(|(_, p)| {
+        matches!(p.message, Message::Gossip)
+            && p.updates
+                .iter()
+                .any(|u| u.name.as_str() == "n2" && u.state == State::Alive)
+    });
+    assert!(gossiped, "members on our side hear of the recovery too");
+}

@@ -109,6 +109,10 @@ pub struct TransportStats {
     pub streams_received: AtomicU64,
     /// Their payload bytes.
     pub stream_bytes_received: AtomicU64,
+    /// Handshakes completed that we dialled.
+    pub handshakes_client: AtomicU64,
+    /// Handshakes completed that a peer dialled.
+    pub handshakes_server: AtomicU64,
     /// Handshakes that timed out.
     pub handshake_timeouts: AtomicU64,
     /// Handshakes refused (TLS: unknown CA, bad certificate, wrong ALPN).
@@ -505,6 +509,12 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
         return;
     };
     let addr = conn.remote_address();
+    let completed = if dialled_by_us {
+        &shared.stats.handshakes_client
+    } else {
+        &shared.stats.handshakes_server
+    };
+    completed.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
     let mut pool = lock(&shared.pool);
     let queued = match pool.peers.remove(&addr) {

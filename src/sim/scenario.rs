@@ -91,7 +91,10 @@ pub struct Options {
     pub progress: bool,
     /// Record this member's story (see [`Simulator::explain`]).
     pub explain: Option<usize>,
-    /// Load figures count from then (at least the warm-up, and after any cold start).
+    /// Members crashed together at each `crash` event (a rack or a zone going down).
+    pub burst: usize,
+    /// Load figures count from then: 0 from the start (a cold start included), else at the
+    /// earliest after the warm-up and the cold start (`steady` and `loss`).
     pub measure_from: Duration,
 }
 
@@ -111,6 +114,7 @@ impl Options {
             config: Config::default(),
             progress: false,
             explain: None,
+            burst: 1,
             measure_from: WARMUP,
         }
     }
@@ -303,17 +307,25 @@ impl Run {
         }
         let warmup = self.sim.elapsed().max(WARMUP);
         let end = self.opts.duration.max(warmup);
-        // Only runs where nothing is injected may start counting later (steady state).
+        // Only runs where nothing is injected may count from the start (cold start
+        // included) or from later on (steady state).
         let measure_from = match self.opts.scenario {
+            ScenarioKind::Steady | ScenarioKind::Loss if self.opts.measure_from.is_zero() => {
+                Duration::ZERO
+            }
             ScenarioKind::Steady | ScenarioKind::Loss => {
                 warmup.max(self.opts.measure_from).min(end)
             }
             _ => warmup,
         };
-        self.advance_to(measure_from);
-        self.sim.settle_acks();
-        let start_load = self.load();
-        let load_start = self.sim.elapsed();
+        let (start_load, load_start) = if measure_from.is_zero() {
+            (Load::default(), Duration::ZERO)
+        } else {
+            self.advance_to(measure_from);
+            self.sim.settle_acks();
+            (self.load(), self.sim.elapsed())
+        };
+        self.advance_to(warmup);
 
         let mut firsts = Vec::new();
         let mut alls = Vec::new();
@@ -334,9 +346,23 @@ impl Run {
                     let at = self.sim.elapsed();
                     match self.opts.scenario {
                         ScenarioKind::Crash => {
-                            self.sim.crash(victim);
-                            self.note_down(victim, at);
-                            pending.push((victim, at, EventKind::Failed));
+                            let mut victims = vec![victim];
+                            // Keep at least three running (and more than half).
+                            let room = (running.len() / 2).saturating_sub(1).max(1);
+                            while victims.len() < self.opts.burst.min(room) {
+                                let v =
+                                    running[(self.rng.next_u64() % running.len() as u64) as usize];
+                                if !victims.contains(&v) {
+                                    victims.push(v);
+                                }
+                            }
+                            for &v in &victims {
+                                self.sim.crash(v);
+                                self.note_down(v, at);
+                            }
+                            for v in victims {
+                                pending.push((v, at, EventKind::Failed));
+                            }
                         }
                         ScenarioKind::Leave => {
                             self.sim.leave(victim, Duration::from_secs(2));

@@ -768,3 +768,63 @@ fn relays_nack_before_the_prober_decides_so_a_crash_costs_nobody_health() {
         );
     }
 }
+
+/// `swimd simulate` refuses bad ranges and settings with one line naming the problem.
+#[test]
+fn simulate_rejects_bad_seeds_and_settings_with_one_clear_line() {
+    for (args, expected) in [
+        (&["--seeds", "9..3"][..], "the range is empty"),
+        (
+            &["--seeds", "a..b"][..],
+            "expected a seed (7) or an inclusive range",
+        ),
+        (
+            &["--set", "observers=99"][..],
+            "gossip.observers: (99) must be at most 16",
+        ),
+        (
+            &["--set", "nonsense=1"][..],
+            "unknown gossip setting \"nonsense\"",
+        ),
+        (&["--set", "probe_timeout=soon"][..], "probe_timeout=soon"),
+        (&["--explain", "node-50"][..], "node-0 to node-49"),
+        (&["--burst", "0"][..], "--burst must be at least 1"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_swimd"))
+            .arg("simulate")
+            .args(args)
+            .output()
+            .expect("swimd runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// A sweep prints the distribution of each figure over its seeds.
+#[test]
+fn simulate_over_a_range_of_seeds_reports_distributions_and_failed_seeds() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_swimd"))
+        .args(["simulate", "--members", "10", "--scenario", "crash"])
+        .args(["--duration", "60s", "--seeds", "1..4", "--threads", "2"])
+        .output()
+        .expect("swimd runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sweep: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(sweep["runs"], 4);
+    assert_eq!(sweep["seeds"], serde_json::json!([1, 4]));
+    assert!(
+        sweep["detection_all_s"]["p50"].as_f64().is_some(),
+        "{sweep}"
+    );
+    assert_eq!(
+        sweep["detection_all_s"]["n"], 8,
+        "2 crashes per run: {sweep}"
+    );
+    assert!(sweep["failed_seeds"].as_array().is_some_and(Vec::is_empty));
+}

@@ -182,8 +182,8 @@ fn fifty() {
 }
 
 /// Per agent, cumulative: (CPU seconds, UDP datagrams sent, UDP bytes sent incl. 28 B
-/// headers, handshakes completed, open connections).
-type Counters = (f64, u64, u64, u64, u64);
+/// headers, handshakes completed, open connections, SWIM payload bytes sent).
+type Counters = (f64, u64, u64, u64, u64, u64);
 
 fn counters(c: &Cluster, i: usize) -> Counters {
     let cpu = usage(c.nodes[i].pid().unwrap_or(0)).1;
@@ -199,12 +199,13 @@ fn counters(c: &Cluster, i: usize) -> Counters {
         field("udp_tx_bytes") + 28 * datagrams,
         field("handshakes"),
         field("connections"),
+        field("swim_bytes_sent"),
     )
 }
 
 /// Median per agent of each rate between two sets of counters `secs` apart: (B/s,
-/// datagrams/s, handshakes/s, CPU-s/min, connections at the end).
-fn rates(before: &[Counters], after: &[Counters], secs: f64) -> [f64; 5] {
+/// datagrams/s, handshakes/s, CPU-s/min, connections at the end, SWIM payload B/s).
+fn rates(before: &[Counters], after: &[Counters], secs: f64) -> [f64; 6] {
     let per = |f: &dyn Fn(&Counters, &Counters) -> f64| {
         median(before.iter().zip(after).map(|(b, a)| f(b, a)).collect())
     };
@@ -214,6 +215,7 @@ fn rates(before: &[Counters], after: &[Counters], secs: f64) -> [f64; 5] {
         per(&|b, a| (a.3 - b.3) as f64 / secs),
         per(&|b, a| (a.0 - b.0) * 60.0 / secs),
         per(&|_, a| a.4 as f64),
+        per(&|b, a| (a.5 - b.5) as f64 / secs),
     ]
 }
 
@@ -231,7 +233,7 @@ fn scale(n: u8) {
         started.as_secs_f64(),
         converged.map_or(f64::NAN, |d| d.as_secs_f64())
     );
-    let zero = vec![(0.0, 0, 0, 0, 0); usize::from(n)];
+    let zero = vec![(0.0, 0, 0, 0, 0, 0); usize::from(n)];
     let cold_window = Duration::from_secs(60);
     std::thread::sleep(cold_window.saturating_sub(start.elapsed()));
     let cold: Vec<_> = (0..usize::from(n)).map(|i| counters(&c, i)).collect();
@@ -273,12 +275,14 @@ fn scale(n: u8) {
         "--seed",
         "1",
     ]);
-    let show = |label: &str, real: [f64; 5], sim: &serde_json::Value| {
+    let show = |label: &str, real: [f64; 6], sim: &serde_json::Value| {
         let p = &sim["per_member"];
         println!(
-            "{label}, per agent (median) real | simulated: {:.0} | {} B/s, {:.2} | {} datagrams/s, {:.3} | {} handshakes/s, {:.3} | {} CPU-s/min, {:.0} | {} connections",
+            "{label}, per agent (median) real | simulated: {:.0} | {} B/s (SWIM payload {:.0} | {}), {:.2} | {} datagrams/s, {:.3} | {} handshakes/s, {:.3} | {} CPU-s/min, {:.0} | {} connections",
             real[0],
             p["bytes_sent_with_overhead_per_s"],
+            real[5],
+            p["bytes_sent_per_s"],
             real[1],
             p["msgs_sent_per_s"],
             real[2],

@@ -617,10 +617,14 @@ fn steady_state(members: usize) -> scenario::Report {
     report
 }
 
+/// A probe costs three packets: the ping, the ack and QUIC's ACK of the ack (each member
+/// probes once a second and answers about once). Real agents send 3.15 a second. (The
+/// simulator once dropped the ACK-only packets owed to a peer it sent to again later,
+/// and counted 2.66.)
 #[test]
 fn steady_state_load_is_within_budget() {
     let load = steady_state(100).per_member;
-    assert!(load.msgs_sent_per_s <= 3.0, "{load:?}");
+    assert!(load.msgs_sent_per_s <= 3.2, "{load:?}");
     assert!(load.bytes_sent_with_overhead_per_s <= 350.0, "{load:?}");
 }
 

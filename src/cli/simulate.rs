@@ -45,6 +45,9 @@ pub(super) struct Args {
     /// Time between injected events (crash, leave, pause, churn steps).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     every: Duration,
+    /// `steady`: the cold start spreads the members' starts over this long.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    start_over: Duration,
     /// Members that crash together at each `crash` event (a rack going down).
     #[arg(long, default_value_t = 1)]
     burst: usize,
@@ -110,6 +113,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         config,
         progress: args.seeds.is_none(),
         explain,
+        start_over: args.start_over,
         burst: args.burst,
         measure_from: args.measure_from.unwrap_or(Duration::from_secs(5)),
     };

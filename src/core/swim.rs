@@ -54,6 +54,7 @@ enum Timer {
     Reconnect,
     SeedRetry,
     SyncAfterJoin(u8),
+    SyncAgain,
     DirectTimeout(u32),
     ProbeDeadline(u32),
     RelayNack(u32),
@@ -160,6 +161,8 @@ pub struct Swim {
     /// Accusers we sent our refutation to directly, for our current incarnation.
     told_accusers: (Incarnation, Vec<NodeName>),
     gossip_scheduled: bool,
+    /// A follow-up sync is due (see `on_push_pull`).
+    sync_again_scheduled: bool,
     last_gossip: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -226,6 +229,7 @@ impl Swim {
             link_check_backoff: Duration::ZERO,
             told_accusers: (Incarnation::default(), Vec::new()),
             gossip_scheduled: false,
+            sync_again_scheduled: false,
             last_gossip: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -606,6 +610,10 @@ impl Swim {
                     let delay = self.config.gossip_interval * (4 << (2 * round));
                     self.schedule(now + delay, Timer::SyncAfterJoin(round + 1));
                 }
+            }
+            Timer::SyncAgain => {
+                self.sync_again_scheduled = false;
+                self.sync_with_random_member(now);
             }
             Timer::Reconnect => {
                 self.schedule(now + self.config.reconnect_interval, Timer::Reconnect);
@@ -1984,11 +1992,22 @@ impl Swim {
             digest,
             buckets,
         } = push_pull;
+        let before = *self.members.digest();
         for update in members {
             self.apply_update(now, update, Some(sender), Source::Sync);
         }
+        let taught = before != *self.members.digest();
         let peer = self.members.find(sender.as_str());
         if reply {
+            // A sync that taught us something (gossip missed it) suggests more is missing:
+            // sync again soon with another neighbour, until one teaches nothing. Members
+            // hear gossip from their few neighbours only, and in a burst of joins now and
+            // then all of them send an update elsewhere.
+            if taught && !join && !self.sync_again_scheduled && !self.leaving {
+                self.sync_again_scheduled = true;
+                let delay = self.config.gossip_interval * 4;
+                self.schedule(now + delay, Timer::SyncAgain);
+            }
             if join {
                 self.join_peer = peer;
                 // Members that joined just before us may not have reached the seed yet, and

@@ -984,3 +984,41 @@ fn a_recovery_learnt_in_a_push_pull_is_passed_on() {
     });
     assert!(gossiped, "members on our side hear of the recovery too");
 }
+
+/// Push-pulls `swim` starts within `within` (after handling what is already queued).
+fn push_pulls_within(swim: &mut Swim, from: Instant, within: Duration) -> usize {
+    run_until(swim, from + within)
+        .iter()
+        .filter(|(_, p)| matches!(&p.message, Message::PushPull(pp) if !pp.reply))
+        .count()
+}
+
+#[test]
+fn a_sync_that_teaches_something_is_followed_by_another_until_one_teaches_nothing() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    let answer = |members: Vec<Update>| {
+        Message::PushPull(wire::PushPull {
+            reply: true,
+            members,
+            ..wire::PushPull::default()
+        })
+    };
+    // An answer that agrees with us: nothing follows (the periodic sync is 30 s away).
+    swim.handle_packet(now, addr(1), packet(1, answer(vec![]), vec![]));
+    drain(&mut swim);
+    assert_eq!(push_pulls_within(&mut swim, now, Duration::from_secs(2)), 0);
+    // An answer with a member we did not know: another sync follows within a second.
+    let t = now + Duration::from_secs(2);
+    let stranger = Update {
+        name: NodeName::new("n42"),
+        incarnation: Incarnation(0),
+        state: State::Alive,
+        addr: Some(WireAddr(addr(42))),
+        tags: Some(Tags::new()),
+        ..Update::default()
+    };
+    swim.handle_packet(t, addr(1), packet(1, answer(vec![stranger]), vec![]));
+    drain(&mut swim);
+    assert_eq!(push_pulls_within(&mut swim, t, Duration::from_secs(1)), 1);
+}

@@ -649,9 +649,12 @@ impl Simulator {
     }
 
     fn count_ack_only(&mut self, node: usize) {
+        // Its sender's CPU and its receiver's, charged to the sender (ACKs go both ways).
+        let cpu = self.transport.packet_cpu * 2;
         if let Some(n) = self.nodes.get_mut(node) {
             n.msgs_sent += 1;
             n.bytes_with_overhead += ACK_ONLY_BYTES as u64;
+            n.cpu += cpu;
         }
     }
 
@@ -801,9 +804,12 @@ impl Simulator {
             node.bytes_with_overhead += len + packets * DATAGRAM_OVERHEAD as u64;
             node.cpu += cpu * packets as u32;
         }
-        if channel == 0 {
-            // Our packet carries any ACK we owed this peer.
-            self.acks_owed.remove(&(i, to));
+        // Our packet carries the ACK we owe this peer, unless quinn sent it on its own
+        // already (its delay ran out).
+        if let Some(deadline) = self.acks_owed.remove(&(i, to))
+            && deadline < now
+        {
+            self.count_ack_only(i);
         }
         let delay = if channel == 0 {
             self.network.datagram(i, to, &mut self.rng)

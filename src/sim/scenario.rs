@@ -91,6 +91,8 @@ pub struct Options {
     pub progress: bool,
     /// Record this member's story (see [`Simulator::explain`]).
     pub explain: Option<usize>,
+    /// `steady`: the cold start spreads the members' starts over this long.
+    pub start_over: Duration,
     /// Members crashed together at each `crash` event (a rack or a zone going down).
     pub burst: usize,
     /// Load figures count from then: 0 from the start (a cold start included), else at the
@@ -114,6 +116,7 @@ impl Options {
             config: Config::default(),
             progress: false,
             explain: None,
+            start_over: Duration::from_secs(1),
             burst: 1,
             measure_from: WARMUP,
         }
@@ -288,11 +291,15 @@ impl Run {
         let mut convergence = None;
         let cold = self.opts.scenario == ScenarioKind::Steady && self.opts.members <= 1000;
         if cold {
-            // Everyone joins through node 0, started over the first second.
+            // Everyone joins through node 0, started at random times over `start_over`.
             self.sim.start_joining(0, &[]);
-            for i in 1..self.opts.members {
-                let delay = Duration::from_micros(self.rng.next_u64() % 1_000_000);
-                self.advance_to(delay);
+            let spread = self.opts.start_over.as_micros().max(1) as u64;
+            let mut starts: Vec<Duration> = (1..self.opts.members)
+                .map(|_| Duration::from_micros(self.rng.next_u64() % spread))
+                .collect();
+            starts.sort();
+            for (i, at) in (1..self.opts.members).zip(starts) {
+                self.advance_to(at);
                 self.sim.start_joining(i, &[0]);
             }
             convergence = self

@@ -251,6 +251,8 @@ fn scale(n: u8) {
         .filter_map(|i| c.metric(i, "swimd_member_state_transitions_total{state=\"failed\"}"))
         .sum();
     let members = n.to_string();
+    // The simulated agents start over the same time as the real ones did.
+    let spread = format!("{}ms", started.as_millis().max(1));
     let sim_cold = simulate(&[
         "--members",
         &members,
@@ -260,6 +262,8 @@ fn scale(n: u8) {
         "60s",
         "--measure-from",
         "0s",
+        "--start-over",
+        &spread,
         "--seed",
         "1",
     ]);

@@ -793,9 +793,8 @@ impl Swim {
         None
     }
 
-    /// Up to `count` random neighbours on the overlay that `eligible` accepts, then, if
-    /// there are too few (or no overlay), random members.
-    fn neighbours_then_random(
+    /// Up to `count` of our overlay neighbours, in random order, that `eligible` accepts.
+    fn random_neighbours(
         &mut self,
         count: usize,
         eligible: impl Fn(Slot, &Member) -> bool,
@@ -809,6 +808,17 @@ impl Swim {
             .collect();
         super::members::shuffle(&mut picked, &mut self.rng);
         picked.truncate(count);
+        picked
+    }
+
+    /// Up to `count` random neighbours that `eligible` accepts, then, if there are too few
+    /// (or no overlay), random members.
+    fn neighbours_then_random(
+        &mut self,
+        count: usize,
+        eligible: impl Fn(Slot, &Member) -> bool,
+    ) -> Vec<Slot> {
+        let mut picked = self.random_neighbours(count, &eligible);
         if picked.len() < count {
             let more = self.members.random(count, &mut self.rng, |s, m| {
                 eligible(s, m) && !picked.contains(&s)
@@ -818,26 +828,18 @@ impl Swim {
         picked
     }
 
-    /// Up to `count` random neighbours on the overlay (or, without one, members) that
-    /// `eligible` accepts: the members we keep connections to.
+    /// Up to `count` random neighbours (or, without an overlay, members) that `eligible`
+    /// accepts: the members we keep connections to.
     fn neighbours_or_random(
         &mut self,
         count: usize,
         eligible: impl Fn(Slot, &Member) -> bool,
     ) -> Vec<Slot> {
-        if !self.members.overlay().enabled() {
-            return self.members.random(count, &mut self.rng, eligible);
+        if self.members.overlay().enabled() {
+            self.random_neighbours(count, eligible)
+        } else {
+            self.members.random(count, &mut self.rng, eligible)
         }
-        let mut picked: Vec<Slot> = self
-            .members
-            .overlay()
-            .neighbours()
-            .into_iter()
-            .filter(|&s| self.members.get(s).is_some_and(|m| eligible(s, m)))
-            .collect();
-        super::members::shuffle(&mut picked, &mut self.rng);
-        picked.truncate(count);
-        picked
     }
 
     fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) {

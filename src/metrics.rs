@@ -49,6 +49,10 @@ pub struct Snapshot {
     pub handshake_refused: u64,
     /// See `handshake_timeouts`.
     pub handshake_other: u64,
+    /// Incoming handshakes refused because too many were in flight.
+    pub handshakes_shed: u64,
+    /// Incoming handshakes answered with a stateless Retry (address validation under load).
+    pub handshakes_retried: u64,
     /// SWIM payload bytes sent (datagrams and streams).
     pub bytes_sent: u64,
     /// SWIM payload bytes received (datagrams and streams).
@@ -91,6 +95,7 @@ pub struct Metrics {
     quic_connections: IntGauge,
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
+    retries: IntCounter,
     dropped: IntCounterVec,
     config_reload_ok: IntGauge,
 }
@@ -277,9 +282,16 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "swimd_quic_handshake_failures_total",
-                        "QUIC handshakes that failed, by reason",
+                        "QUIC handshakes that failed, by reason (shed: refused, too many in flight)",
                     ),
                     &["reason"],
+                ),
+            ),
+            retries: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_quic_retries_total",
+                    "Incoming QUIC handshakes sent a stateless Retry to prove their address (under load)",
                 ),
             ),
             dropped: register(
@@ -335,7 +347,7 @@ impl Metrics {
         for result in ["started", "answered"] {
             metrics.push_pulls.with_label_values(&[result]);
         }
-        for reason in ["timeout", "refused", "other"] {
+        for reason in ["timeout", "refused", "shed", "other"] {
             metrics.handshake_failures.with_label_values(&[reason]);
         }
         for side in ["client", "server"] {
@@ -422,10 +434,12 @@ impl Metrics {
         for (reason, total) in [
             ("timeout", snapshot.handshake_timeouts),
             ("refused", snapshot.handshake_refused),
+            ("shed", snapshot.handshakes_shed),
             ("other", snapshot.handshake_other),
         ] {
             advance_to(&handshakes.with_label_values(&[reason]), total);
         }
+        advance_to(&self.retries, snapshot.handshakes_retried);
         for (direction, total) in [
             ("sent", snapshot.bytes_sent),
             ("received", snapshot.bytes_received),
@@ -818,7 +832,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 26] = [
+    pub(crate) const NAMES: [&str; 27] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -840,6 +854,7 @@ mod tests {
         "swimd_quic_connections",
         "swimd_quic_handshakes_total",
         "swimd_quic_handshake_failures_total",
+        "swimd_quic_retries_total",
         "swimd_dropped_messages_total",
         "swimd_config_last_reload_successful",
         "process_resident_memory_bytes",
@@ -897,6 +912,8 @@ mod tests {
             "swimd_gossip_bytes_total{direction=\"sent\"}",
             "swimd_push_pull_total{result=\"answered\"}",
             "swimd_quic_handshake_failures_total{reason=\"refused\"}",
+            "swimd_quic_handshake_failures_total{reason=\"shed\"}",
+            "swimd_quic_retries_total",
             "swimd_dropped_messages_total{reason=\"receive_queue\"}",
             "swimd_dropped_messages_total{reason=\"identity_mismatch\"}",
             "swimd_probe_rtt_seconds_count",

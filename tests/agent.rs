@@ -425,7 +425,7 @@ fn sighup_with_an_invalid_config_keeps_running() {
 }
 
 /// Every metric the README documents, by family name.
-const METRIC_NAMES: [&str; 23] = [
+const METRIC_NAMES: [&str; 24] = [
     "swimd_build_info",
     "swimd_members",
     "swimd_member_up",
@@ -445,6 +445,7 @@ const METRIC_NAMES: [&str; 23] = [
     "swimd_quic_connections",
     "swimd_quic_handshakes_total",
     "swimd_quic_handshake_failures_total",
+    "swimd_quic_retries_total",
     "swimd_dropped_messages_total",
     "swimd_config_last_reload_successful",
     "process_resident_memory_bytes",

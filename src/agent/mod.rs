@@ -727,6 +727,8 @@ impl Agent {
             handshake_timeouts: load(&stats.handshake_timeouts),
             handshake_refused: load(&stats.handshake_refused),
             handshake_other: load(&stats.handshake_other),
+            handshakes_shed: load(&stats.handshakes_shed),
+            handshakes_retried: load(&stats.handshakes_retried),
             bytes_sent: load(&stats.datagram_bytes_sent) + load(&stats.stream_bytes_sent),
             bytes_received: load(&stats.datagram_bytes_received)
                 + load(&stats.stream_bytes_received),

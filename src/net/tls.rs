@@ -432,6 +432,19 @@ impl TlsIdentity {
         Ok(config)
     }
 
+    /// A client that trusts the cluster's CA but shows no certificate: an outsider, for tests.
+    #[cfg(test)]
+    pub(crate) fn quinn_anonymous_client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(self.server_verifier()))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(config)?;
+        Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+    }
+
     /// [`TlsIdentity::server_config`] for a quinn endpoint (transport settings left default).
     pub fn quinn_server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
         let crypto = QuicServerConfig::try_from(self.server_config()?)?;

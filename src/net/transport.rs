@@ -44,6 +44,9 @@ pub struct TransportConfig {
     pub mtu: u16,
     /// First and longest wait before dialling an address that did not answer again.
     pub backoff: (Duration, Duration),
+    /// Most handshakes peers may have in flight with us at once; beyond a quarter of it,
+    /// an unvalidated address gets a stateless Retry first, beyond it a refusal.
+    pub max_incoming_handshakes: usize,
 }
 
 impl Default for TransportConfig {
@@ -51,12 +54,13 @@ impl Default for TransportConfig {
         TransportConfig {
             handshake_timeout: Duration::from_millis(500),
             initial_rtt: Duration::from_millis(10),
-            // Long enough that round-robin probing (each pair every ~n seconds) reuses
-            // connections in clusters of a hundred or so: a new handshake costs ~4.4 KB.
+            // Overlay neighbours talk every second; this keeps the connections of occasional
+            // partners (push-pull, link checks) too: a new handshake costs ~4.8 KB.
             idle_timeout: Duration::from_secs(180),
             max_connections: 1024,
             mtu: 1200,
             backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+            max_incoming_handshakes: 64,
         }
     }
 }
@@ -119,6 +123,10 @@ pub struct TransportStats {
     pub handshake_refused: AtomicU64,
     /// Handshakes that failed otherwise.
     pub handshake_other: AtomicU64,
+    /// Incoming handshakes refused because `max_incoming_handshakes` were in flight.
+    pub handshakes_shed: AtomicU64,
+    /// Incoming handshakes answered with a stateless Retry (address validation under load).
+    pub handshakes_retried: AtomicU64,
     /// Messages dropped: peer backed off, queue full, too large, or stream failure.
     pub send_drops: AtomicU64,
     /// Received messages dropped because the agent's queue was full.
@@ -188,7 +196,8 @@ impl Transport {
         config: TransportConfig,
     ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
         let transport_config = Arc::new(quinn_transport_config(&config));
-        let (server, client) = quinn_configs(identity, &transport_config)?;
+        let (server, client) =
+            quinn_configs(identity, &transport_config, config.max_incoming_handshakes)?;
 
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
         let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(key));
@@ -221,7 +230,11 @@ impl Transport {
 
     /// Uses new certificates for connections made from now on (SIGHUP).
     pub fn reload_tls(&self, identity: &TlsIdentity) -> Result<(), tls::TlsError> {
-        let (server, client) = quinn_configs(identity, &self.shared.transport_config)?;
+        let (server, client) = quinn_configs(
+            identity,
+            &self.shared.transport_config,
+            self.shared.config.max_incoming_handshakes,
+        )?;
         self.shared.endpoint.set_server_config(Some(server));
         *self.shared.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
         Ok(())
@@ -239,11 +252,7 @@ impl Transport {
 
     /// Open connections.
     pub fn connections(&self) -> usize {
-        lock(&self.shared.pool)
-            .peers
-            .values()
-            .filter(|s| matches!(s, Slot::Connected { .. }))
-            .count()
+        connected(&lock(&self.shared.pool))
     }
 
     /// UDP totals over every connection, open or closed.
@@ -273,6 +282,7 @@ impl Transport {
         let now = Instant::now();
         let shared = &self.shared;
         let mut pool = lock(&shared.pool);
+        let full = pool.peers.len() >= shared.config.max_connections.saturating_mul(2);
         match pool.peers.get_mut(&to) {
             Some(Slot::Connected {
                 conn, last_used, ..
@@ -290,6 +300,11 @@ impl Transport {
                 queue.push_back((channel, payload));
             }
             Some(Slot::Backoff { until, .. }) if *until > now => {
+                shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            // Dialling and backed-off addresses are bounded too (the sweeper forgets old
+            // backoffs): as many as there may be connections.
+            None if full => {
                 shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
             }
             _ => {
@@ -321,9 +336,16 @@ impl Transport {
 fn quinn_configs(
     identity: &TlsIdentity,
     transport: &Arc<quinn::TransportConfig>,
+    max_incoming_handshakes: usize,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), tls::TlsError> {
     let mut server = identity.quinn_server_config()?;
     server.transport_config(transport.clone());
+    // What quinn buffers for connections not yet accepted (its defaults: 65,536 of them,
+    // 100 MiB): a flood of Initials must not grow the agent.
+    server
+        .max_incoming(max_incoming_handshakes.saturating_mul(2).max(1))
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(4 << 20);
     let mut client = identity.quinn_client_config()?;
     client.transport_config(transport.clone());
     Ok((server, client))
@@ -480,9 +502,30 @@ fn classify(shared: &Shared, e: &quinn::ConnectionError) -> &'static str {
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
+    let limit = shared.config.max_incoming_handshakes.max(1);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(limit));
     while let Some(incoming) = shared.endpoint.accept().await {
+        let busy = limit - in_flight.available_permits();
+        // Under load, a source address must prove it receives before we spend a TLS flight
+        // and a signature on it (and amplify toward it): a Retry costs us no state.
+        if busy >= limit.div_ceil(4) && !incoming.remote_address_validated() {
+            shared
+                .stats
+                .handshakes_retried
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            continue;
+        }
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            shared.stats.handshakes_shed.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(shared.config.handshake_timeout * 4, incoming).await {
                 Ok(Ok(conn)) => register(&shared, conn, false),
                 Ok(Err(e)) => {
@@ -559,10 +602,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
             last_used: now,
         },
     );
-    let excess = pool
-        .peers
-        .len()
-        .saturating_sub(shared.config.max_connections);
+    let excess = connected(&pool).saturating_sub(shared.config.max_connections);
     let evict: Vec<quinn::Connection> = if excess > 0 {
         least_recently_used(&mut pool, excess, addr)
     } else {
@@ -576,6 +616,14 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
         transmit(shared, &conn, channel, payload);
     }
     tokio::spawn(read_loop(shared.clone(), conn, peer));
+}
+
+/// Open connections in the pool (dialling and backed-off addresses are no connections).
+fn connected(pool: &Pool) -> usize {
+    pool.peers
+        .values()
+        .filter(|s| matches!(s, Slot::Connected { .. }))
+        .count()
 }
 
 fn least_recently_used(pool: &mut Pool, count: usize, keep: SocketAddr) -> Vec<quinn::Connection> {
@@ -705,5 +753,158 @@ async fn idle_sweeper(shared: std::sync::Weak<Shared>) {
             Slot::Backoff { until, wait } => now < *until + *wait * 4,
             Slot::Connected { .. } | Slot::Dialing { .. } => true,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh CA and a loaded identity for each of `names`.
+    fn identities(label: &str, names: &[&str]) -> (TempDir, Vec<TlsIdentity>) {
+        let dir =
+            std::env::temp_dir().join(format!("swimd-transport-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        tls::init_ca(&dir, "test").unwrap();
+        let ids = names
+            .iter()
+            .map(|name| {
+                tls::issue(&dir, name, &[IpAddr::from([127, 0, 0, 1])]).unwrap();
+                tls::load(
+                    &dir.join("ca.pem"),
+                    &dir.join(format!("{name}.pem")),
+                    &dir.join(format!("{name}-key.pem")),
+                    &NodeName::new(name),
+                )
+                .unwrap()
+            })
+            .collect();
+        (TempDir(dir), ids)
+    }
+
+    fn start(
+        identity: &TlsIdentity,
+        config: TransportConfig,
+    ) -> (Transport, mpsc::Receiver<Inbound>) {
+        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let socket = std::net::UdpSocket::bind(bind).unwrap();
+        let addr = socket.local_addr().unwrap();
+        drop(socket);
+        Transport::start(addr, addr, identity, &[7; 32], config).unwrap()
+    }
+
+    async fn received(rx: &mut mpsc::Receiver<Inbound>) -> Inbound {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("nothing received within 5 s")
+            .expect("transport gone")
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn addresses_that_never_answer_neither_evict_connections_nor_grow_the_pool() {
+        let (_dir, ids) = identities("pool", &["node-a", "node-b", "node-c"]);
+        let config = TransportConfig {
+            handshake_timeout: Duration::from_millis(100),
+            max_connections: 2,
+            backoff: (Duration::from_secs(30), Duration::from_secs(30)),
+            ..TransportConfig::default()
+        };
+        let (a, _a_rx) = start(&ids[0], config);
+        // Sockets that read nothing: dials to them time out and back off.
+        let silent: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        a.send(silent[0].local_addr().unwrap(), Channel::Datagram, vec![1]);
+        until("the silent address backs off", || {
+            a.stats().handshake_timeouts.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let (b, mut b_rx) = start(&ids[1], TransportConfig::default());
+        let (c, mut c_rx) = start(&ids[2], TransportConfig::default());
+        for (peer, rx) in [(&b, &mut b_rx), (&c, &mut c_rx)] {
+            a.send(peer.local_addr().unwrap(), Channel::Datagram, vec![2]);
+            assert_eq!(received(rx).await.payload.as_ref(), [2]);
+        }
+        // Two connections, one backed-off address: nothing over the cap of two connections.
+        assert_eq!(a.connections(), 2);
+        a.send(b.local_addr().unwrap(), Channel::Datagram, vec![3]);
+        assert_eq!(received(&mut b_rx).await.payload.as_ref(), [3]);
+
+        // Non-connected slots are bounded by the same cap: a second silent address is
+        // dialled, a third new address is not.
+        let drops = a.stats().send_drops.load(Ordering::Relaxed);
+        a.send(silent[1].local_addr().unwrap(), Channel::Datagram, vec![4]);
+        let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        until("the second silent address backs off", || {
+            a.stats().handshake_timeouts.load(Ordering::Relaxed) == 2
+        })
+        .await;
+        a.send(stranger, Channel::Datagram, vec![5]);
+        assert_eq!(lock(&a.shared.pool).peers.len(), 4);
+        assert!(!lock(&a.shared.pool).peers.contains_key(&stranger));
+        assert!(a.stats().send_drops.load(Ordering::Relaxed) > drops);
+        assert_eq!(a.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_handshake_flood_is_retried_and_shed_while_members_still_connect() {
+        let (_dir, ids) = identities("flood", &["node-a", "node-b"]);
+        let config = TransportConfig {
+            max_incoming_handshakes: 8,
+            ..TransportConfig::default()
+        };
+        let (a, mut a_rx) = start(&ids[0], config);
+        let target = a.local_addr().unwrap();
+        // An outsider that trusts the CA but holds no certificate: every handshake costs
+        // the agent a TLS flight and a signature, then fails.
+        let mut outsider = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        outsider.set_default_client_config(ids[0].quinn_anonymous_client_config().unwrap());
+        let attempts: Vec<_> = (0..400)
+            .filter_map(|_| outsider.connect(target, "127.0.0.1").ok())
+            .collect();
+        let flood = tokio::spawn(async move {
+            for attempt in attempts {
+                let _ = tokio::time::timeout(Duration::from_secs(3), attempt).await;
+            }
+        });
+        // A member connects in the middle of the flood.
+        let (b, _b_rx) = start(&ids[1], TransportConfig::default());
+        b.send(target, Channel::Datagram, vec![9]);
+        let got = received(&mut a_rx).await;
+        assert_eq!(got.peer.as_str(), "node-b");
+        flood.await.unwrap();
+        let stats = a.stats();
+        let retried = stats.handshakes_retried.load(Ordering::Relaxed);
+        let shed = stats.handshakes_shed.load(Ordering::Relaxed);
+        let refused = stats.handshake_refused.load(Ordering::Relaxed);
+        assert!(
+            retried > 0 && shed > 0,
+            "retried {retried}, shed {shed}, refused {refused}"
+        );
+        // Most attempts never cost a signature.
+        assert!(
+            refused < 400 / 2,
+            "retried {retried}, shed {shed}, refused {refused}"
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
 use crate::wire::{self, ClusterId, DecodeError, State};
 use handle::{AgentHandle, Command, EventBus, HealthJson, MemberJson, SelfJson, StateCounts};
-use state::StateDir;
+use state::{StateDir, StateWriter};
 
 /// How long a graceful leave may take before the agent exits anyway.
 const LEAVE_BOUND: Duration = Duration::from_secs(3);
@@ -123,7 +123,7 @@ struct Agent {
     resolved_seeds: mpsc::Receiver<Vec<SocketAddr>>,
     events: EventBus,
     next_event_id: u64,
-    state: StateDir,
+    state: StateWriter,
     saved_incarnation: wire::Incarnation,
     last_save: Instant,
     members_changed: bool,
@@ -303,7 +303,7 @@ impl Agent {
             resolved_seeds,
             events,
             next_event_id: 0,
-            state,
+            state: StateWriter::start(state)?,
             last_save: now,
             members_changed: true,
             drops: Arc::new(DropCounters::default()),
@@ -409,6 +409,7 @@ impl Agent {
             "left the cluster"
         );
         self.save(true);
+        self.state.close().await;
         for reply in self.leave_replies.drain(..) {
             let _ = reply.send(());
         }
@@ -583,10 +584,8 @@ impl Agent {
     fn save(&mut self, now: bool) {
         let incarnation = self.swim.incarnation();
         if incarnation != self.saved_incarnation {
-            match self.state.save_incarnation(incarnation) {
-                Ok(()) => self.saved_incarnation = incarnation,
-                Err(e) => error!(error = %e, "cannot save our incarnation"),
-            }
+            self.state.save_incarnation(incarnation);
+            self.saved_incarnation = incarnation;
         }
         if now || (self.members_changed && self.last_save.elapsed() >= SAVE_AFTER_CHANGE) {
             self.last_save = Instant::now();
@@ -596,9 +595,7 @@ impl Agent {
                 .members()
                 .filter(|m| m.info.name != self.config.node.name)
                 .collect();
-            if let Err(e) = self.state.save_members(&members) {
-                error!(error = %e, "cannot save last-known members");
-            }
+            self.state.save_members(&members);
         }
     }
 

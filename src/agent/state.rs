@@ -81,7 +81,14 @@ impl StateDir {
             .map_err(err)?;
         file.write_all(bytes).map_err(err)?;
         file.sync_all().map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)
+        fs::rename(&tmp, &path).map_err(err)?;
+        // The rename is durable only once the directory entry is.
+        fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| StateError {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -116,12 +123,21 @@ impl StateDir {
         self.write("incarnation", format!("{}\n", incarnation.0).as_bytes())
     }
 
-    /// The stateless-reset key, created on first use.
+    /// The stateless-reset key, created on first use. A key of the wrong length is an error:
+    /// something else wrote the file, and replacing a secret silently hides that.
     pub fn reset_key(&self) -> Result<[u8; 32], StateError> {
-        if let Some(bytes) = self.read("reset-key")?
-            && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
-        {
-            return Ok(key);
+        if let Some(bytes) = self.read("reset-key")? {
+            return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StateError {
+                path: self.path("reset-key"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} bytes, expected 32 (remove the file and a new key is made; peers' \
+                         connections to the old process then wait out their idle timeout)",
+                        bytes.len()
+                    ),
+                ),
+            });
         }
         let key = random_bytes::<32>().map_err(|source| StateError {
             path: self.path("reset-key"),
@@ -131,15 +147,26 @@ impl StateDir {
         Ok(key)
     }
 
-    /// Last-known members (a missing or unreadable file gives none: seeds still work).
+    /// Last-known members. The file is only a cache: a missing one gives none, and a corrupt
+    /// one is set aside as `members.json.corrupt` with a warning (seeds still work).
     pub fn members(&self) -> Result<Vec<KnownMember>, StateError> {
         let Some(bytes) = self.read("members.json")? else {
             return Ok(Vec::new());
         };
-        let saved: Vec<SavedMember> = serde_json::from_slice(&bytes).map_err(|e| StateError {
-            path: self.path("members.json"),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?;
+        let saved: Vec<SavedMember> = match serde_json::from_slice(&bytes) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let path = self.path("members.json");
+                let aside = self.path("members.json.corrupt");
+                fs::rename(&path, &aside).map_err(|source| StateError {
+                    path: path.clone(),
+                    source,
+                })?;
+                tracing::warn!(path = %path.display(), moved_to = %aside.display(), error = %e,
+                    "last-known members unreadable: starting without them");
+                return Ok(Vec::new());
+            }
+        };
         Ok(saved
             .into_iter()
             .filter(|m| NodeName::validate(&m.name).is_ok())
@@ -153,22 +180,103 @@ impl StateDir {
 
     /// Saves the members (ourselves excluded by the caller or not: restore skips us).
     pub fn save_members(&self, members: &[MemberView]) -> Result<(), StateError> {
-        let saved: Vec<SavedMember> = members
-            .iter()
-            .map(|m| SavedMember {
-                name: m.info.name.to_string(),
-                addr: m.info.addr,
-                incarnation: m.incarnation.0,
-                state: m.state.as_str().to_string(),
-                tags: m.info.tags.clone(),
-            })
-            .collect();
-        let json = serde_json::to_vec(&saved).map_err(|e| StateError {
+        self.write_members(&saved_members(members))
+    }
+
+    fn write_members(&self, saved: &[SavedMember]) -> Result<(), StateError> {
+        let json = serde_json::to_vec(saved).map_err(|e| StateError {
             path: self.path("members.json"),
             source: std::io::Error::other(e),
         })?;
         self.write("members.json", &json)
     }
+}
+
+/// A write for the [`StateWriter`]'s thread.
+enum Save {
+    Incarnation(Incarnation),
+    Members(Vec<SavedMember>),
+}
+
+/// Writes state files on a thread of its own, in the order asked, so the SWIM loop never
+/// waits on an fsync. Failures are logged there (the next save tries again).
+pub struct StateWriter {
+    saves: Option<std::sync::mpsc::Sender<Save>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StateWriter {
+    /// Starts the writer thread for `dir`.
+    pub fn start(dir: StateDir) -> Result<StateWriter, StateError> {
+        let (saves, queue) = std::sync::mpsc::channel::<Save>();
+        let thread = std::thread::Builder::new()
+            .name("swimd-state".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    // Only the newest of each matters: skip the saves a later one replaces.
+                    let (mut incarnation, mut members) = (None, None);
+                    for save in std::iter::once(first).chain(queue.try_iter()) {
+                        match save {
+                            Save::Incarnation(i) => incarnation = Some(i),
+                            Save::Members(m) => members = Some(m),
+                        }
+                    }
+                    let results = [
+                        incarnation.map(|i| dir.save_incarnation(i)),
+                        members.map(|m| dir.write_members(&m)),
+                    ];
+                    for e in results.into_iter().flatten().filter_map(Result::err) {
+                        tracing::error!(error = %e, "cannot save state");
+                    }
+                }
+            })
+            .map_err(|source| StateError {
+                path: PathBuf::from("swimd-state thread"),
+                source,
+            })?;
+        Ok(StateWriter {
+            saves: Some(saves),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues our incarnation for saving.
+    pub fn save_incarnation(&self, incarnation: Incarnation) {
+        self.send(Save::Incarnation(incarnation));
+    }
+
+    fn send(&self, save: Save) {
+        if let Some(saves) = &self.saves {
+            let _ = saves.send(save);
+        }
+    }
+
+    /// Queues the members for saving (ourselves excluded by the caller or not: restore
+    /// skips us).
+    pub fn save_members(&self, members: &[MemberView]) {
+        self.send(Save::Members(saved_members(members)));
+    }
+
+    /// Waits until everything queued is on disk; later saves are ignored.
+    pub async fn close(&mut self) {
+        self.saves = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn saved_members(members: &[MemberView]) -> Vec<SavedMember> {
+    members
+        .iter()
+        .map(|m| SavedMember {
+            name: m.info.name.to_string(),
+            addr: m.info.addr,
+            incarnation: m.incarnation.0,
+            state: m.state.as_str().to_string(),
+            tags: m.info.tags.clone(),
+        })
+        .collect()
 }
 
 /// Bytes from the operating system's secure RNG.
@@ -224,6 +332,57 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_member_cache_is_set_aside_and_a_wrong_length_reset_key_is_an_error() {
+        let dir = temp_dir("cache");
+        let state = StateDir::open(&dir).unwrap();
+        fs::write(dir.join("members.json"), "[{\"name\": tru").unwrap();
+        assert!(state.members().unwrap().is_empty());
+        assert!(!dir.join("members.json").exists());
+        assert_eq!(
+            fs::read_to_string(dir.join("members.json.corrupt")).unwrap(),
+            "[{\"name\": tru"
+        );
+
+        fs::write(dir.join("reset-key"), [1u8; 17]).unwrap();
+        let err = state.reset_key().unwrap_err().to_string();
+        assert!(
+            err.contains("reset-key") && err.contains("17 bytes, expected 32"),
+            "{err}"
+        );
+        assert_eq!(fs::read(dir.join("reset-key")).unwrap(), [1u8; 17]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_writer_thread_saves_the_newest_of_each_and_close_waits_for_it() {
+        let dir = temp_dir("writer");
+        let state = StateDir::open(&dir).unwrap();
+        let mut writer = StateWriter::start(state.clone()).unwrap();
+        let view = |name: &str, incarnation: u32| MemberView {
+            info: Arc::new(MemberInfo::new(
+                NodeName::new(name),
+                "10.0.0.1:7946".parse().unwrap(),
+                Tags::new(),
+            )),
+            incarnation: Incarnation(incarnation),
+            state: State::Alive,
+            since: std::time::Instant::now(),
+        };
+        for i in 1..=50 {
+            writer.save_incarnation(Incarnation(i));
+            writer.save_members(&[view("n1", i), view("n2", i)]);
+        }
+        writer.close().await;
+        writer.save_incarnation(Incarnation(99));
+        assert_eq!(state.incarnation().unwrap(), Some(Incarnation(50)));
+        let members = state.members().unwrap();
+        assert_eq!(members.len(), 2);
+        assert!(members.iter().all(|m| m.1 == Incarnation(50)));
+        assert!(!dir.join(".members.json.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,7 +1,7 @@
 //! Hooks: signed webhooks and local commands fired by membership events.
 //!
-//! The agent task decides *what* is delivered ([`policy`]); the runner task here does the
-//! delivering: it writes each accepted delivery to the durable [`outbox`] first, then runs
+//! The agent task decides *what* is delivered ([`policy`]); the runner here, on a thread of
+//! its own, does the delivering: it writes each accepted delivery to the durable [`outbox`] first, then runs
 //! attempts concurrently across hooks and members but in order per (hook, member), with
 //! timeouts, exponential backoff with jitter, `Retry-After`, and dead letters.
 
@@ -127,7 +127,16 @@ impl Hooks {
             Err(e) => error!("{e}"),
         }
         runner.reload(hooks);
-        tokio::spawn(runner.run(rx));
+        // A thread and runtime of their own: the outbox's fsyncs and the child processes of
+        // a burst of events must never hold up the SWIM loop on the agent's thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| OutboxError::new(state_dir, format!("hook runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("swimd-hooks".into())
+            .spawn(move || runtime.block_on(runner.run(rx)))
+            .map_err(|e| OutboxError::new(state_dir, format!("hook thread: {e}")))?;
         Ok((Hooks { requests }, confirmations))
     }
 

@@ -1,6 +1,7 @@
 //! The durable outbox: every delivery accepted is in `hooks.redb` in the state directory
 //! until it succeeds or goes to the dead letters, so a SIGKILL or a restart loses nothing.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -38,37 +39,38 @@ pub struct OutboxError {
     message: String,
 }
 
+impl OutboxError {
+    /// An error about the outbox in `dir`.
+    pub fn new(dir: &Path, message: String) -> OutboxError {
+        OutboxError {
+            path: dir.join("hooks.redb"),
+            message,
+        }
+    }
+}
+
 /// The outbox: pending deliveries and dead letters.
 pub struct Outbox {
-    db: Database,
+    /// Opened at once if the file exists, else created by the first write: an agent with
+    /// no hooks leaves no database behind.
+    db: std::sync::OnceLock<Database>,
     path: PathBuf,
     next_seq: u64,
 }
 
 impl Outbox {
-    /// Opens (or creates) `dir/hooks.redb`.
+    /// Opens `dir/hooks.redb` if it exists; the first delivery creates it (mode 0600).
     pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
         let path = dir.join("hooks.redb");
-        let db = Database::builder()
-            // Deliveries are few and small: a big page cache would only cost resident memory.
-            .set_cache_size(1 << 20)
-            .create(&path)
-            .map_err(|e| OutboxError {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
         let mut outbox = Outbox {
-            db,
+            db: std::sync::OnceLock::new(),
             path,
             next_seq: 1,
         };
-        let txn = outbox.db.begin_write().map_err(|e| outbox.error(e))?;
-        {
-            // Create both tables so readers never meet a missing one.
-            txn.open_table(PENDING).map_err(|e| outbox.error(e))?;
-            txn.open_table(DEAD).map_err(|e| outbox.error(e))?;
+        if !outbox.path.exists() {
+            return Ok(outbox);
         }
-        txn.commit().map_err(|e| outbox.error(e))?;
+        outbox.database()?;
         let last = outbox
             .all(PENDING)?
             .into_iter()
@@ -78,6 +80,34 @@ impl Outbox {
             .unwrap_or(0);
         outbox.next_seq = last + 1;
         Ok(outbox)
+    }
+
+    /// The database, opened or created (with both tables) on first use.
+    fn database(&self) -> Result<&Database, OutboxError> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        // Deliveries carry member data: only the agent's user may read them.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|e| self.error(e))?;
+        let db = Database::builder()
+            // Deliveries are few and small: a big page cache would only cost resident memory.
+            .set_cache_size(1 << 20)
+            .create(&self.path)
+            .map_err(|e| self.error(e))?;
+        let txn = db.begin_write().map_err(|e| self.error(e))?;
+        {
+            // Create both tables so readers never meet a missing one.
+            txn.open_table(PENDING).map_err(|e| self.error(e))?;
+            txn.open_table(DEAD).map_err(|e| self.error(e))?;
+        }
+        txn.commit().map_err(|e| self.error(e))?;
+        Ok(self.db.get_or_init(|| db))
     }
 
     fn error(&self, e: impl std::fmt::Display) -> OutboxError {
@@ -171,7 +201,10 @@ impl Outbox {
     }
 
     fn all(&self, table: TableDefinition<u64, &[u8]>) -> Result<Vec<Delivery>, OutboxError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let Some(db) = self.db.get() else {
+            return Ok(Vec::new());
+        };
+        let txn = db.begin_read().map_err(|e| self.error(e))?;
         let table = txn.open_table(table).map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| self.error(e))? {
@@ -194,7 +227,7 @@ impl Outbox {
             &mut redb::Table<u64, &[u8]>,
         ) -> Result<(), redb::StorageError>,
     ) -> Result<(), OutboxError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let txn = self.database()?.begin_write().map_err(|e| self.error(e))?;
         {
             let mut pending = txn.open_table(PENDING).map_err(|e| self.error(e))?;
             let mut dead = txn.open_table(DEAD).map_err(|e| self.error(e))?;
@@ -236,6 +269,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn the_database_exists_only_once_a_delivery_was_accepted_and_only_its_owner_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("lazy");
+        let mut outbox = Outbox::open(&dir).unwrap();
+        assert!(outbox.pending().unwrap().is_empty());
+        assert!(!dir.join("hooks.redb").exists());
+        outbox.push("lb", event("a"), None, 5).unwrap();
+        let mode = std::fs::metadata(dir.join("hooks.redb"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(outbox);
+        assert_eq!(Outbox::open(&dir).unwrap().pending().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
@@ -110,6 +111,11 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The bearer token clients must present, if any.
     pub token: Option<String>,
+    /// Open HTTP connections per listener (API, metrics); more are closed at once.
+    pub max_connections: usize,
+    /// A client that has not sent a request's headers within this is disconnected (idle
+    /// keep-alive connections included).
+    pub header_timeout: Duration,
 }
 
 /// `[metrics]`: the read-only Prometheus listener (`/metrics` and `/v1/health`, no token).
@@ -332,7 +338,12 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     let node = Section::new(&src, root, "node", &["name", "cluster", "tags"])?;
     let gossip = Section::new(&src, root, "gossip", &gossip_keys)?;
     let tls = Section::new(&src, root, "tls", &["ca", "cert", "key"])?;
-    let api = Section::new(&src, root, "api", &["listen", "token"])?;
+    let api = Section::new(
+        &src,
+        root,
+        "api",
+        &["listen", "token", "max_connections", "header_timeout"],
+    )?;
     let metrics = Section::new(&src, root, "metrics", &["listen", "member_up"])?;
     let state = Section::new(&src, root, "state", &["dir"])?;
     let log = Section::new(&src, root, "log", &["level", "format"])?;
@@ -387,6 +398,12 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
             }
             token => token.map(|t| t.into_inner().to_string()),
         },
+        max_connections: api.count("max_connections", 256, 1..=16_384)?,
+        header_timeout: api.duration(
+            "header_timeout",
+            Duration::from_secs(5),
+            Duration::from_millis(100)..=Duration::from_secs(300),
+        )?,
     };
     let metrics_config = MetricsConfig {
         listen: match metrics.string("listen")? {
@@ -931,6 +948,61 @@ impl<'a, 'i> Section<'a, 'i> {
                 format!(
                     "expected a number in (0, 1] such as 0.5, found {}",
                     describe(value.get_ref())
+                ),
+            )),
+        }
+    }
+
+    /// A whole number in `range`.
+    fn count(
+        &self,
+        key: &str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        let Some(value) = self.get(key) else {
+            return Ok(default);
+        };
+        let number = match value.get_ref() {
+            DeValue::Integer(i) => i.to_string().parse::<usize>().ok(),
+            _ => None,
+        };
+        match number {
+            Some(n) if range.contains(&n) => Ok(n),
+            _ => Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "expected a whole number from {} to {}, found {}",
+                    range.start(),
+                    range.end(),
+                    describe(value.get_ref())
+                ),
+            )),
+        }
+    }
+
+    /// A duration such as "5s" in `range`.
+    fn duration(
+        &self,
+        key: &str,
+        default: Duration,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        let Some(text) = self.string(key)? else {
+            return Ok(default);
+        };
+        match humantime::parse_duration(text.get_ref()) {
+            Ok(d) if range.contains(&d) => Ok(d),
+            _ => Err(self.invalid(
+                key,
+                Some(text.span()),
+                format!(
+                    "expected a duration from {} to {} such as \"{}\", found \"{}\"",
+                    humantime::format_duration(*range.start()),
+                    humantime::format_duration(*range.end()),
+                    humantime::format_duration(default),
+                    text.get_ref()
                 ),
             )),
         }
@@ -1545,6 +1617,44 @@ format = "json"
             e.to_string(),
             "swimd.toml:12:9: api.token: must not be empty; set a secret, or remove the key \
              to require none"
+        );
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bad_ones_are_rejected() {
+        let config = parse(MINIMAL, Path::new("swimd.toml")).unwrap();
+        assert_eq!(config.api.max_connections, 256);
+        assert_eq!(config.api.header_timeout, Duration::from_secs(5));
+        let listen = "listen = \"127.0.0.2:7947\"";
+        let config = parse(
+            &minimal_with(
+                listen,
+                &format!("{listen}\nmax_connections = 32\nheader_timeout = \"2s\""),
+            ),
+            Path::new("swimd.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.api.max_connections, 32);
+        assert_eq!(config.api.header_timeout, Duration::from_secs(2));
+        let e = error_of(&minimal_with(
+            listen,
+            &format!("{listen}\nmax_connections = 0"),
+        ));
+        assert!(
+            e.to_string().ends_with(
+                "api.max_connections: expected a whole number from 1 to 16384, found integer 0"
+            ),
+            "{e}"
+        );
+        let e = error_of(&minimal_with(
+            listen,
+            &format!("{listen}\nheader_timeout = \"1h\""),
+        ));
+        assert!(
+            e.to_string().ends_with(
+                "api.header_timeout: expected a duration from 100ms to 5m such as \"5s\", found \"1h\""
+            ),
+            "{e}"
         );
     }
 

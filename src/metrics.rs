@@ -53,6 +53,10 @@ pub struct Snapshot {
     pub handshakes_shed: u64,
     /// Incoming handshakes answered with a stateless Retry (address validation under load).
     pub handshakes_retried: u64,
+    /// HTTP connections closed at accept because the limit was reached: API, metrics.
+    pub http_refused: [u64; 2],
+    /// HTTP connections closed for sending no request headers in time: API, metrics.
+    pub http_header_timeouts: [u64; 2],
     /// SWIM payload bytes sent (datagrams and streams).
     pub bytes_sent: u64,
     /// SWIM payload bytes received (datagrams and streams).
@@ -96,6 +100,7 @@ pub struct Metrics {
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
     retries: IntCounter,
+    http_rejected: IntCounterVec,
     dropped: IntCounterVec,
     config_reload_ok: IntGauge,
 }
@@ -294,6 +299,18 @@ impl Metrics {
                     "Incoming QUIC handshakes sent a stateless Retry to prove their address (under load)",
                 ),
             ),
+            http_rejected: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_http_connections_rejected_total",
+                        "HTTP connections closed by the API or metrics listener: at the \
+                         connection limit (limit) or for sending no request headers in time \
+                         (header_timeout)",
+                    ),
+                    &["listener", "reason"],
+                ),
+            ),
             dropped: register(
                 &registry,
                 IntCounterVec::new(
@@ -349,6 +366,11 @@ impl Metrics {
         }
         for reason in ["timeout", "refused", "shed", "other"] {
             metrics.handshake_failures.with_label_values(&[reason]);
+        }
+        for listener in ["api", "metrics"] {
+            for reason in ["limit", "header_timeout"] {
+                metrics.http_rejected.with_label_values(&[listener, reason]);
+            }
         }
         for side in ["client", "server"] {
             metrics.handshakes.with_label_values(&[side]);
@@ -440,6 +462,18 @@ impl Metrics {
             advance_to(&handshakes.with_label_values(&[reason]), total);
         }
         advance_to(&self.retries, snapshot.handshakes_retried);
+        for (i, listener) in ["api", "metrics"].into_iter().enumerate() {
+            for (reason, totals) in [
+                ("limit", snapshot.http_refused),
+                ("header_timeout", snapshot.http_header_timeouts),
+            ] {
+                let total = totals.get(i).copied().unwrap_or(0);
+                advance_to(
+                    &self.http_rejected.with_label_values(&[listener, reason]),
+                    total,
+                );
+            }
+        }
         for (direction, total) in [
             ("sent", snapshot.bytes_sent),
             ("received", snapshot.bytes_received),
@@ -832,7 +866,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 27] = [
+    pub(crate) const NAMES: [&str; 28] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -855,6 +889,7 @@ mod tests {
         "swimd_quic_handshakes_total",
         "swimd_quic_handshake_failures_total",
         "swimd_quic_retries_total",
+        "swimd_http_connections_rejected_total",
         "swimd_dropped_messages_total",
         "swimd_config_last_reload_successful",
         "process_resident_memory_bytes",
@@ -914,6 +949,7 @@ mod tests {
             "swimd_quic_handshake_failures_total{reason=\"refused\"}",
             "swimd_quic_handshake_failures_total{reason=\"shed\"}",
             "swimd_quic_retries_total",
+            "swimd_http_connections_rejected_total{listener=\"api\",reason=\"limit\"}",
             "swimd_dropped_messages_total{reason=\"receive_queue\"}",
             "swimd_dropped_messages_total{reason=\"identity_mismatch\"}",
             "swimd_probe_rtt_seconds_count",
@@ -941,6 +977,8 @@ mod tests {
             },
             send_drops: 4,
             bytes_received: 100,
+            http_refused: [0, 6],
+            http_header_timeouts: [2, 0],
             ..Snapshot::default()
         };
         metrics.update(
@@ -962,6 +1000,14 @@ mod tests {
             ),
             ("swimd_probes_total{kind=\"direct\",result=\"failed\"}", 0.0),
             ("swimd_push_pull_total{result=\"started\"}", 3.0),
+            (
+                "swimd_http_connections_rejected_total{listener=\"metrics\",reason=\"limit\"}",
+                6.0,
+            ),
+            (
+                "swimd_http_connections_rejected_total{listener=\"api\",reason=\"header_timeout\"}",
+                2.0,
+            ),
             ("swimd_members{state=\"alive\"}", 2.0),
             ("swimd_members{state=\"failed\"}", 0.0),
             ("swimd_dropped_messages_total{reason=\"send_queue\"}", 4.0),

@@ -425,7 +425,7 @@ fn sighup_with_an_invalid_config_keeps_running() {
 }
 
 /// Every metric the README documents, by family name.
-const METRIC_NAMES: [&str; 24] = [
+const METRIC_NAMES: [&str; 25] = [
     "swimd_build_info",
     "swimd_members",
     "swimd_member_up",
@@ -446,6 +446,7 @@ const METRIC_NAMES: [&str; 24] = [
     "swimd_quic_handshakes_total",
     "swimd_quic_handshake_failures_total",
     "swimd_quic_retries_total",
+    "swimd_http_connections_rejected_total",
     "swimd_dropped_messages_total",
     "swimd_config_last_reload_successful",
     "process_resident_memory_bytes",

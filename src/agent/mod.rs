@@ -23,6 +23,7 @@ use crate::hooks::spec::{Hook, HookSpec};
 use crate::hooks::{self, Hooks};
 use crate::metrics::{CheckMetrics, HookMetrics};
 use crate::metrics::{Metrics, Snapshot};
+use crate::net::http::ServeStats;
 use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
 use crate::wire::{self, ClusterId, DecodeError, State};
@@ -145,6 +146,8 @@ struct Agent {
     failing: std::collections::BTreeSet<String>,
     _api_shutdown: oneshot::Sender<()>,
     _metrics_shutdown: Option<oneshot::Sender<()>>,
+    /// Connections the API and metrics listeners turned away.
+    http: [Arc<ServeStats>; 2],
 }
 
 impl Agent {
@@ -220,22 +223,33 @@ impl Agent {
             ),
             None => None,
         };
+        let http_limits = crate::api::Limits {
+            max_connections: config.api.max_connections,
+            header_timeout: config.api.header_timeout,
+        };
+        let (api_http, metrics_http) = (Arc::<ServeStats>::default(), Arc::<ServeStats>::default());
         let metrics_shutdown = metrics_listener.map(|listener| {
             let (shutdown, stop) = oneshot::channel::<()>();
             let router = crate::api::read_only_router(handle.clone());
-            tokio::spawn(async move {
-                let stop = async move {
+            tokio::spawn(crate::net::http::serve(
+                listener,
+                router,
+                http_limits,
+                metrics_http.clone(),
+                async move {
                     let _ = stop.await;
-                };
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    error!(error = %e, "metrics listener stopped");
-                }
-            });
+                },
+                Duration::from_secs(1),
+            ));
             shutdown
         });
+        if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
+            warn!(
+                api = %config.api.listen,
+                "the API listens beyond loopback without a token: anyone who reaches it can \
+                 make this agent leave; set [api] token or listen on 127.0.0.1"
+            );
+        }
         let mut metrics = Metrics::new(config.metrics.member_up);
         for member in swim.members() {
             metrics.set_member(&member);
@@ -272,11 +286,14 @@ impl Agent {
 
         let (api_shutdown, api_stop) = oneshot::channel::<()>();
         let token = config.api.token.clone();
+        let api_stats = api_http.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = api_stop.await;
             };
-            if let Err(e) = crate::api::serve(listener, handle, token, stop).await {
+            if let Err(e) =
+                crate::api::serve(listener, handle, token, http_limits, api_stats, stop).await
+            {
                 error!(error = %e, "API server stopped");
             }
         });
@@ -324,6 +341,7 @@ impl Agent {
             failing: Default::default(),
             _api_shutdown: api_shutdown,
             _metrics_shutdown: metrics_shutdown,
+            http: [api_http, metrics_http],
         })
     }
 
@@ -726,6 +744,8 @@ impl Agent {
             handshake_other: load(&stats.handshake_other),
             handshakes_shed: load(&stats.handshakes_shed),
             handshakes_retried: load(&stats.handshakes_retried),
+            http_refused: self.http.each_ref().map(|h| load(&h.refused)),
+            http_header_timeouts: self.http.each_ref().map(|h| load(&h.header_timeouts)),
             bytes_sent: load(&stats.datagram_bytes_sent) + load(&stats.stream_bytes_sent),
             bytes_received: load(&stats.datagram_bytes_received)
                 + load(&stats.stream_bytes_received),

@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::agent::handle::{AgentHandle, Command, EventJson, HealthJson, MemberJson, SelfJson};
+pub use crate::net::http::{Limits, ServeStats};
 use crate::wire::Tags;
 
 /// How long a request waits for the agent task before answering 503.
@@ -71,12 +72,14 @@ pub struct ErrorJson {
     pub error: String,
 }
 
-/// Serves the full API on `listener` until `shutdown` completes; `token`, when set, is
-/// required as `Authorization: Bearer <token>` on every request.
+/// Serves the full API on `listener` within `limits` until `shutdown` completes; `token`,
+/// when set, is required as `Authorization: Bearer <token>` on every request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: AgentHandle,
     token: Option<String>,
+    limits: Limits,
+    stats: Arc<ServeStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_streams, streams_stopped) = watch::channel(false);
@@ -91,15 +94,37 @@ pub async fn serve(
             require_token,
         ));
     }
+    app = app.layer(middleware::from_fn(refuse_browsers));
     // Event streams never end on their own, and graceful shutdown waits for every open
     // response: end them when shutdown starts, or the server would never stop.
     let signal = async move {
         shutdown.await;
         let _ = stop_streams.send(true);
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
+    crate::net::http::serve(listener, app, limits, stats, signal, SHUTDOWN_DRAIN).await;
+    Ok(())
+}
+
+/// How long open API requests may run on once the agent stops.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+/// Browsers send `Origin` (and `Sec-Fetch-Site`) with every cross-site request, including
+/// the "simple" POSTs no CORS preflight guards; the CLI, curl and scripts send neither. So a
+/// web page the operator visits cannot make the agent leave or change its tags.
+async fn refuse_browsers(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let cross_site = headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site != "none" && site != "same-origin");
+    if cross_site {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "requests from web pages are refused (Origin or Sec-Fetch-Site header present)",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The public, unauthenticated subset (`GET /v1/health` and `GET /metrics`) for load
@@ -681,6 +706,11 @@ impl SseDecoder {
 /// A fake agent behind a real API server, for the API's and the CLI's tests.
 #[cfg(test)]
 pub(crate) mod testing {
+    /// Limits for test servers: the defaults of `[api]`.
+    pub(crate) const TEST_LIMITS: super::Limits = super::Limits {
+        max_connections: 256,
+        header_timeout: std::time::Duration::from_secs(5),
+    };
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
 
@@ -830,6 +860,8 @@ pub(crate) mod testing {
                 listener,
                 handle,
                 token.map(str::to_string),
+                TEST_LIMITS,
+                Arc::default(),
                 async move {
                     let _ = stopped.await;
                 },
@@ -1240,6 +1272,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_from_web_pages_are_refused() {
+        let api = FakeApi::start_on(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            crate::agent::handle::EventBus::default(),
+            true,
+        )
+        .await;
+        let client = reqwest::Client::new();
+        for (name, value) in [
+            ("origin", "https://evil.example"),
+            ("origin", "null"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-site", "same-site"),
+        ] {
+            let response = client
+                .post(api.url("/v1/leave"))
+                .header(name, value)
+                .header("content-type", "text/plain")
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+            let body = response.json::<Value>().await.expect("body");
+            assert!(
+                body["error"].as_str().unwrap().contains("web pages"),
+                "{body}"
+            );
+        }
+        assert!(
+            api.state.lock().unwrap().actions.is_empty(),
+            "a web page acted on the agent"
+        );
+        let response = client
+            .get(api.url("/v1/members"))
+            .header("sec-fetch-site", "none")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        api.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn an_empty_token_is_refused_at_start() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -1253,6 +1329,8 @@ mod tests {
             listener,
             handle,
             Some(String::new()),
+            testing::TEST_LIMITS,
+            Arc::default(),
             std::future::pending(),
         )
         .await;

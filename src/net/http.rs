@@ -1,6 +1,89 @@
-//! The outbound HTTP client of webhooks and HTTP checks, built on first use.
+//! HTTP both ways: the bounded server of the API and metrics listeners, and the outbound
+//! client of webhooks and HTTP checks, built on first use.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+
+/// What an HTTP listener may hold: a connection count and a header deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this is closed (an idle
+    /// keep-alive connection too: hyper starts the clock when it waits for a request).
+    pub header_timeout: Duration,
+}
+
+/// Connections an HTTP listener turned away.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Closed on accept: `max_connections` were open.
+    pub refused: AtomicU64,
+    /// Closed because no request headers came within `header_timeout`.
+    pub header_timeouts: AtomicU64,
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` completes, then lets open
+/// requests finish (at most `drain`). Unlike `axum::serve`, idle and slow clients cannot
+/// hold file descriptors for ever, and a flood of them cannot exhaust the agent's.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    stats: Arc<ServeStats>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut last_accept_error: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait rather than spin, and say so
+                    // once in a while rather than on every attempt.
+                    if last_accept_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::error!(error = %e, "HTTP accept failed");
+                        last_accept_error = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let connection = graceful.watch(http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        ));
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection.await
+                && e.is_timeout()
+            {
+                stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
 
 /// A shared `reqwest::Client`, built the first time it is needed: building one loads the
 /// system's root certificates (about 100 KB per client), which an agent without webhooks
@@ -50,7 +133,82 @@ impl std::fmt::Debug for LazyClient {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// Reads until the server closes the connection; false if it stays open for 5 s.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_and_silent_clients_are_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(ServeStats::default());
+        let limits = Limits {
+            max_connections: 2,
+            header_timeout: Duration::from_millis(300),
+        };
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            stats.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        // Two idle clients (one silent, one slowloris) take the two slots.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_by_server(&mut third).await,
+            "a third connection was kept"
+        );
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        // Neither sends complete headers within the timeout: both are closed.
+        assert!(
+            closed_by_server(&mut silent).await,
+            "the silent client was kept"
+        );
+        assert!(
+            closed_by_server(&mut slow).await,
+            "the slow client was kept"
+        );
+        assert_eq!(stats.header_timeouts.load(Ordering::Relaxed), 2);
+        // The slots are free again: a real request is answered.
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "{answer}"
+        );
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
 
     #[test]
     fn built_on_first_use_and_shared_by_clones() {

@@ -558,10 +558,15 @@ impl Metrics {
 
     /// Every metric in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
-        TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
+        render(&self.registry)
     }
+}
+
+/// Every metric of `registry` in the Prometheus text format 0.0.4.
+pub fn render(registry: &Registry) -> String {
+    TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
 }
 
 /// Service check metrics, shared with the check tasks.

@@ -156,8 +156,8 @@ pub enum Command {
     ForceLeave(String, oneshot::Sender<Result<(), String>>),
     /// Publish new tags.
     SetTags(Tags, oneshot::Sender<Result<(), String>>),
-    /// Every metric, in the Prometheus text format.
-    Metrics(oneshot::Sender<String>),
+    /// The metrics registry, brought up to date: the asker renders it (on its own thread).
+    Metrics(oneshot::Sender<prometheus::Registry>),
     /// The configured hooks and their delivery state.
     Hooks(oneshot::Sender<Vec<crate::hooks::HookStatus>>),
     /// One attempt of a hook with a sample event (`event` defaults to the hook's first,

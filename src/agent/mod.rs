@@ -36,6 +36,8 @@ const LEAVE_BOUND: Duration = Duration::from_secs(3);
 const SAVE_AFTER_CHANGE: Duration = Duration::from_millis(500);
 /// Metrics are brought up to date at most this often (and on every scrape).
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
+/// A scrape sees metrics at most this old.
+const METRICS_FRESH: Duration = Duration::from_millis(100);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,9 @@ struct Agent {
     inbound: mpsc::Receiver<Inbound>,
     commands: mpsc::Receiver<Command>,
     resolved_seeds: mpsc::Receiver<Vec<SocketAddr>>,
+    /// `swimd join` addresses once resolved, with the request's reply.
+    joins: mpsc::Receiver<ResolvedJoin>,
+    joins_tx: mpsc::Sender<ResolvedJoin>,
     events: EventBus,
     next_event_id: u64,
     state: StateWriter,
@@ -209,18 +214,14 @@ impl Agent {
             commands: command_tx,
             events: events.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(config.api.listen)
-            .await
-            .map_err(|source| AgentError::Api {
-                addr: config.api.listen,
-                source,
-            })?;
+        let listener = bind_http(config.api.listen).map_err(|source| AgentError::Api {
+            addr: config.api.listen,
+            source,
+        })?;
         let metrics_listener = match config.metrics.listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AgentError::Metrics { addr, source })?,
-            ),
+            Some(addr) => {
+                Some(bind_http(addr).map_err(|source| AgentError::Metrics { addr, source })?)
+            }
             None => None,
         };
         let http_limits = crate::api::Limits {
@@ -228,21 +229,6 @@ impl Agent {
             header_timeout: config.api.header_timeout,
         };
         let (api_http, metrics_http) = (Arc::<ServeStats>::default(), Arc::<ServeStats>::default());
-        let metrics_shutdown = metrics_listener.map(|listener| {
-            let (shutdown, stop) = oneshot::channel::<()>();
-            let router = crate::api::read_only_router(handle.clone());
-            tokio::spawn(crate::net::http::serve(
-                listener,
-                router,
-                http_limits,
-                metrics_http.clone(),
-                async move {
-                    let _ = stop.await;
-                },
-                Duration::from_secs(1),
-            ));
-            shutdown
-        });
         if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
             warn!(
                 api = %config.api.listen,
@@ -285,20 +271,24 @@ impl Agent {
         }
 
         let (api_shutdown, api_stop) = oneshot::channel::<()>();
-        let token = config.api.token.clone();
-        let api_stats = api_http.clone();
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = api_stop.await;
-            };
-            if let Err(e) =
-                crate::api::serve(listener, handle, token, http_limits, api_stats, stop).await
-            {
-                error!(error = %e, "API server stopped");
-            }
-        });
+        let (metrics_shutdown, metrics_stop) = oneshot::channel::<()>();
+        let metrics_shutdown = metrics_listener.is_some().then_some(metrics_shutdown);
+        let http = HttpServers {
+            api: listener,
+            metrics: metrics_listener,
+            handle,
+            token: config.api.token.clone(),
+            limits: http_limits,
+            stats: [api_http.clone(), metrics_http.clone()],
+        };
+        http.start(api_stop, metrics_stop)
+            .map_err(|source| AgentError::Api {
+                addr: config.api.listen,
+                source,
+            })?;
 
         let (seed_tx, resolved_seeds) = mpsc::channel(4);
+        let (joins_tx, joins) = mpsc::channel(16);
         tokio::spawn(resolve_seeds(config.gossip.seeds.clone(), seed_tx));
         info!(
             name = %config.node.name,
@@ -318,6 +308,8 @@ impl Agent {
             inbound,
             commands,
             resolved_seeds,
+            joins,
+            joins_tx,
             events,
             next_event_id: 0,
             state: StateWriter::start(state)?,
@@ -402,6 +394,11 @@ impl Agent {
                     self.swim.publish_note(Instant::now(), key);
                 }
                 Some(change) = self.check_changes.recv() => self.check_changed(change),
+                Some((resolved, reply)) = self.joins.recv() => {
+                    let n = resolved.len();
+                    self.swim.join(Instant::now(), resolved);
+                    let _ = reply.send(Ok(n));
+                }
                 Some(seeds) = self.resolved_seeds.recv() => {
                     if !seeds.is_empty() {
                         info!(seeds = ?seeds, "joining through seeds");
@@ -642,20 +639,8 @@ impl Agent {
                 let _ = reply.send(self.health());
             }
             Command::Join(addrs, reply) => {
-                let mut resolved = Vec::new();
-                for addr in &addrs {
-                    match tokio::net::lookup_host(addr.as_str()).await {
-                        Ok(found) => resolved.extend(found),
-                        Err(e) => warn!(addr = %addr, error = %e, "cannot resolve join address"),
-                    }
-                }
-                if resolved.is_empty() {
-                    let _ = reply.send(Err(format!("none of {addrs:?} could be resolved")));
-                } else {
-                    let n = resolved.len();
-                    self.swim.join(now, resolved);
-                    let _ = reply.send(Ok(n));
-                }
+                // Resolved off the loop: a slow resolver must not hold up probes and acks.
+                tokio::spawn(resolve_join(addrs, reply, self.joins_tx.clone()));
             }
             Command::Leave(reply) => {
                 self.leave_replies.push(reply);
@@ -679,8 +664,11 @@ impl Agent {
                 let _ = reply.send(self.swim.set_tags(now, tags).map_err(|e| e.to_string()));
             }
             Command::Metrics(reply) => {
-                self.update_metrics();
-                let _ = reply.send(self.metrics.render());
+                // Scrapes in a burst share one update: each costs a pass over the members.
+                if self.last_metrics_update.elapsed() >= METRICS_FRESH {
+                    self.update_metrics();
+                }
+                let _ = reply.send(self.metrics.registry().clone());
             }
             Command::Hooks(reply) => {
                 self.hooks.send(hooks::Request::List(reply));
@@ -942,6 +930,121 @@ fn notify(state: &[NotifyState]) {
 }
 
 /// Resolves the configured seeds (A/AAAA or SRV), retrying until some resolve.
+type ResolvedJoin = (Vec<SocketAddr>, oneshot::Sender<Result<usize, String>>);
+
+/// How long `swimd join` waits for each name to resolve.
+const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves the addresses of a `swimd join` and hands them to the agent loop, or answers
+/// the request with the error itself.
+async fn resolve_join(
+    addrs: Vec<String>,
+    reply: oneshot::Sender<Result<usize, String>>,
+    agent: mpsc::Sender<ResolvedJoin>,
+) {
+    let lookups = addrs.iter().map(|addr| async move {
+        match tokio::time::timeout(JOIN_RESOLVE_TIMEOUT, tokio::net::lookup_host(addr.as_str()))
+            .await
+        {
+            Ok(Ok(found)) => found.collect(),
+            Ok(Err(e)) => {
+                warn!(addr = %addr, error = %e, "cannot resolve join address");
+                Vec::new()
+            }
+            Err(_) => {
+                warn!(addr = %addr, "join address not resolved within 5 s");
+                Vec::new()
+            }
+        }
+    });
+    let resolved: Vec<SocketAddr> = futures_util::future::join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if resolved.is_empty() {
+        let _ = reply.send(Err(format!("none of {addrs:?} could be resolved")));
+    } else if let Err(mpsc::error::SendError((_, reply))) = agent.send((resolved, reply)).await {
+        let _ = reply.send(Err("the agent is stopping".to_string()));
+    }
+}
+
+/// Binds an HTTP listener; the sockets are served on the HTTP thread's runtime.
+fn bind_http(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// The API and metrics listeners, served on a thread and runtime of their own: a flood of
+/// HTTP clients then costs that thread, not the SWIM loop's probes and acks.
+struct HttpServers {
+    api: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+    handle: AgentHandle,
+    token: Option<String>,
+    limits: crate::api::Limits,
+    stats: [Arc<ServeStats>; 2],
+}
+
+impl HttpServers {
+    fn start(
+        self,
+        api_stop: oneshot::Receiver<()>,
+        metrics_stop: oneshot::Receiver<()>,
+    ) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("swimd-http".into())
+            .spawn(move || runtime.block_on(self.serve(api_stop, metrics_stop)))?;
+        Ok(())
+    }
+
+    async fn serve(self, api_stop: oneshot::Receiver<()>, metrics_stop: oneshot::Receiver<()>) {
+        let HttpServers {
+            api,
+            metrics,
+            handle,
+            token,
+            limits,
+            stats: [api_stats, metrics_stats],
+        } = self;
+        let metrics = async {
+            let Some(listener) = metrics else { return };
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let router = crate::api::read_only_router(handle.clone());
+                    let stop = async move {
+                        let _ = metrics_stop.await;
+                    };
+                    let drain = Duration::from_secs(1);
+                    crate::net::http::serve(listener, router, limits, metrics_stats, stop, drain)
+                        .await;
+                }
+                Err(e) => error!(error = %e, "metrics listener stopped"),
+            }
+        };
+        let api = async {
+            let stop = async move {
+                let _ = api_stop.await;
+            };
+            let served = match tokio::net::TcpListener::from_std(api) {
+                Ok(listener) => {
+                    crate::api::serve(listener, handle.clone(), token, limits, api_stats, stop)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
+                error!(error = %e, "API server stopped");
+            }
+        };
+        tokio::join!(api, metrics);
+    }
+}
+
 async fn resolve_seeds(seeds: Vec<Seed>, out: mpsc::Sender<Vec<SocketAddr>>) {
     if seeds.is_empty() {
         return;

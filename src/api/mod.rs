@@ -466,7 +466,8 @@ async fn hooks_replay(
 
 /// `GET /metrics`: Prometheus text format 0.0.4.
 async fn metrics(State(handle): State<AgentHandle>) -> Result<Response, ApiError> {
-    let text = ask(&handle, Command::Metrics).await?;
+    let registry = ask(&handle, Command::Metrics).await?;
+    let text = crate::metrics::render(&registry);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
@@ -955,8 +956,11 @@ pub(crate) mod testing {
                     let _ = reply.send(answer);
                 }
                 Command::Metrics(reply) => {
-                    let _ = reply
-                        .send("# TYPE swimd_health_score gauge\nswimd_health_score 0\n".into());
+                    let registry = prometheus::Registry::new();
+                    let gauge = prometheus::IntGauge::new("swimd_health_score", "score")
+                        .expect("a valid gauge");
+                    registry.register(Box::new(gauge)).expect("registered once");
+                    let _ = reply.send(registry);
                 }
                 Command::Hooks(reply) => {
                     let _ = reply.send(Vec::new());

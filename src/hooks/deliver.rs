@@ -91,8 +91,10 @@ async fn webhook(hook: &Hook, event: &HookEvent, client: &reqwest::Client) -> Ou
             };
         }
         Err(e) => {
+            // The URL may hold credentials (`user:pass@`, a token in the path): it must not
+            // reach logs, the outbox or `GET /v1/hooks`.
             return Outcome::Retry {
-                error: error_chain(&e),
+                error: error_chain(&e.without_url()),
                 after: None,
             };
         }
@@ -150,6 +152,9 @@ fn truncate(mut text: String) -> String {
     text
 }
 
+/// How long a command's stderr is read after it exited.
+const STDERR_AFTER_EXIT: Duration = Duration::from_millis(100);
+
 /// How a bounded command ended.
 #[derive(Debug)]
 pub enum CommandEnd {
@@ -195,10 +200,24 @@ pub async fn run_bounded(
         }
         drop(stdin);
         let mut err = Vec::new();
-        if let Some(stderr) = stderr.as_mut() {
-            let _ = stderr.take(64 * 1024).read_to_end(&mut err).await;
-        }
-        (child.wait().await, err)
+        let status = {
+            let read = async {
+                if let Some(stderr) = stderr.as_mut() {
+                    let _ = stderr.take(64 * 1024).read_to_end(&mut err).await;
+                }
+            };
+            tokio::pin!(read);
+            tokio::select! {
+                status = child.wait() => {
+                    // Something the command started may hold stderr open for ever: once
+                    // the command itself has exited, take what came and stop waiting.
+                    let _ = tokio::time::timeout(STDERR_AFTER_EXIT, &mut read).await;
+                    status
+                }
+                () = &mut read => child.wait().await,
+            }
+        };
+        (status, err)
     };
     match tokio::time::timeout(limit, run).await {
         Err(_) => {
@@ -293,6 +312,48 @@ mod tests {
         assert!(
             !client.is_built(),
             "command hooks do not need the HTTP client"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_that_exited_succeeds_though_its_child_holds_stderr() {
+        let hook = exec_hook("echo started >&2; sleep 30 & exit 0", "2s");
+        let outcome = attempt(
+            &hook,
+            &event(),
+            &LazyClient::new(reqwest::Client::builder),
+            "me",
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Success);
+    }
+
+    #[tokio::test]
+    async fn webhook_errors_never_carry_the_url() {
+        crate::net::tls::install_crypto_provider();
+        // A port nothing listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "name = \"x\"\nkind = \"webhook\"\nevents = [\"member.failed\"]\nurl = \"http://admin:hunter2@127.0.0.1:{port}/hook/tok3n\""
+        );
+        let hook = toml::from_str::<HookSpec>(&text).unwrap().check().unwrap();
+        let outcome = attempt(
+            &hook,
+            &event(),
+            &LazyClient::new(reqwest::Client::builder),
+            "me",
+        )
+        .await;
+        let Outcome::Retry { error, .. } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            !error.contains("hunter2") && !error.contains("tok3n") && !error.contains("admin"),
+            "{error}"
         );
     }
 

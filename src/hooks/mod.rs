@@ -190,6 +190,11 @@ impl Runner {
 
     async fn request(&mut self, request: Request) {
         match request {
+            Request::Deliver { hook, .. } if self.pending.len() >= outbox::MAX_PENDING => {
+                // A receiver down for days must not fill the disk: the newest are refused.
+                error!(hook = %hook, "delivery lost: {} deliveries already pending", outbox::MAX_PENDING);
+                self.metrics.outcome(&hook, "lost");
+            }
             Request::Deliver {
                 hook,
                 event,

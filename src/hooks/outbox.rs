@@ -4,13 +4,18 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::payload::HookEvent;
 
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+
+/// Most deliveries pending at once, all hooks together; more are refused (counted `lost`).
+pub const MAX_PENDING: usize = 10_000;
+/// Most dead letters kept; burying more drops the oldest.
+pub const MAX_DEAD: usize = 1_000;
 
 /// One delivery of one event to one hook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +61,7 @@ pub struct Outbox {
     db: std::sync::OnceLock<Database>,
     path: PathBuf,
     next_seq: u64,
+    max_dead: usize,
 }
 
 impl Outbox {
@@ -66,6 +72,7 @@ impl Outbox {
             db: std::sync::OnceLock::new(),
             path,
             next_seq: 1,
+            max_dead: MAX_DEAD,
         };
         if !outbox.path.exists() {
             return Ok(outbox);
@@ -158,13 +165,27 @@ impl Outbox {
         })
     }
 
-    /// Moves a delivery to the dead letters.
+    /// Moves a delivery to the dead letters; beyond [`MAX_DEAD`], the oldest are dropped.
     pub fn bury(&self, delivery: &Delivery) -> Result<(), OutboxError> {
+        let mut dropped = 0;
         self.write(|pending, dead| {
             pending.remove(delivery.seq)?;
             dead.insert(delivery.seq, encode(delivery).as_slice())?;
+            while dead.len()? > self.max_dead as u64 {
+                dead.pop_first()?;
+                dropped += 1;
+            }
             Ok(())
-        })
+        })?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                max = self.max_dead,
+                "too many dead letters: the oldest were dropped (`swimd hooks replay` sends \
+                 the rest again)"
+            );
+        }
+        Ok(())
     }
 
     /// Moves dead letters (of one hook, or all) back to pending, attempts reset.
@@ -286,6 +307,26 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         drop(outbox);
         assert_eq!(Outbox::open(&dir).unwrap().pending().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dead_letters_beyond_the_cap_drop_the_oldest() {
+        let dir = temp_dir("cap");
+        let mut outbox = Outbox::open(&dir).unwrap();
+        outbox.max_dead = 3;
+        for name in ["a", "b", "c", "d", "e"] {
+            let d = outbox.push("lb", event(name), None, 5).unwrap();
+            outbox.bury(&d).unwrap();
+        }
+        let kept: Vec<String> = outbox
+            .dead()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event.data.member.name)
+            .collect();
+        assert_eq!(kept, ["c", "d", "e"]);
+        assert!(outbox.pending().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

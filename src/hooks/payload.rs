@@ -134,7 +134,9 @@ impl HookEvent {
     /// Fills a body template: `{{type}}`, `{{id}}`, `{{cluster}}`, `{{timestamp}}`,
     /// `{{observed_by}}`, `{{previous_state}}`, `{{member.name}}`, `{{member.addr}}`,
     /// `{{member.host}}`, `{{member.port}}`, `{{member.incarnation}}`, `{{member.tags.KEY}}`.
-    /// Unknown placeholders are left as written.
+    /// Unknown placeholders are left as written. Values are escaped as JSON string
+    /// contents (the body goes out as `application/json`; write placeholders inside
+    /// quotes): a member's tag cannot add fields or break the document.
     pub fn render(&self, template: &str) -> String {
         let mut out = String::with_capacity(template.len());
         let mut rest = template;
@@ -147,7 +149,7 @@ impl HookEvent {
             };
             let name = after[..end].trim();
             match self.placeholder(name) {
-                Some(value) => out.push_str(&value),
+                Some(value) => out.push_str(&json_string_contents(&value)),
                 None => out.push_str(&rest[start..start + 4 + end]),
             }
             rest = &after[end + 2..];
@@ -209,10 +211,22 @@ impl HookEvent {
                     }
                 })
                 .collect();
-            env.push((format!("SWIMD_TAG_{key}"), value.clone()));
+            // A NUL cannot be passed in the environment: dropped, or every delivery about
+            // this member would fail to start.
+            env.push((format!("SWIMD_TAG_{key}"), value.replace('\0', "")));
         }
         env
     }
+}
+
+/// `value` escaped for the inside of a JSON string (without the quotes).
+fn json_string_contents(value: &str) -> String {
+    let quoted = serde_json::Value::String(value.to_string()).to_string();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The idempotency key of an event: `evt_` and 24 hex digits of a SHA-256.
@@ -387,6 +401,34 @@ mod tests {
             "set server be/web-1 state maint # 10.0.0.1:7946 web {{nope}} member.failed"
         );
         assert_eq!(event().render("unclosed {{type"), "unclosed {{type");
+    }
+
+    #[test]
+    fn member_controlled_values_cannot_add_fields_to_a_template_body() {
+        let mut e = event();
+        e.data
+            .member
+            .tags
+            .insert("role".into(), "x\",\"state\":\"ready\\\n\u{0}".into());
+        let out = e.render("{\"member\": \"{{member.name}}\", \"role\": \"{{member.tags.role}}\"}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+        assert_eq!(v.as_object().unwrap().len(), 2, "{out}");
+        assert_eq!(v["role"], "x\",\"state\":\"ready\\\n\u{0}");
+    }
+
+    #[test]
+    fn a_nul_in_a_tag_is_dropped_from_the_environment() {
+        let mut e = event();
+        e.data
+            .member
+            .tags
+            .insert("zone".into(), "eu\u{0}west".into());
+        let env = e.env("me");
+        assert!(
+            env.iter()
+                .all(|(k, v)| !k.contains('\0') && !v.contains('\0'))
+        );
+        assert!(env.contains(&("SWIMD_TAG_ZONE".to_string(), "euwest".to_string())));
     }
 
     #[test]

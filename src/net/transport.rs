@@ -47,6 +47,9 @@ pub struct TransportConfig {
     /// Most handshakes peers may have in flight with us at once; beyond a quarter of it,
     /// an unvalidated address gets a stateless Retry first, beyond it a refusal.
     pub max_incoming_handshakes: usize,
+    /// Bytes of stream messages (push-pulls) received and not yet handled, all peers
+    /// together; a stream that would go past it is dropped.
+    pub stream_budget: usize,
 }
 
 impl Default for TransportConfig {
@@ -61,6 +64,9 @@ impl Default for TransportConfig {
             mtu: 1200,
             backoff: (Duration::from_secs(1), Duration::from_secs(30)),
             max_incoming_handshakes: 64,
+            // Two of the largest push-pulls (16 MiB, about 200,000 members); a full view
+            // of 1,000 members takes ~60 KB.
+            stream_budget: 2 * wire::MAX_STREAM_LEN,
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct Inbound {
     pub payload: Bytes,
     /// How they came.
     pub channel: Channel,
+    /// A stream message's share of the receive budget, given back when this is dropped
+    /// (once the agent has handled it).
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Why the transport could not start.
@@ -176,6 +185,7 @@ struct Shared {
     pool: Mutex<Pool>,
     inbound: mpsc::Sender<Inbound>,
     stats: TransportStats,
+    stream_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// A handle to the transport; clones share it.
@@ -211,6 +221,7 @@ impl Transport {
         let endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
             .map_err(|source| TransportError::Bind { addr: bind, source })?;
         let (tx, rx) = mpsc::channel(4096);
+        let stream_budget = Arc::new(tokio::sync::Semaphore::new(config.stream_budget));
         let shared = Arc::new(Shared {
             endpoint,
             client: Mutex::new(client),
@@ -222,6 +233,7 @@ impl Transport {
             }),
             inbound: tx,
             stats: TransportStats::default(),
+            stream_budget,
         });
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(idle_sweeper(Arc::downgrade(&shared)));
@@ -669,6 +681,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
                         peer: peer.clone(),
                         payload,
                         channel: Channel::Datagram,
+                        _budget: None,
                     },
                 );
             }
@@ -685,10 +698,10 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
                 tokio::spawn(async move {
                     let read = tokio::time::timeout(
                         Duration::from_secs(10),
-                        stream.read_to_end(wire::MAX_STREAM_LEN),
+                        read_stream(&shared, &mut stream),
                     );
                     match read.await {
-                        Ok(Ok(bytes)) => {
+                        Ok(Some((bytes, budget))) => {
                             shared
                                 .stats
                                 .streams_received
@@ -704,6 +717,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
                                     peer,
                                     payload: Bytes::from(bytes),
                                     channel: Channel::Stream,
+                                    _budget: budget,
                                 },
                             );
                         }
@@ -732,6 +746,32 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
         pool.peers.remove(&addr);
     }
     debug!(peer = %addr, reason = ?conn.close_reason(), "connection closed");
+}
+
+/// Reads a stream message within [`wire::MAX_STREAM_LEN`] and the shared receive budget,
+/// taking its share as it arrives; `None` (the stream stopped) past either.
+async fn read_stream(
+    shared: &Shared,
+    stream: &mut quinn::RecvStream,
+) -> Option<(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    let mut bytes = Vec::new();
+    let mut budget: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(chunk) = stream.read_chunk(64 << 10, true).await.ok()? {
+        let len = chunk.bytes.len();
+        let share = u32::try_from(len)
+            .ok()
+            .and_then(|n| shared.stream_budget.clone().try_acquire_many_owned(n).ok());
+        let Some(share) = share.filter(|_| bytes.len() + len <= wire::MAX_STREAM_LEN) else {
+            let _ = stream.stop(0u32.into());
+            return None;
+        };
+        match &mut budget {
+            Some(held) => held.merge(share),
+            None => budget = Some(share),
+        }
+        bytes.extend_from_slice(&chunk.bytes);
+    }
+    Some((bytes, budget))
 }
 
 fn deliver(shared: &Shared, inbound: Inbound) {
@@ -864,6 +904,34 @@ mod tests {
         assert!(!lock(&a.shared.pool).peers.contains_key(&stranger));
         assert!(a.stats().send_drops.load(Ordering::Relaxed) > drops);
         assert_eq!(a.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn stream_messages_held_unhandled_are_bounded_in_bytes() {
+        let (_dir, ids) = identities("budget", &["node-a", "node-b"]);
+        let config = TransportConfig {
+            stream_budget: 1 << 20,
+            ..TransportConfig::default()
+        };
+        let (a, mut a_rx) = start(&ids[0], config);
+        let (b, _b_rx) = start(&ids[1], TransportConfig::default());
+        let to = a.local_addr().unwrap();
+        let big = |tag: u8| vec![tag; 600 << 10];
+        b.send(to, Channel::Stream, big(1));
+        let first = received(&mut a_rx).await;
+        assert_eq!(first.payload.len(), 600 << 10);
+        // The first still unhandled: a second would go past the budget and is dropped.
+        b.send(to, Channel::Stream, big(2));
+        until("the second stream is dropped", || {
+            a.stats().receive_drops.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert!(a_rx.try_recv().is_err());
+        // Handled, its share comes back: the next one fits.
+        drop(first);
+        b.send(to, Channel::Stream, big(3));
+        let third = received(&mut a_rx).await;
+        assert_eq!(third.payload.first(), Some(&3));
     }
 
     #[tokio::test]

@@ -288,6 +288,17 @@ mod tests {
         )
     }
 
+    /// One attempt of `hook` with the sample event and a fresh client.
+    async fn attempt_once(hook: &Hook) -> Outcome {
+        attempt(
+            hook,
+            &event(),
+            &LazyClient::new(reqwest::Client::builder),
+            "me",
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn exit_status_decides_the_outcome() {
         let client = LazyClient::new(reqwest::Client::builder);
@@ -318,13 +329,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_that_exited_succeeds_though_its_child_holds_stderr() {
         let hook = exec_hook("echo started >&2; sleep 30 & exit 0", "2s");
-        let outcome = attempt(
-            &hook,
-            &event(),
-            &LazyClient::new(reqwest::Client::builder),
-            "me",
-        )
-        .await;
+        let outcome = attempt_once(&hook).await;
         assert_eq!(outcome, Outcome::Success);
     }
 
@@ -341,13 +346,7 @@ mod tests {
             "name = \"x\"\nkind = \"webhook\"\nevents = [\"member.failed\"]\nurl = \"http://admin:hunter2@127.0.0.1:{port}/hook/tok3n\""
         );
         let hook = toml::from_str::<HookSpec>(&text).unwrap().check().unwrap();
-        let outcome = attempt(
-            &hook,
-            &event(),
-            &LazyClient::new(reqwest::Client::builder),
-            "me",
-        )
-        .await;
+        let outcome = attempt_once(&hook).await;
         let Outcome::Retry { error, .. } = outcome else {
             panic!("{outcome:?}");
         };
@@ -367,13 +366,7 @@ mod tests {
             "300ms",
         );
         let started = std::time::Instant::now();
-        let outcome = attempt(
-            &hook,
-            &event(),
-            &LazyClient::new(reqwest::Client::builder),
-            "me",
-        )
-        .await;
+        let outcome = attempt_once(&hook).await;
         assert!(
             matches!(outcome, Outcome::Retry { ref error, .. } if error.contains("timed out")),
             "{outcome:?}"

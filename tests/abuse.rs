@@ -143,3 +143,100 @@ fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
         "only {within} of {total} probes within 50 ms"
     );
 }
+
+/// 2,000 idle connections and 200 slowloris clients on an agent's API and metrics ports,
+/// renewed as the agent closes them: `/v1/health` and `/metrics` still answer within 1 s,
+/// and no member is suspected.
+#[test]
+fn idle_and_slow_http_clients_cannot_lock_out_health_checks_and_scrapes() {
+    use std::io::Write;
+    let mut c = Cluster::new("slowloris", 43, 3);
+    c.start_all();
+    assert!(
+        c.wait_converged(Duration::from_secs(10)).is_some(),
+        "no convergence:\n{}",
+        c.log(0)
+    );
+    let target = 1;
+    let ports: [SocketAddr; 2] = [
+        c.nodes[target].api().parse().expect("api"),
+        c.nodes[target].metrics().parse().expect("metrics"),
+    ];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answers, views) = std::thread::scope(|scope| {
+        let attacker = scope.spawn(|| {
+            // Per port: 1,000 idle connections and 100 that dribble a header line each
+            // second, reopened in rounds; the oldest are let go to stay at that count.
+            let mut held: Vec<(std::net::TcpStream, bool)> = Vec::new();
+            let mut opened = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for port in ports {
+                    for i in 0..220 {
+                        let Ok(mut s) = std::net::TcpStream::connect(port) else {
+                            continue;
+                        };
+                        let slow = i % 11 == 0;
+                        if slow {
+                            let _ = s.write_all(b"GET /v1/health HTTP/1.1\r\n");
+                        }
+                        held.push((s, slow));
+                        opened += 1;
+                    }
+                }
+                for (s, slow) in held.iter_mut().filter(|(_, slow)| *slow) {
+                    let _ = s.write_all(b"X-Slow: 1\r\n");
+                    let _ = slow;
+                }
+                let excess = held.len().saturating_sub(2 * 1_100);
+                held.drain(..excess);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            opened
+        });
+        // Let the attack fill both listeners first.
+        std::thread::sleep(Duration::from_secs(3));
+        let mut answers = Vec::new();
+        let mut views = Vec::new();
+        for _ in 0..10 {
+            for (path, addr) in [("/v1/health", ports[0]), ("/metrics", ports[1])] {
+                let started = Instant::now();
+                let result = common::request_text(&addr.to_string(), "GET", path, None);
+                answers.push((path, result.map(|(status, _)| status), started.elapsed()));
+            }
+            for i in 0..c.nodes.len() {
+                for (name, (state, _)) in c.view(i).unwrap_or_default() {
+                    if state != "alive" {
+                        views.push(format!("node-{} saw {name} {state}", i + 1));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let opened = attacker.join().expect("attacker");
+        eprintln!("slowloris: {opened} connections opened");
+        (answers, views)
+    });
+    let rejected = |listener: &str, reason: &str| {
+        c.metric(
+            target,
+            &format!(
+                "swimd_http_connections_rejected_total{{listener=\"{listener}\",reason=\"{reason}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    eprintln!(
+        "answers: {answers:?}; rejected api {} + {}, metrics {} + {} (limit + header timeout)",
+        rejected("api", "limit"),
+        rejected("api", "header_timeout"),
+        rejected("metrics", "limit"),
+        rejected("metrics", "header_timeout"),
+    );
+    for (path, status, took) in &answers {
+        assert_eq!(status.as_ref().ok(), Some(&200), "{path}: {status:?}");
+        assert!(*took <= Duration::from_secs(1), "{path} took {took:?}");
+    }
+    assert!(views.is_empty(), "{views:#?}");
+    assert!(rejected("api", "limit") > 0.0 && rejected("metrics", "limit") > 0.0);
+}

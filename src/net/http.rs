@@ -1,8 +1,9 @@
 //! HTTP both ways: the bounded server of the API and metrics listeners, and the outbound
 //! client of webhooks and HTTP checks, built on first use.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,15 +22,25 @@ pub struct Limits {
 /// Connections an HTTP listener turned away.
 #[derive(Debug, Default)]
 pub struct ServeStats {
-    /// Closed on accept: `max_connections` were open.
+    /// Closed at the limit: a newcomer refused, or a connection that had sent no request
+    /// closed to make room for it.
     pub refused: AtomicU64,
     /// Closed because no request headers came within `header_timeout`.
     pub header_timeouts: AtomicU64,
 }
 
+/// A connection being served: when it came, whether it has sent a request, how to end it.
+struct OpenConnection {
+    accepted: Instant,
+    requested: Arc<AtomicBool>,
+    close: Arc<tokio::sync::Notify>,
+}
+
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then lets open
 /// requests finish (at most `drain`). Unlike `axum::serve`, idle and slow clients cannot
-/// hold file descriptors for ever, and a flood of them cannot exhaust the agent's.
+/// hold file descriptors for ever, and a flood of them cannot lock out real clients: at
+/// the limit, the oldest connection that has not sent a request yet makes room for the
+/// newcomer (a newcomer is refused only when every connection is in use).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
@@ -38,7 +49,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let open: Arc<Mutex<HashMap<u64, OpenConnection>>> = Arc::default();
+    let mut next_id: u64 = 0;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -62,23 +74,55 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
-        };
-        let connection = graceful.watch(http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        ));
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection.await
-                && e.is_timeout()
-            {
-                stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+        let id = next_id;
+        next_id += 1;
+        let requested = Arc::new(AtomicBool::new(false));
+        let close = Arc::new(tokio::sync::Notify::new());
+        {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.len() >= limits.max_connections.max(1) {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                let idle = open
+                    .iter()
+                    .filter(|(_, c)| !c.requested.load(Ordering::Relaxed))
+                    .min_by_key(|(_, c)| c.accepted)
+                    .map(|(id, _)| *id);
+                match idle.and_then(|id| open.remove(&id)) {
+                    Some(oldest) => oldest.close.notify_one(),
+                    None => {
+                        drop(stream);
+                        continue;
+                    }
+                }
             }
+            open.insert(
+                id,
+                OpenConnection {
+                    accepted: Instant::now(),
+                    requested: requested.clone(),
+                    close: close.clone(),
+                },
+            );
+        }
+        let inner = TowerToHyperService::new(router.clone());
+        let service = hyper::service::service_fn(move |request| {
+            requested.store(true, Ordering::Relaxed);
+            hyper::service::Service::call(&inner, request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (stats, open) = (stats.clone(), open.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result
+                        && e.is_timeout()
+                    {
+                        stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                () = close.notified() => {}
+            }
+            open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         });
     }
     drop(listener);
@@ -133,6 +177,8 @@ impl std::fmt::Debug for LazyClient {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -150,16 +196,33 @@ mod tests {
         }
     }
 
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
     #[tokio::test]
-    async fn connections_beyond_the_limit_and_silent_clients_are_closed() {
+    async fn at_the_limit_idle_clients_make_room_and_silent_ones_time_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(ServeStats::default());
         let limits = Limits {
             max_connections: 2,
-            header_timeout: Duration::from_millis(300),
+            header_timeout: Duration::from_millis(500),
         };
-        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    "slow"
+                }),
+            );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(
             listener,
@@ -171,41 +234,38 @@ mod tests {
             },
             Duration::from_secs(1),
         ));
-        // Two idle clients (one silent, one slowloris) take the two slots.
+        // Two clients that send no complete request (one silent, one slowloris) fill it.
         let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A real client is served: the oldest idle connection gave way.
+        assert!(get(addr, "/").await.ends_with("ok"));
+        assert!(
+            closed_by_server(&mut silent).await,
+            "the oldest idle client was kept"
+        );
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        // The slowloris sends no complete headers within the timeout: closed.
+        assert!(
+            closed_by_server(&mut slow).await,
+            "the slow client was kept"
+        );
+        assert!(stats.header_timeouts.load(Ordering::Relaxed) >= 1);
+        // Two requests in progress: a third connection is refused, not queued.
+        let busy: Vec<_> = (0..2).map(|_| tokio::spawn(get(addr, "/slow"))).collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
         assert!(
             closed_by_server(&mut third).await,
             "a third connection was kept"
         );
-        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
-        // Neither sends complete headers within the timeout: both are closed.
-        assert!(
-            closed_by_server(&mut silent).await,
-            "the silent client was kept"
-        );
-        assert!(
-            closed_by_server(&mut slow).await,
-            "the slow client was kept"
-        );
-        assert_eq!(stats.header_timeouts.load(Ordering::Relaxed), 2);
-        // The slots are free again: a real request is answered.
-        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).await.unwrap();
-        assert!(
-            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
-            "{answer}"
-        );
+        for answer in busy {
+            assert!(answer.await.unwrap().ends_with("slow"));
+        }
         let _ = stop.send(());
         server.await.unwrap();
     }

@@ -111,7 +111,8 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The bearer token clients must present, if any.
     pub token: Option<String>,
-    /// Open HTTP connections per listener (API, metrics); more are closed at once.
+    /// Open HTTP connections per listener (API, metrics); at the limit the oldest that has
+    /// not sent a request makes room.
     pub max_connections: usize,
     /// A client that has not sent a request's headers within this is disconnected (idle
     /// keep-alive connections included).

@@ -13,6 +13,11 @@ pub type Tags = BTreeMap<String, String>;
 /// their `Default` and skips unknown trailing fields, so older and newer agents interoperate.
 macro_rules! wire_struct {
     ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        wire_struct!(@check |_value: &$name| Ok(()); $(#[$m])* pub struct $name { $($(#[$fm])* pub $field : $ty),* });
+    };
+    // `check` runs on each decoded value, so that a sequence of bogus values stops at the
+    // first rather than after all of them were allocated.
+    (@check $check:expr; $(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
         pub struct $name { $($(#[$fm])* pub $field: $ty),* }
@@ -31,7 +36,10 @@ macro_rules! wire_struct {
                     ) -> Result<$name, A::Error> {
                         $(let $field: $ty = seq.next_element()?.unwrap_or_default();)*
                         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                        Ok($name { $($field),* })
+                        let value = $name { $($field),* };
+                        let check: fn(&$name) -> Result<(), &'static str> = $check;
+                        check(&value).map_err(serde::de::Error::custom)?;
+                        Ok(value)
                     }
                 }
                 d.deserialize_seq(SeqVisitor)
@@ -41,6 +49,12 @@ macro_rules! wire_struct {
 }
 
 wire_struct! {
+    // An empty array would decode into a whole `Update` (128 bytes from 1): refused at once.
+    @check |update: &Update| if update.name.as_str().is_empty() {
+        Err("an update without a member name")
+    } else {
+        Ok(())
+    };
     /// One piggybacked membership update: what the sender believes about `name`.
     pub struct Update {
         /// The member the update is about.

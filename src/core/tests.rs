@@ -793,38 +793,74 @@ fn an_accused_member_whose_probes_failed_refutes_once_most_of_a_link_check_answe
             vec![claim("n0", 0, State::Suspect, "n1")],
         ),
     );
-    let sent = drain(&mut swim);
-    let pings = sent
-        .iter()
-        .filter(|(_, p)| matches!(p.message, Message::Ping(_)))
-        .count();
-    assert_eq!(pings, 32, "a link check pings 32 members at once");
+    let first = drain(&mut swim);
+    let (sent, at) = link_check_pings(&mut swim, probe_failed, first);
     assert_eq!(
         swim.incarnation(),
         accused,
         "no refutation before the check"
     );
     // 14 answers (44%, what 80% outbound loss gives now and then): not enough.
-    ack_pings(&mut swim, probe_failed, &sent, 14);
+    ack_pings(&mut swim, at, &sent, 14);
     assert_eq!(swim.incarnation(), accused);
     // The next check (after a short backoff) gets 15: our links work, refute.
-    let retry = probe_failed + Duration::from_secs(2);
+    let retry = at + Duration::from_secs(2);
     let mut next = Vec::new();
     while let Some(at) = swim.poll_timeout().filter(|&at| at <= retry) {
         swim.handle_timeout(at);
-        next = drain(&mut swim);
-        if next
+        let batch = drain(&mut swim);
+        if batch
             .iter()
-            .filter(|(_, p)| matches!(p.message, Message::Ping(_)))
-            .count()
-            >= 32
+            .any(|(_, p)| matches!(p.message, Message::Ping(_)))
         {
+            let (all, at) = link_check_pings(&mut swim, at, batch);
+            next = all;
             ack_pings(&mut swim, at, &next, 15);
             break;
         }
     }
     assert!(!next.is_empty(), "a second link check within 2 s");
     assert!(swim.incarnation() > accused, "15 of 32 answers refute");
+}
+
+/// The pings of a link check that started at `at` with `sent` (the first round): its rounds,
+/// 5 ms apart, each pinging every target once, so that no two pings to one member leave
+/// in one packet. Returns them and the time of the last round.
+fn link_check_pings(
+    swim: &mut Swim,
+    at: Instant,
+    mut sent: Vec<(Transmit, Packet)>,
+) -> (Vec<(Transmit, Packet)>, Instant) {
+    let mut last = at;
+    let pings = |batch: &[(Transmit, Packet)]| -> Vec<SocketAddr> {
+        batch
+            .iter()
+            .filter(|(_, p)| matches!(p.message, Message::Ping(_)))
+            .map(|(t, _)| t.to)
+            .collect()
+    };
+    while let Some(next) = swim
+        .poll_timeout()
+        .filter(|&t| t <= at + Duration::from_millis(200))
+    {
+        swim.handle_timeout(next);
+        let batch = drain(swim);
+        let mut to = pings(&batch);
+        let n = to.len();
+        to.sort();
+        to.dedup();
+        assert_eq!(to.len(), n, "two pings to one member in one round: {to:?}");
+        if n > 0 {
+            last = next;
+        }
+        sent.extend(batch);
+    }
+    assert!(
+        pings(&sent).len() >= 32,
+        "a link check pings 32 times within 200 ms, not {}",
+        pings(&sent).len()
+    );
+    (sent, last)
 }
 
 #[test]

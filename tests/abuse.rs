@@ -7,6 +7,31 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, TempDir, usage};
 
+/// `n` agents started and converged.
+fn converged(test: &str, net: u8, n: u8) -> Cluster {
+    let mut c = Cluster::new(test, net, n);
+    c.start_all();
+    assert!(
+        c.wait_converged(Duration::from_secs(10)).is_some(),
+        "no convergence:\n{}",
+        c.log(0)
+    );
+    c
+}
+
+/// Every member some agent sees in a state other than alive, as "node-K saw X STATE".
+fn not_alive(c: &Cluster) -> Vec<String> {
+    let mut seen = Vec::new();
+    for i in 0..c.nodes.len() {
+        for (name, (state, _)) in c.view(i).unwrap_or_default() {
+            if state != "alive" {
+                seen.push(format!("node-{} saw {name} {state}", i + 1));
+            }
+        }
+    }
+    seen
+}
+
 /// Cumulative `swimd_probe_rtt_seconds` bucket counts of node `i` (by upper bound).
 fn rtt_buckets(c: &Cluster, i: usize) -> Vec<(f64, f64)> {
     let (_, text) =
@@ -34,16 +59,11 @@ fn share_within(before: &[(f64, f64)], after: &[(f64, f64)], bound: f64) -> (f64
 
 /// 20,000 QUIC connection attempts in 10 s from many source ports, by an outsider whose
 /// certificate is from another CA, at one agent of five: nobody is suspected, the agent's
-/// memory grows by at most 16 MiB and comes back, and its probes keep their round trips.
+/// memory grows by at most 16 MiB (its level 30 s after the flood is printed, not bounded:
+/// it does not all come back yet), and its probes keep their round trips.
 #[test]
 fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
-    let mut c = Cluster::new("flood", 42, 5);
-    c.start_all();
-    assert!(
-        c.wait_converged(Duration::from_secs(10)).is_some(),
-        "no convergence:\n{}",
-        c.log(0)
-    );
+    let c = converged("flood", 42, 5);
     let target = 1;
     let pid = c.nodes[target].pid().expect("running");
     let addr: SocketAddr = c.nodes[target].gossip();
@@ -77,13 +97,7 @@ fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
             let mut peak = 0;
             while Instant::now() < until {
                 peak = peak.max(usage(pid).0);
-                for i in 0..c.nodes.len() {
-                    for (name, (state, _)) in c.view(i).unwrap_or_default() {
-                        if state != "alive" {
-                            seen.push(format!("node-{} saw {name} {state}", i + 1));
-                        }
-                    }
-                }
+                seen.extend(not_alive(&c));
                 std::thread::sleep(Duration::from_millis(100));
             }
             (seen, peak)
@@ -150,13 +164,7 @@ fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
 #[test]
 fn idle_and_slow_http_clients_cannot_lock_out_health_checks_and_scrapes() {
     use std::io::Write;
-    let mut c = Cluster::new("slowloris", 43, 3);
-    c.start_all();
-    assert!(
-        c.wait_converged(Duration::from_secs(10)).is_some(),
-        "no convergence:\n{}",
-        c.log(0)
-    );
+    let c = converged("slowloris", 43, 3);
     let target = 1;
     let ports: [SocketAddr; 2] = [
         c.nodes[target].api().parse().expect("api"),
@@ -203,13 +211,7 @@ fn idle_and_slow_http_clients_cannot_lock_out_health_checks_and_scrapes() {
                 let result = common::request_text(&addr.to_string(), "GET", path, None);
                 answers.push((path, result.map(|(status, _)| status), started.elapsed()));
             }
-            for i in 0..c.nodes.len() {
-                for (name, (state, _)) in c.view(i).unwrap_or_default() {
-                    if state != "alive" {
-                        views.push(format!("node-{} saw {name} {state}", i + 1));
-                    }
-                }
-            }
+            views.extend(not_alive(&c));
             std::thread::sleep(Duration::from_millis(500));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

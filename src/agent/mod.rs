@@ -51,6 +51,14 @@ pub enum AgentError {
     /// The gossip socket.
     #[error(transparent)]
     Transport(#[from] crate::net::transport::TransportError),
+    /// A helper thread (HTTP, state writer, heap trimming) could not start.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The API listener.
     #[error("cannot listen for the API on {addr}: {source}")]
     Api {
@@ -282,15 +290,18 @@ impl Agent {
             stats: [api_http.clone(), metrics_http.clone()],
         };
         http.start(api_stop, metrics_stop)
-            .map_err(|source| AgentError::Api {
-                addr: config.api.listen,
+            .map_err(|source| AgentError::Thread {
+                name: "swimd-http",
                 source,
             })?;
 
         let (seed_tx, resolved_seeds) = mpsc::channel(4);
         let (joins_tx, joins) = mpsc::channel(16);
         tokio::spawn(resolve_seeds(config.gossip.seeds.clone(), seed_tx));
-        tokio::spawn(return_freed_memory());
+        return_freed_memory().map_err(|source| AgentError::Thread {
+            name: "swimd-trim",
+            source,
+        })?;
         info!(
             name = %config.node.name,
             cluster = %config.node.cluster,
@@ -313,7 +324,10 @@ impl Agent {
             joins_tx,
             events,
             next_event_id: 0,
-            state: StateWriter::start(state)?,
+            state: StateWriter::start(state).map_err(|source| AgentError::Thread {
+                name: "swimd-state",
+                source,
+            })?,
             last_save: now,
             members_changed: true,
             drops: Arc::new(DropCounters::default()),
@@ -930,19 +944,24 @@ fn notify(state: &[NotifyState]) {
     }
 }
 
-/// Resolves the configured seeds (A/AAAA or SRV), retrying until some resolve.
-/// Gives the heap's free pages back to the system every 10 s. glibc keeps what a burst
-/// freed (a handshake flood: ~12 MiB of connection state) for the process's life
-/// otherwise; trimming a heap of a few MiB takes well under a millisecond.
-async fn return_freed_memory() {
-    loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
+/// Gives the heap's free pages back to the system every 10 s, on a small thread of its
+/// own (trimming walks the heap: not work for the SWIM loop's thread). glibc keeps what a
+/// burst freed (a handshake flood: ~12 MiB of connection state) otherwise.
+fn return_freed_memory() -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("swimd-trim".into())
+        .stack_size(64 << 10)
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(10));
+                #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        })
+        .map(drop)
 }
 
 type ResolvedJoin = (Vec<SocketAddr>, oneshot::Sender<Result<usize, String>>);
@@ -1060,6 +1079,7 @@ impl HttpServers {
     }
 }
 
+/// Resolves the configured seeds (A/AAAA or SRV), retrying until some resolve.
 async fn resolve_seeds(seeds: Vec<Seed>, out: mpsc::Sender<Vec<SocketAddr>>) {
     if seeds.is_empty() {
         return;

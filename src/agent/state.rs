@@ -13,7 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
@@ -192,35 +192,40 @@ impl StateDir {
     }
 }
 
-/// A write for the [`StateWriter`]'s thread.
-enum Save {
-    Incarnation(Incarnation),
-    Members(Vec<SavedMember>),
+/// What the [`StateWriter`]'s thread has yet to write: only the newest of each, so it is
+/// bounded however slow the disk.
+#[derive(Default)]
+struct Pending {
+    incarnation: Option<Incarnation>,
+    members: Option<Vec<SavedMember>>,
+    closed: bool,
 }
 
-/// Writes state files on a thread of its own, in the order asked, so the SWIM loop never
-/// waits on an fsync. Failures are logged there (the next save tries again).
+/// Writes state files on a thread of its own, so the SWIM loop never waits on an fsync.
+/// A save replaces one of its kind not yet written. Failures are logged there (the next
+/// save tries again).
 pub struct StateWriter {
-    saves: Option<std::sync::mpsc::Sender<Save>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StateWriter {
     /// Starts the writer thread for `dir`.
-    pub fn start(dir: StateDir) -> Result<StateWriter, StateError> {
-        let (saves, queue) = std::sync::mpsc::channel::<Save>();
+    pub fn start(dir: StateDir) -> std::io::Result<StateWriter> {
+        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let shared = pending.clone();
         let thread = std::thread::Builder::new()
             .name("swimd-state".into())
             .spawn(move || {
-                while let Ok(first) = queue.recv() {
-                    // Only the newest of each matters: skip the saves a later one replaces.
-                    let (mut incarnation, mut members) = (None, None);
-                    for save in std::iter::once(first).chain(queue.try_iter()) {
-                        match save {
-                            Save::Incarnation(i) => incarnation = Some(i),
-                            Save::Members(m) => members = Some(m),
+                let (lock, wake) = &*shared;
+                loop {
+                    let (incarnation, members, closed) = {
+                        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        while p.incarnation.is_none() && p.members.is_none() && !p.closed {
+                            p = wake.wait(p).unwrap_or_else(|e| e.into_inner());
                         }
-                    }
+                        (p.incarnation.take(), p.members.take(), p.closed)
+                    };
                     let results = [
                         incarnation.map(|i| dir.save_incarnation(i)),
                         members.map(|m| dir.write_members(&m)),
@@ -228,38 +233,41 @@ impl StateWriter {
                     for e in results.into_iter().flatten().filter_map(Result::err) {
                         tracing::error!(error = %e, "cannot save state");
                     }
+                    if closed {
+                        return;
+                    }
                 }
-            })
-            .map_err(|source| StateError {
-                path: PathBuf::from("swimd-state thread"),
-                source,
             })?;
         Ok(StateWriter {
-            saves: Some(saves),
+            pending,
             thread: Some(thread),
         })
     }
 
-    /// Queues our incarnation for saving.
-    pub fn save_incarnation(&self, incarnation: Incarnation) {
-        self.send(Save::Incarnation(incarnation));
+    fn update(&self, change: impl FnOnce(&mut Pending)) {
+        let (lock, wake) = &*self.pending;
+        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.closed {
+            change(&mut p);
+            wake.notify_one();
+        }
     }
 
-    fn send(&self, save: Save) {
-        if let Some(saves) = &self.saves {
-            let _ = saves.send(save);
-        }
+    /// Queues our incarnation for saving.
+    pub fn save_incarnation(&self, incarnation: Incarnation) {
+        self.update(|p| p.incarnation = Some(incarnation));
     }
 
     /// Queues the members for saving (ourselves excluded by the caller or not: restore
     /// skips us).
     pub fn save_members(&self, members: &[MemberView]) {
-        self.send(Save::Members(saved_members(members)));
+        let saved = saved_members(members);
+        self.update(|p| p.members = Some(saved));
     }
 
     /// Waits until everything queued is on disk; later saves are ignored.
     pub async fn close(&mut self) {
-        self.saves = None;
+        self.update(|p| p.closed = true);
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

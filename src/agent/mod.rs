@@ -36,8 +36,6 @@ const LEAVE_BOUND: Duration = Duration::from_secs(3);
 const SAVE_AFTER_CHANGE: Duration = Duration::from_millis(500);
 /// Metrics are brought up to date at most this often (and on every scrape).
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
-/// A scrape sees metrics at most this old.
-const METRICS_FRESH: Duration = Duration::from_millis(100);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -679,10 +677,9 @@ impl Agent {
                 let _ = reply.send(self.swim.set_tags(now, tags).map_err(|e| e.to_string()));
             }
             Command::Metrics(reply) => {
-                // Scrapes in a burst share one update: each costs a pass over the members.
-                if self.last_metrics_update.elapsed() >= METRICS_FRESH {
-                    self.update_metrics();
-                }
+                // Up to date, so a scrape agrees with `/v1/members` read just before it;
+                // the rendering happens on the HTTP thread.
+                self.update_metrics();
                 let _ = reply.send(self.metrics.registry().clone());
             }
             Command::Hooks(reply) => {

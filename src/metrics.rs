@@ -34,7 +34,7 @@ pub struct Snapshot {
     /// Lifeguard local health score.
     pub health_score: u32,
     /// Our incarnation.
-    pub incarnation: u32,
+    pub incarnation: u64,
     /// Updates waiting to be piggybacked.
     pub broadcast_queue_depth: usize,
     /// Open QUIC connections.
@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub send_drops: u64,
     /// Received messages dropped because the agent's queue was full.
     pub receive_drops: u64,
+    /// Messages not sent: the peer at the address is not the member they were for.
+    pub peer_mismatches: u64,
 }
 
 /// Every swimd metric, in its own registry (with the process metrics).
@@ -86,6 +88,7 @@ pub struct Metrics {
     probe_rtt: Histogram,
     suspicions: IntCounter,
     refutations: IntCounter,
+    refutations_deferred: IntCounter,
     link_checks: IntCounterVec,
     verdicts_deferred: IntCounter,
     flaps: IntCounter,
@@ -190,6 +193,13 @@ impl Metrics {
                 IntCounter::new(
                     "swimd_refutations_total",
                     "Times this member refuted a suspicion or failure of itself",
+                ),
+            ),
+            refutations_deferred: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_refutations_deferred_total",
+                    "Refutations held back by the rate limit (4 per second)",
                 ),
             ),
             link_checks: register(
@@ -422,6 +432,7 @@ impl Metrics {
         );
         advance_to(&self.suspicions, stats.suspicions);
         advance_to(&self.refutations, stats.refutations);
+        advance_to(&self.refutations_deferred, stats.refutations_deferred);
         let link_checks = &self.link_checks;
         advance_to(
             &link_checks.with_label_values(&["passed"]),
@@ -442,7 +453,8 @@ impl Metrics {
             stats.push_pulls_answered,
         );
         self.health_score.set(i64::from(snapshot.health_score));
-        self.incarnation.set(i64::from(snapshot.incarnation));
+        self.incarnation
+            .set(i64::try_from(snapshot.incarnation).unwrap_or(i64::MAX));
         self.broadcast_queue_depth
             .set(gauge(snapshot.broadcast_queue_depth));
         self.quic_connections.set(gauge(snapshot.quic_connections));
@@ -487,6 +499,10 @@ impl Metrics {
             snapshot.oversize,
             snapshot.send_drops,
             snapshot.receive_drops,
+            snapshot.peer_mismatches,
+            snapshot.stats.acks_misattributed,
+            snapshot.stats.ping_reqs_refused,
+            snapshot.stats.incarnations_bounded,
         ]) {
             advance_to(&self.dropped.with_label_values(&[reason]), total);
         }
@@ -827,13 +843,17 @@ impl HookMetrics {
 
 const STATE_NAMES: [&str; 4] = ["alive", "suspect", "failed", "left"];
 /// `swimd_dropped_messages_total` reasons, in [`Metrics::update`]'s order.
-const DROP_REASONS: [&str; 6] = [
+const DROP_REASONS: [&str; 10] = [
     "decode_error",
     "identity_mismatch",
     "cluster_mismatch",
     "oversize",
     "send_queue",
     "receive_queue",
+    "peer_mismatch",
+    "ack_not_from_probed",
+    "ping_req_unknown_target",
+    "incarnation_out_of_bounds",
 ];
 
 /// Registers a metric whose definition is fixed in this file: an error is a programming
@@ -871,7 +891,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 28] = [
+    pub(crate) const NAMES: [&str; 29] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -880,6 +900,7 @@ mod tests {
         "swimd_probe_rtt_seconds",
         "swimd_suspicions_total",
         "swimd_refutations_total",
+        "swimd_refutations_deferred_total",
         "swimd_link_checks_total",
         "swimd_verdicts_deferred_total",
         "swimd_member_flaps_total",

@@ -7,18 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, TempDir, usage};
 
-/// `n` agents started and converged.
-fn converged(test: &str, net: u8, n: u8) -> Cluster {
-    let mut c = Cluster::new(test, net, n);
-    c.start_all();
-    assert!(
-        c.wait_converged(Duration::from_secs(10)).is_some(),
-        "no convergence:\n{}",
-        c.log(0)
-    );
-    c
-}
-
 /// Every member some agent sees in a state other than alive, as "node-K saw X STATE".
 fn not_alive(c: &Cluster) -> Vec<String> {
     let mut seen = Vec::new();
@@ -63,7 +51,7 @@ fn share_within(before: &[(f64, f64)], after: &[(f64, f64)], bound: f64) -> (f64
 /// it does not all come back yet), and its probes keep their round trips.
 #[test]
 fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
-    let c = converged("flood", 42, 5);
+    let c = Cluster::converged("flood", 42, 5);
     let target = 1;
     let pid = c.nodes[target].pid().expect("running");
     let addr: SocketAddr = c.nodes[target].gossip();
@@ -164,7 +152,7 @@ fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
 #[test]
 fn idle_and_slow_http_clients_cannot_lock_out_health_checks_and_scrapes() {
     use std::io::Write;
-    let c = converged("slowloris", 43, 3);
+    let c = Cluster::converged("slowloris", 43, 3);
     let target = 1;
     let ports: [SocketAddr; 2] = [
         c.nodes[target].api().parse().expect("api"),

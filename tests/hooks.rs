@@ -315,7 +315,7 @@ fn deliveries_pending_at_a_sigkill_are_made_after_the_restart() {
     assert_eq!(got[0].member, "node-3");
     assert_eq!(
         got[0].id,
-        swimd::hooks::payload::event_id("test", "node-3", incarnation as u32, "member.failed")
+        swimd::hooks::payload::event_id("test", "node-3", incarnation, "member.failed")
     );
     assert!(got[0].signed);
 }

@@ -21,7 +21,7 @@ pub struct MemberJson {
     /// `alive`, `suspect`, `failed` or `left`.
     pub state: String,
     /// The member's incarnation.
-    pub incarnation: u32,
+    pub incarnation: u64,
     /// Its tags.
     pub tags: Tags,
     /// Seconds since it entered its state (as this agent saw it).

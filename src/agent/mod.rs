@@ -490,7 +490,8 @@ impl Agent {
     fn flush(&mut self) {
         while let Some(t) = self.swim.poll_transmit() {
             self.metrics.message_sent(t.kind);
-            self.transport.send(t.to, t.channel, t.payload);
+            self.transport
+                .send(t.to, t.to_name.as_ref(), t.channel, t.payload);
         }
         let observer = self.config.node.name.to_string();
         let mut hook_events = Vec::new();
@@ -760,6 +761,7 @@ impl Agent {
                 .count(),
             send_drops: load(&stats.send_drops),
             receive_drops: load(&stats.receive_drops),
+            peer_mismatches: load(&stats.peer_mismatches),
         };
         let rtts: Vec<Duration> = self.swim.drain_rtt_samples().collect();
         let confirmations: Vec<u32> = self.swim.drain_confirmation_samples().collect();

@@ -41,7 +41,7 @@ pub struct StateDir {
 struct SavedMember {
     name: String,
     addr: std::net::SocketAddr,
-    incarnation: u32,
+    incarnation: u64,
     state: String,
     #[serde(default)]
     tags: Tags,
@@ -107,7 +107,7 @@ impl StateDir {
         };
         let text = String::from_utf8_lossy(&bytes);
         text.trim()
-            .parse::<u32>()
+            .parse::<u64>()
             .map(|n| Some(Incarnation(n)))
             .map_err(|e| StateError {
                 path: self.path("incarnation"),
@@ -370,7 +370,7 @@ mod tests {
         let dir = temp_dir("writer");
         let state = StateDir::open(&dir).unwrap();
         let mut writer = StateWriter::start(state.clone()).unwrap();
-        let view = |name: &str, incarnation: u32| MemberView {
+        let view = |name: &str, incarnation: u64| MemberView {
             info: Arc::new(MemberInfo::new(
                 NodeName::new(name),
                 "10.0.0.1:7946".parse().unwrap(),

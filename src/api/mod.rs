@@ -723,7 +723,7 @@ pub(crate) mod testing {
     };
 
     /// A member with tags given as `k=v` strings.
-    pub(crate) fn member(name: &str, state: &str, incarnation: u32, tags: &[&str]) -> MemberJson {
+    pub(crate) fn member(name: &str, state: &str, incarnation: u64, tags: &[&str]) -> MemberJson {
         MemberJson {
             name: name.to_string(),
             addr: format!("10.0.0.{}:7946", name.len()),
@@ -764,7 +764,7 @@ pub(crate) mod testing {
             id,
             kind: kind.to_string(),
             timestamp: 1_700_000_000.25,
-            member: member(name, state, id as u32, &["role=web"]),
+            member: member(name, state, id, &["role=web"]),
             previous_state: previous.map(str::to_string),
             observed_by: "alpha".to_string(),
         }

@@ -108,7 +108,7 @@ fn digest_term(member: &Member) -> u16 {
         State::Left => 2,
     };
     let mixed = hash64(
-        &(member.info.ring_hash ^ (u64::from(member.incarnation.0) << 2 | class)).to_le_bytes(),
+        &(member.info.ring_hash ^ (member.incarnation.0 << 2 | class)).to_le_bytes(),
         0,
     );
     mixed as u16

@@ -150,6 +150,16 @@ pub struct Stats {
     pub push_pulls_answered: u64,
     /// Packets ignored because they were not for us (wrong ping target, unknown seq).
     pub stray_packets: u64,
+    /// Acks ignored because they came from a member other than the one asked.
+    pub acks_misattributed: u64,
+    /// Ping-reqs refused: their target is not a member we know (we dial only known members).
+    pub ping_reqs_refused: u64,
+    /// Claims whose incarnation was lowered to what the sender may say (see
+    /// `MAX_INCARNATION_STEP`): accusations above the known incarnation, jumps too large.
+    pub incarnations_bounded: u64,
+    /// Refutations postponed because we had refuted `MAX_REFUTATIONS_PER_SEC` times in
+    /// the last second.
+    pub refutations_deferred: u64,
     /// Sum and count of direct-probe round trips, in microseconds.
     pub rtt_us_sum: u64,
     /// Number of round trips summed in `rtt_us_sum`.

@@ -67,6 +67,8 @@ enum Timer {
     LinkCheckRetry,
     /// The next round of a link check's pings (its id).
     LinkCheckRound(u32),
+    /// A refutation held back by the rate limit is due.
+    DeferredRefutation,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,17 @@ enum ProbeKind {
 /// refute (seed 5005 of the 100-member 15% sweep).
 const LINK_CHECK_PINGS: u32 = 32;
 const LINK_CHECK_QUORUM: u32 = 15;
+/// How far one claim may raise a member's incarnation above what we hold (or above zero
+/// for a member we did not know), whoever makes it. A member raises its own by one per
+/// refutation, a few per second at most, so honest claims never come near this; a claim
+/// above it is taken at the bound. Incarnations are 64-bit: walking one to the top 65,536
+/// at a time takes 2^48 claims, so no input can leave a member unable to outbid it.
+pub(crate) const MAX_INCARNATION_STEP: u64 = 1 << 16;
+/// Refutations a member sends per second at most; later ones wait for the next slot (one
+/// refutation answers every claim up to its incarnation). A hostile member repeating
+/// claims about us cannot turn us into a storm.
+pub(crate) const MAX_REFUTATIONS_PER_SEC: usize = 4;
+
 /// Time between a link check's rounds when it has fewer targets than pings. The odds above
 /// need 32 independent packets: pings to one member sent together leave in one QUIC
 /// packet, lost or delivered together (in a lab of 5, a host with 80% outbound loss passed
@@ -117,6 +130,8 @@ struct Probe {
     indirect: bool,
     /// Relays asked to ping the target that have not answered at all (no nack).
     silent_helpers: Vec<Slot>,
+    /// Every relay asked: an ack counts from the target or from one of them.
+    helpers: Vec<NodeName>,
     nacks: u32,
 }
 
@@ -125,7 +140,12 @@ struct Relay {
     requester: SocketAddr,
     requester_name: NodeName,
     seq: u32,
+    /// Whom we pinged: only its ack is passed on.
+    target: NodeName,
 }
+
+/// Ping-reqs being relayed at once, at most; more are refused (a probe timeout each).
+const MAX_RELAYS: usize = 1024;
 
 /// Where an update came from: gossip is passed on, state from a push-pull is not (except
 /// what the peer says about itself), restored state produces no events.
@@ -150,7 +170,11 @@ pub struct Swim {
     relays: HashMap<u32, Relay>,
     suspicions: HashMap<Slot, Suspicion>,
     awareness: Awareness,
-    next_seq: u32,
+    /// Draws probe and relay sequence numbers: unpredictable, so an ack cannot be forged
+    /// ahead of the ping (its own stream, so the protocol's other draws stay as they were).
+    seq_rng: ChaCha8Rng,
+    /// The last link check's id.
+    link_check_id: u32,
     next_is_ring_probe: bool,
     /// Our subjects in the order we probe them this cycle (overlay mode).
     subject_cycle: Vec<Slot>,
@@ -169,6 +193,10 @@ pub struct Swim {
     link_check_backoff: Duration,
     /// Accusers we sent our refutation to directly, for our current incarnation.
     told_accusers: (Incarnation, Vec<NodeName>),
+    /// When our last refutations went out (at most `MAX_REFUTATIONS_PER_SEC`).
+    recent_refutations: VecDeque<Instant>,
+    /// The highest incarnation claimed of us while refutations were rate-limited.
+    deferred_refutation: Option<Incarnation>,
     gossip_scheduled: bool,
     /// A follow-up sync is due (see `on_push_pull`).
     sync_again_scheduled: bool,
@@ -224,7 +252,8 @@ impl Swim {
             probes: HashMap::new(),
             relays: HashMap::new(),
             suspicions: HashMap::new(),
-            next_seq: 0,
+            seq_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7365_7175_656e_6365),
+            link_check_id: 0,
             next_is_ring_probe: false,
             subject_cycle: Vec::new(),
             probe_next_queue: VecDeque::new(),
@@ -237,6 +266,8 @@ impl Swim {
             link_check_after: None,
             link_check_backoff: Duration::ZERO,
             told_accusers: (Incarnation::default(), Vec::new()),
+            recent_refutations: VecDeque::with_capacity(MAX_REFUTATIONS_PER_SEC),
+            deferred_refutation: None,
             gossip_scheduled: false,
             sync_again_scheduled: false,
             last_gossip: None,
@@ -426,7 +457,7 @@ impl Swim {
         }
         match packet.message {
             Message::Ping(ping) => self.on_ping(now, from, &sender, ping),
-            Message::Ack(ack) => self.on_ack(now, ack),
+            Message::Ack(ack) => self.on_ack(now, ack, &sender),
             Message::PingReq(req) => self.on_ping_req(now, from, sender, req),
             Message::Nack(nack) => self.on_nack(nack, &sender),
             Message::Gossip => {}
@@ -725,6 +756,11 @@ impl Swim {
             Timer::Reap(slot) => self.reap(now, slot),
             Timer::LinkCheckDeadline(id) => self.on_link_check_deadline(now, id),
             Timer::LinkCheckRetry => self.start_link_check(now),
+            Timer::DeferredRefutation => {
+                if let Some(claimed) = self.deferred_refutation.take() {
+                    self.refute(now, claimed);
+                }
+            }
             Timer::LinkCheckRound(id) => self.link_check_round(now, id),
         }
     }
@@ -852,12 +888,20 @@ impl Swim {
         }
     }
 
-    fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) {
-        let Some(info) = self.members.info(target).cloned() else {
-            return;
-        };
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let seq = self.next_seq;
+    /// A fresh sequence number, in use by no probe or relay.
+    fn new_seq(&mut self) -> u32 {
+        loop {
+            let seq = self.seq_rng.next_u32();
+            if !self.probes.contains_key(&seq) && !self.relays.contains_key(&seq) {
+                return seq;
+            }
+        }
+    }
+
+    /// Pings `target` and returns the probe's sequence number.
+    fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) -> Option<u32> {
+        let info = self.members.info(target).cloned()?;
+        let seq = self.new_seq();
         self.probes.insert(
             seq,
             Probe {
@@ -867,6 +911,7 @@ impl Swim {
                 sent: now,
                 indirect: false,
                 silent_helpers: Vec::new(),
+                helpers: Vec::new(),
                 nacks: 0,
             },
         );
@@ -884,6 +929,7 @@ impl Swim {
         if kind != ProbeKind::LinkCheck {
             self.schedule(now + interval, Timer::ProbeDeadline(seq));
         }
+        Some(seq)
     }
 
     fn on_direct_timeout(&mut self, now: Instant, seq: u32) {
@@ -911,9 +957,14 @@ impl Swim {
             });
             self.send(helper_addr, Some(helper), req);
         }
+        let names = helpers
+            .iter()
+            .filter_map(|&h| self.members.info(h).map(|i| i.name.clone()))
+            .collect();
         if let Some(probe) = self.probes.get_mut(&seq) {
             probe.indirect = true;
             probe.silent_helpers = helpers;
+            probe.helpers = names;
         }
         let _ = now;
     }
@@ -954,14 +1005,29 @@ impl Swim {
         self.suspect(now, probe.target, incarnation, me, None, Source::Gossip);
     }
 
-    fn on_ack(&mut self, now: Instant, ack: Ack) {
-        if let Some(relay) = self.relays.remove(&ack.seq) {
+    fn on_ack(&mut self, now: Instant, ack: Ack, sender: &NodeName) {
+        // An ack is evidence only from whom we asked: the member pinged, or (for an
+        // indirect probe) a relay we asked. Anyone else's is ignored, and the probe waits on.
+        if let Some(relay) = self.relays.get(&ack.seq) {
+            if relay.target != *sender {
+                self.stats.acks_misattributed += 1;
+                return;
+            }
             let to = self.members.find(relay.requester_name.as_str());
-            self.send(relay.requester, to, Message::Ack(Ack { seq: relay.seq }));
+            let (requester, seq) = (relay.requester, relay.seq);
+            self.relays.remove(&ack.seq);
+            self.send(requester, to, Message::Ack(Ack { seq }));
+            return;
+        }
+        let Some(probe) = self.probes.get(&ack.seq) else {
+            self.stats.stray_packets += 1;
+            return;
+        };
+        if probe.target_name != *sender && !(probe.indirect && probe.helpers.contains(sender)) {
+            self.stats.acks_misattributed += 1;
             return;
         }
         let Some(probe) = self.probes.remove(&ack.seq) else {
-            self.stats.stray_packets += 1;
             return;
         };
         match probe.kind {
@@ -1013,20 +1079,33 @@ impl Swim {
     }
 
     fn on_ping_req(&mut self, now: Instant, from: SocketAddr, sender: NodeName, req: PingReq) {
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let seq = self.next_seq;
+        // We ping only a member we know, at the address we know (the request's is ignored):
+        // a ping-req must not make us dial wherever a peer names.
+        let target = self
+            .members
+            .find(req.target.as_str())
+            .filter(|&t| t != self.me)
+            .and_then(|t| self.members.info(t).map(|i| (t, i.addr)));
+        let Some((target, addr)) = target.filter(|_| self.relays.len() < MAX_RELAYS) else {
+            // The nack tells the requester its own link to us works (Lifeguard).
+            self.stats.ping_reqs_refused += 1;
+            let to = self.members.find(sender.as_str());
+            self.send(from, to, Message::Nack(Nack { seq: req.seq }));
+            return;
+        };
+        let seq = self.new_seq();
         self.relays.insert(
             seq,
             Relay {
                 requester: from,
                 requester_name: sender,
                 seq: req.seq,
+                target: req.target.clone(),
             },
         );
-        let target = self.members.find(req.target.as_str());
         self.send(
-            req.addr.0,
-            target,
+            addr,
+            Some(target),
             Message::Ping(Ping {
                 seq,
                 target: req.target,
@@ -1081,7 +1160,8 @@ impl Swim {
             }
             return;
         }
-        let id = self.next_seq.wrapping_add(1);
+        self.link_check_id = self.link_check_id.wrapping_add(1);
+        let id = self.link_check_id;
         let rounds = pings.div_ceil(targets.len());
         self.link_check = Some(LinkCheck {
             id,
@@ -1107,9 +1187,8 @@ impl Swim {
         let left = (LINK_CHECK_PINGS as usize).saturating_sub(check.seqs.len());
         let round: Vec<Slot> = check.targets.iter().take(left).copied().collect();
         for target in &round {
-            self.start_probe(now, *target, ProbeKind::LinkCheck);
-            let seq = self.next_seq;
-            if let Some(check) = self.link_check.as_mut() {
+            let seq = self.start_probe(now, *target, ProbeKind::LinkCheck);
+            if let (Some(seq), Some(check)) = (seq, self.link_check.as_mut()) {
                 check.seqs.push(seq);
             }
         }
@@ -1284,7 +1363,8 @@ impl Swim {
             Vec::with_capacity(suspect.name.as_str().len() + self.name().as_str().len() + 5);
         key.extend_from_slice(suspect.name.as_str().as_bytes());
         key.push(0);
-        key.extend_from_slice(&incarnation.0.to_be_bytes());
+        // The low 32 bits, as when incarnations were 32-bit: the same members are chosen.
+        key.extend_from_slice(&(incarnation.0 as u32).to_be_bytes());
         key.extend_from_slice(&round.to_be_bytes());
         key.extend_from_slice(self.name().as_str().as_bytes());
         (hash64(&key, 0x5357_494d) as f64) < share * u64::MAX as f64
@@ -1383,6 +1463,27 @@ impl Swim {
     }
 
     fn refute(&mut self, now: Instant, claimed: Incarnation) {
+        if claimed < self.incarnation() {
+            return; // answered already
+        }
+        while self
+            .recent_refutations
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.recent_refutations.pop_front();
+        }
+        if self.recent_refutations.len() >= MAX_REFUTATIONS_PER_SEC {
+            self.stats.refutations_deferred += 1;
+            let first = self.deferred_refutation.is_none();
+            self.deferred_refutation =
+                Some(self.deferred_refutation.map_or(claimed, |d| d.max(claimed)));
+            if first && let Some(&oldest) = self.recent_refutations.front() {
+                self.schedule(oldest + Duration::from_secs(1), Timer::DeferredRefutation);
+            }
+            return;
+        }
+        self.recent_refutations.push_back(now);
         let incarnation = claimed.max(self.incarnation()).next();
         self.members
             .set_state(self.me, State::Alive, incarnation, now);
@@ -1399,8 +1500,14 @@ impl Swim {
         sender: Option<&NodeName>,
         source: Source,
     ) {
+        let mut update = update;
         let Some(slot) = self.members.find(update.name.as_str()) else {
             if matches!(update.state, State::Alive) || source == Source::Restore {
+                if source != Source::Restore
+                    && bound_incarnation(&mut update, Incarnation(0), false)
+                {
+                    self.stats.incarnations_bounded += 1;
+                }
                 self.add_member(now, update, source);
             }
             return;
@@ -1415,6 +1522,12 @@ impl Swim {
             return;
         };
         let (current, state) = (member.incarnation, member.state);
+        if source != Source::Restore {
+            let itself = sender.is_some_and(|s| *s == update.name);
+            if bound_incarnation(&mut update, current, itself) {
+                self.stats.incarnations_bounded += 1;
+            }
+        }
         if matches!(update.state, State::Suspect | State::Failed)
             && update.incarnation < current
             && state == State::Alive
@@ -1426,7 +1539,6 @@ impl Swim {
         // The accuser: named in the update, else the peer it came from (push-pull from an
         // older agent). Such an unnamed accusation may start a suspicion but never confirms
         // one: the peer may only be passing on somebody else's.
-        let mut update = update;
         let named = !update.from.as_str().is_empty();
         if matches!(update.state, State::Suspect | State::Failed) && !named {
             update.from = sender.cloned().unwrap_or_default();
@@ -2144,6 +2256,27 @@ impl Swim {
             None => unreachable!("our own slot is never removed"),
         }
     }
+}
+
+/// Lowers a claim's incarnation to what its sender may claim, given the `current` we hold
+/// (true if it did): an accusation refers at most to `current` (a `left` not from the
+/// member itself to one above, the step a leave takes), and nobody raises a member more
+/// than `MAX_INCARNATION_STEP` at once. An honest claim is never changed; a forged
+/// `failed@u64::MAX` becomes an accusation the member can refute, and a forged jump cannot
+/// exhaust the counter.
+fn bound_incarnation(update: &mut Update, current: Incarnation, itself: bool) -> bool {
+    let bound = match update.state {
+        // Refuted by one step, and not ratcheted up: each repeat is at the same level.
+        State::Suspect | State::Failed => current,
+        // A member leaves one incarnation up: relayed, that step is taken too.
+        State::Left if !itself => current.next(),
+        State::Left | State::Alive => Incarnation(current.0.saturating_add(MAX_INCARNATION_STEP)),
+    };
+    let lowered = update.incarnation > bound;
+    if lowered {
+        update.incarnation = bound;
+    }
+    lowered
 }
 
 fn view(m: &Member) -> MemberView {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::swim::{MAX_INCARNATION_STEP, MAX_REFUTATIONS_PER_SEC};
 use super::*;
 use crate::wire::{self, ClusterId, Message, Packet, Ping, PingReq, Update, WireAddr};
 
@@ -67,7 +68,7 @@ fn packet(from: u8, message: Message, updates: Vec<Update>) -> Packet {
     }
 }
 
-fn claim(about: &str, incarnation: u32, state: State, from: &str) -> Update {
+fn claim(about: &str, incarnation: u64, state: State, from: &str) -> Update {
     Update {
         name: NodeName::new(about),
         incarnation: Incarnation(incarnation),
@@ -1057,4 +1058,242 @@ fn a_sync_that_teaches_something_is_followed_by_another_until_one_teaches_nothin
     swim.handle_packet(t, addr(1), packet(1, answer(vec![stranger]), vec![]));
     drain(&mut swim);
     assert_eq!(push_pulls_within(&mut swim, t, Duration::from_secs(1)), 1);
+}
+
+// ----- insiders: a certified member's word about others ----------------------------------
+
+/// The first ping `swim` sends within `until`, as (target, seq).
+fn first_ping(swim: &mut Swim, until: Instant) -> (NodeName, u32) {
+    run_until(swim, until)
+        .iter()
+        .find_map(|(_, p)| match &p.message {
+            Message::Ping(ping) => Some((ping.target.clone(), ping.seq)),
+            _ => None,
+        })
+        .expect("a probe within one interval")
+}
+
+fn name_index(name: &NodeName) -> u8 {
+    name.as_str()[1..].parse().expect("test names are n<i>")
+}
+
+#[test]
+fn forged_incarnations_are_taken_at_what_their_sender_may_claim() {
+    let now = Instant::now();
+    let mut swim = core(4, now);
+    // n1 claims n2 failed and n3 left at the top incarnation, and n4 alive far ahead.
+    let forged = vec![
+        claim("n2", u64::MAX, State::Failed, "n1"),
+        claim("n3", u64::MAX, State::Left, "n1"),
+        Update {
+            addr: Some(WireAddr(addr(99))),
+            tags: Some(Tags::new()),
+            ..claim("n4", u64::MAX, State::Alive, "")
+        },
+    ];
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, forged));
+    assert_eq!(swim.stats().incarnations_bounded, 3);
+    let held = |swim: &Swim, n: &str| {
+        let m = swim.member(n).expect("known");
+        (m.state, m.incarnation)
+    };
+    // An accusation refers at most to the incarnation we hold (a relayed leave to one
+    // above): a verdict is only a suspicion for us, and each member can outbid it.
+    assert_eq!(held(&swim, "n2"), (State::Suspect, Incarnation(0)));
+    assert_eq!(held(&swim, "n3"), (State::Left, Incarnation(1)));
+    assert_eq!(
+        held(&swim, "n4"),
+        (State::Alive, Incarnation(MAX_INCARNATION_STEP))
+    );
+    for (i, inc) in [(2, 1), (3, 2), (4, MAX_INCARNATION_STEP + 1)] {
+        let own = Update {
+            addr: Some(WireAddr(addr(i))),
+            tags: Some(Tags::new()),
+            ..claim(&format!("n{i}"), inc, State::Alive, "")
+        };
+        swim.handle_packet(now, addr(i), packet(i, Message::Gossip, vec![own]));
+    }
+    for n in ["n2", "n3", "n4"] {
+        assert_eq!(held(&swim, n).0, State::Alive, "{n} outbid the forgery");
+    }
+    assert_eq!(swim.member("n4").map(|m| m.info.addr), Some(addr(4)));
+    // Even a member at the very top is never stuck: our bound is relative to what we hold.
+    let top = Update {
+        addr: Some(WireAddr(addr(4))),
+        tags: Some(Tags::new()),
+        ..claim("n4", u64::MAX, State::Alive, "")
+    };
+    swim.handle_packet(now, addr(4), packet(4, Message::Gossip, vec![top]));
+    assert_eq!(
+        held(&swim, "n4"),
+        (State::Alive, Incarnation(2 * MAX_INCARNATION_STEP + 1))
+    );
+}
+
+#[test]
+fn a_member_claimed_at_the_top_can_still_refute() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let forged = Update {
+        addr: Some(WireAddr(addr(0))),
+        tags: Some(Tags::new()),
+        ..claim("n0", u64::MAX, State::Alive, "")
+    };
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![forged]));
+    assert_eq!(swim.incarnation(), Incarnation(u64::MAX));
+    drain(&mut swim);
+    // An accusation at the top is still answered: our refutation goes out, and every
+    // receiver takes it at most one step above what it holds, which is always news.
+    swim.handle_packet(
+        now + Duration::from_secs(2),
+        addr(1),
+        packet(
+            1,
+            Message::Gossip,
+            vec![claim("n0", u64::MAX, State::Suspect, "n1")],
+        ),
+    );
+    let sent = drain(&mut swim);
+    assert!(
+        sent.iter().any(|(_, p)| p
+            .updates
+            .iter()
+            .any(|u| u.name.as_str() == "n0" && u.state == State::Alive)),
+        "refuted: {sent:?}"
+    );
+}
+
+#[test]
+fn no_input_makes_a_member_refute_more_than_a_few_times_a_second() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    // n1 claims new tags of ours, one incarnation higher each time, 50 times in 100 ms.
+    for i in 0..50u64 {
+        let tags = Tags::from([("x".to_string(), i.to_string())]);
+        let forged = Update {
+            addr: Some(WireAddr(addr(0))),
+            tags: Some(tags),
+            ..claim("n0", i + 1, State::Alive, "")
+        };
+        let at = now + Duration::from_millis(2 * i);
+        swim.handle_packet(at, addr(1), packet(1, Message::Gossip, vec![forged]));
+    }
+    assert_eq!(
+        swim.stats().refutations,
+        MAX_REFUTATIONS_PER_SEC as u64,
+        "rate-limited"
+    );
+    assert_eq!(swim.stats().refutations_deferred, 50 - 4);
+    // One refutation a second later answers every claim held back.
+    run_until(&mut swim, now + Duration::from_millis(1100));
+    assert_eq!(swim.stats().refutations, MAX_REFUTATIONS_PER_SEC as u64 + 1);
+    assert_eq!(swim.incarnation(), Incarnation(51));
+}
+
+#[test]
+fn an_ack_counts_only_from_the_member_probed_or_a_relay_asked() {
+    let now = Instant::now();
+    let mut swim = core(5, now);
+    let (target, seq) = first_ping(&mut swim, now + Duration::from_secs(1));
+    let other = (1..=5)
+        .find(|&i| format!("n{i}") != target.as_str())
+        .unwrap_or(1);
+    // Another member answers in the target's place: not evidence that the target lives.
+    swim.handle_packet(
+        now,
+        addr(other),
+        packet(other, Message::Ack(wire::Ack { seq }), vec![]),
+    );
+    assert_eq!(swim.stats().acks_misattributed, 1);
+    assert_eq!(swim.stats().probes_direct_ok, 0);
+    let sent = run_until(&mut swim, now + Duration::from_millis(1600));
+    let helpers: Vec<u8> = sent
+        .iter()
+        .filter(|(_, p)| matches!(&p.message, Message::PingReq(r) if r.seq == seq))
+        .filter_map(|(t, _)| t.to_name.as_ref().map(name_index))
+        .collect();
+    let asked = helpers[0];
+    let not_asked = (1..=5)
+        .find(|&i| format!("n{i}") != target.as_str() && !helpers.contains(&i))
+        .expect("5 members, 3 helpers and a target leave one");
+    swim.handle_packet(
+        now,
+        addr(not_asked),
+        packet(not_asked, Message::Ack(wire::Ack { seq }), vec![]),
+    );
+    assert_eq!(swim.stats().acks_misattributed, 2);
+    // A relay we asked passes the target's ack on: the probe succeeds.
+    swim.handle_packet(
+        now,
+        addr(asked),
+        packet(asked, Message::Ack(wire::Ack { seq }), vec![]),
+    );
+    assert_eq!(swim.stats().probes_indirect_ok, 1);
+    run_until(&mut swim, now + Duration::from_millis(2600));
+    assert!(
+        !events(&mut swim)
+            .iter()
+            .any(|e| e.kind == EventKind::Suspect),
+        "answered through a relay"
+    );
+}
+
+#[test]
+fn sequence_numbers_cannot_be_predicted() {
+    let now = Instant::now();
+    let mut swim = core(5, now);
+    let seqs: Vec<u32> = run_until(&mut swim, now + Duration::from_secs(10))
+        .iter()
+        .filter_map(|(_, p)| match &p.message {
+            Message::Ping(ping) => Some(ping.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.len() >= 8, "{seqs:?}");
+    let sequential = seqs
+        .windows(2)
+        .filter(|w| w[1] == w[0].wrapping_add(1))
+        .count();
+    assert_eq!(sequential, 0, "{seqs:?}");
+}
+
+#[test]
+fn a_relay_pings_only_a_known_member_at_its_known_address() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let req = |seq, target: &str, at: u8| {
+        Message::PingReq(PingReq {
+            seq,
+            target: NodeName::new(target),
+            addr: WireAddr(addr(at)),
+        })
+    };
+    // A known target at a made-up address: pinged where we know it listens.
+    swim.handle_packet(now, addr(1), packet(1, req(7, "n3", 99), vec![]));
+    let sent = drain(&mut swim);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.to, addr(3));
+    let relay_seq = match &sent[0].1.message {
+        Message::Ping(p) => p.seq,
+        other => panic!("expected a ping, got {other:?}"),
+    };
+    // Only the target's own ack is passed on.
+    swim.handle_packet(
+        now,
+        addr(2),
+        packet(2, Message::Ack(wire::Ack { seq: relay_seq }), vec![]),
+    );
+    assert!(drain(&mut swim).is_empty());
+    assert_eq!(swim.stats().acks_misattributed, 1);
+    // An unknown target (or ourselves) is not dialled: the requester gets a nack.
+    for target in ["n9", "n0"] {
+        swim.handle_packet(now, addr(1), packet(1, req(8, target, 9), vec![]));
+        let sent = drain(&mut swim);
+        assert_eq!(sent.len(), 1, "{target}");
+        assert_eq!(
+            (sent[0].0.to, &sent[0].1.message),
+            (addr(1), &Message::Nack(wire::Nack { seq: 8 }))
+        );
+    }
+    assert_eq!(swim.stats().ping_reqs_refused, 2);
 }

@@ -19,7 +19,7 @@ pub struct PayloadMember {
     /// Tags.
     pub tags: Tags,
     /// Incarnation the event is about.
-    pub incarnation: u32,
+    pub incarnation: u64,
     /// Its service health: `passing` or `critical`.
     #[serde(default = "crate::agent::handle::passing")]
     pub health: String,
@@ -230,7 +230,7 @@ fn json_string_contents(value: &str) -> String {
 }
 
 /// The idempotency key of an event: `evt_` and 24 hex digits of a SHA-256.
-pub fn event_id(cluster: &str, member: &str, incarnation: u32, kind: &str) -> String {
+pub fn event_id(cluster: &str, member: &str, incarnation: u64, kind: &str) -> String {
     let digest = Sha256::digest(format!("{cluster}\0{member}\0{incarnation}\0{kind}").as_bytes());
     format!("evt_{}", hex(&digest[..12]))
 }

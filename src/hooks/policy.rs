@@ -446,7 +446,7 @@ mod tests {
         toml::from_str::<HookSpec>(&text).unwrap().check().unwrap()
     }
 
-    fn event(kind: &str, member: &str, incarnation: u32) -> HookEvent {
+    fn event(kind: &str, member: &str, incarnation: u64) -> HookEvent {
         HookEvent::new(
             kind,
             0.0,
@@ -517,8 +517,8 @@ mod tests {
         };
         let mut all = Vec::new();
         // Fails and recovers every 2 s for 8 s: one failover, no recovery delivered yet.
-        for i in 0..4u32 {
-            let t = t0 + Duration::from_secs(u64::from(i) * 2);
+        for i in 0..4u64 {
+            let t = t0 + Duration::from_secs(i * 2);
             all.extend(p.on_event(t, &event("member.failed", "a", i * 2), view(&down)));
             all.extend(p.on_event(
                 t + Duration::from_secs(1),

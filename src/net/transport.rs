@@ -140,6 +140,8 @@ pub struct TransportStats {
     pub send_drops: AtomicU64,
     /// Received messages dropped because the agent's queue was full.
     pub receive_drops: AtomicU64,
+    /// Messages not sent because the peer at the address is not the member they were for.
+    pub peer_mismatches: AtomicU64,
     /// UDP datagrams and bytes (QUIC included) of connections already closed.
     closed_udp: Mutex<(u64, u64, u64, u64)>,
 }
@@ -157,14 +159,26 @@ pub struct WireTotals {
     pub rx_bytes: u64,
 }
 
+/// A message waiting for its handshake: channel, bytes, and the member it is meant for.
+type Queued = (Channel, Bytes, Option<NodeName>);
+
+/// True if a message meant for `meant` may leave on a connection to `peer`: a message for
+/// a named member goes only to a peer whose certificate carries that name (an address can
+/// be reused, or named by a lying peer); seeds are addresses only.
+fn for_peer(meant: Option<&NodeName>, peer: &NodeName) -> bool {
+    meant.is_none_or(|m| m == peer)
+}
+
 enum Slot {
     Connected {
         conn: quinn::Connection,
+        /// The name in the peer's certificate.
+        peer: NodeName,
         since: Instant,
         last_used: Instant,
     },
     Dialing {
-        queue: VecDeque<(Channel, Bytes)>,
+        queue: VecDeque<Queued>,
     },
     Backoff {
         until: Instant,
@@ -289,7 +303,14 @@ impl Transport {
     }
 
     /// Sends without waiting: on the pooled connection, or after a handshake it starts.
-    pub fn send(&self, to: SocketAddr, channel: Channel, payload: Vec<u8>) {
+    /// With `to_name`, only if the peer's certificate names that member.
+    pub fn send(
+        &self,
+        to: SocketAddr,
+        to_name: Option<&NodeName>,
+        channel: Channel,
+        payload: Vec<u8>,
+    ) {
         let payload = Bytes::from(payload);
         let now = Instant::now();
         let shared = &self.shared;
@@ -297,8 +318,15 @@ impl Transport {
         let full = pool.peers.len() >= shared.config.max_connections.saturating_mul(2);
         match pool.peers.get_mut(&to) {
             Some(Slot::Connected {
-                conn, last_used, ..
+                conn,
+                peer,
+                last_used,
+                ..
             }) => {
+                if !for_peer(to_name, peer) {
+                    shared.stats.peer_mismatches.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 *last_used = now;
                 let conn = conn.clone();
                 drop(pool);
@@ -309,7 +337,7 @@ impl Transport {
                     queue.pop_front();
                     shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
                 }
-                queue.push_back((channel, payload));
+                queue.push_back((channel, payload, to_name.cloned()));
             }
             Some(Slot::Backoff { until, .. }) if *until > now => {
                 shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +355,7 @@ impl Transport {
                 pool.peers.insert(
                     to,
                     Slot::Dialing {
-                        queue: VecDeque::from([(channel, payload)]),
+                        queue: VecDeque::from([(channel, payload, to_name.cloned())]),
                     },
                 );
                 drop(pool);
@@ -575,6 +603,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
     let queued = match pool.peers.remove(&addr) {
         Some(Slot::Connected {
             conn: existing,
+            peer: existing_peer,
             since,
             last_used,
         }) => {
@@ -587,6 +616,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
                     addr,
                     Slot::Connected {
                         conn: existing,
+                        peer: existing_peer,
                         since,
                         last_used,
                     },
@@ -610,6 +640,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
         addr,
         Slot::Connected {
             conn: conn.clone(),
+            peer: peer.clone(),
             since: now,
             last_used: now,
         },
@@ -624,8 +655,12 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
     for old in evict {
         old.close(0u32.into(), b"pool full");
     }
-    for (channel, payload) in queued {
-        transmit(shared, &conn, channel, payload);
+    for (channel, payload, meant) in queued {
+        if for_peer(meant.as_ref(), &peer) {
+            transmit(shared, &conn, channel, payload);
+        } else {
+            shared.stats.peer_mismatches.fetch_add(1, Ordering::Relaxed);
+        }
     }
     tokio::spawn(read_loop(shared.clone(), conn, peer));
 }
@@ -874,7 +909,12 @@ mod tests {
         let silent: Vec<std::net::UdpSocket> = (0..2)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
-        a.send(silent[0].local_addr().unwrap(), Channel::Datagram, vec![1]);
+        a.send(
+            silent[0].local_addr().unwrap(),
+            None,
+            Channel::Datagram,
+            vec![1],
+        );
         until("the silent address backs off", || {
             a.stats().handshake_timeouts.load(Ordering::Relaxed) == 1
         })
@@ -882,28 +922,51 @@ mod tests {
         let (b, mut b_rx) = start(&ids[1], TransportConfig::default());
         let (c, mut c_rx) = start(&ids[2], TransportConfig::default());
         for (peer, rx) in [(&b, &mut b_rx), (&c, &mut c_rx)] {
-            a.send(peer.local_addr().unwrap(), Channel::Datagram, vec![2]);
+            a.send(peer.local_addr().unwrap(), None, Channel::Datagram, vec![2]);
             assert_eq!(received(rx).await.payload.as_ref(), [2]);
         }
         // Two connections, one backed-off address: nothing over the cap of two connections.
         assert_eq!(a.connections(), 2);
-        a.send(b.local_addr().unwrap(), Channel::Datagram, vec![3]);
+        a.send(b.local_addr().unwrap(), None, Channel::Datagram, vec![3]);
         assert_eq!(received(&mut b_rx).await.payload.as_ref(), [3]);
 
         // Non-connected slots are bounded by the same cap: a second silent address is
         // dialled, a third new address is not.
         let drops = a.stats().send_drops.load(Ordering::Relaxed);
-        a.send(silent[1].local_addr().unwrap(), Channel::Datagram, vec![4]);
+        a.send(
+            silent[1].local_addr().unwrap(),
+            None,
+            Channel::Datagram,
+            vec![4],
+        );
         let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
         until("the second silent address backs off", || {
             a.stats().handshake_timeouts.load(Ordering::Relaxed) == 2
         })
         .await;
-        a.send(stranger, Channel::Datagram, vec![5]);
+        a.send(stranger, None, Channel::Datagram, vec![5]);
         assert_eq!(lock(&a.shared.pool).peers.len(), 4);
         assert!(!lock(&a.shared.pool).peers.contains_key(&stranger));
         assert!(a.stats().send_drops.load(Ordering::Relaxed) > drops);
         assert_eq!(a.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_message_for_a_member_leaves_only_on_a_connection_certified_for_it() {
+        let (_dir, ids) = identities("named", &["node-a", "node-b"]);
+        let (a, _a_rx) = start(&ids[0], TransportConfig::default());
+        let (b, mut b_rx) = start(&ids[1], TransportConfig::default());
+        let to = b.local_addr().unwrap();
+        let (right, wrong) = (NodeName::new("node-b"), NodeName::new("node-c"));
+        // Meant for node-c, queued while the handshake with node-b at that address runs.
+        a.send(to, Some(&wrong), Channel::Datagram, vec![1]);
+        a.send(to, Some(&right), Channel::Datagram, vec![2]);
+        assert_eq!(received(&mut b_rx).await.payload.as_ref(), [2]);
+        // On the pooled connection too.
+        a.send(to, Some(&wrong), Channel::Datagram, vec![3]);
+        a.send(to, None, Channel::Datagram, vec![4]);
+        assert_eq!(received(&mut b_rx).await.payload.as_ref(), [4]);
+        assert_eq!(a.stats().peer_mismatches.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
@@ -917,11 +980,11 @@ mod tests {
         let (b, _b_rx) = start(&ids[1], TransportConfig::default());
         let to = a.local_addr().unwrap();
         let big = |tag: u8| vec![tag; 600 << 10];
-        b.send(to, Channel::Stream, big(1));
+        b.send(to, None, Channel::Stream, big(1));
         let first = received(&mut a_rx).await;
         assert_eq!(first.payload.len(), 600 << 10);
         // The first still unhandled: a second would go past the budget and is dropped.
-        b.send(to, Channel::Stream, big(2));
+        b.send(to, None, Channel::Stream, big(2));
         until("the second stream is dropped", || {
             a.stats().receive_drops.load(Ordering::Relaxed) == 1
         })
@@ -929,7 +992,7 @@ mod tests {
         assert!(a_rx.try_recv().is_err());
         // Handled, its share comes back: the next one fits.
         drop(first);
-        b.send(to, Channel::Stream, big(3));
+        b.send(to, None, Channel::Stream, big(3));
         let third = received(&mut a_rx).await;
         assert_eq!(third.payload.first(), Some(&3));
     }
@@ -957,7 +1020,7 @@ mod tests {
         });
         // A member connects in the middle of the flood.
         let (b, _b_rx) = start(&ids[1], TransportConfig::default());
-        b.send(target, Channel::Datagram, vec![9]);
+        b.send(target, None, Channel::Datagram, vec![9]);
         let got = received(&mut a_rx).await;
         assert_eq!(got.peer.as_str(), "node-b");
         flood.await.unwrap();

@@ -44,7 +44,7 @@ fn update() -> impl Strategy<Value = Update> {
     )
         .prop_map(|(name, inc, state, from, addr, tags, failing)| Update {
             name,
-            incarnation: Incarnation(inc),
+            incarnation: Incarnation(u64::from(inc)),
             state,
             from,
             addr,

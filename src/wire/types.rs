@@ -71,10 +71,11 @@ impl From<&str> for NodeName {
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 #[serde(transparent)]
-pub struct Incarnation(pub u32);
+pub struct Incarnation(pub u64);
 
 impl Incarnation {
-    /// The next incarnation (saturating: a member that exhausts `u32` stays at the top).
+    /// The next incarnation (saturating; `u64` is out of reach: the core bounds how far
+    /// anyone but the member itself may raise it, see `MAX_RELAYED_JUMP`).
     pub fn next(self) -> Incarnation {
         Incarnation(self.0.saturating_add(1))
     }

@@ -124,6 +124,18 @@ impl Cluster {
         }
     }
 
+    /// `n` agents started and converged within 10 s.
+    pub fn converged(test: &str, net: u8, n: u8) -> Cluster {
+        let mut c = Cluster::new(test, net, n);
+        c.start_all();
+        assert!(
+            c.wait_converged(Duration::from_secs(10)).is_some(),
+            "no convergence:\n{}",
+            c.log(0)
+        );
+        c
+    }
+
     pub fn start_all(&mut self) {
         for i in 0..self.nodes.len() {
             self.start(i);

@@ -1,0 +1,248 @@
+//! Real agents against an insider: a peer holding a valid certificate from the cluster CA
+//! that crafts its own packets (SECURITY.md says what it can and cannot do).
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use swimd::core::Channel;
+use swimd::net::tls;
+use swimd::net::transport::{Transport, TransportConfig};
+use swimd::wire::{
+    self, Ack, ClusterId, Incarnation, Message, NodeName, PingReq, State, Tags, Update, WireAddr,
+};
+
+/// The insider: "mallory", certified by the cluster's CA, on 127.0.`net`.99.
+struct Mallory {
+    transport: Transport,
+    name: NodeName,
+    cluster: ClusterId,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Mallory {
+    fn new(c: &Cluster, net: u8) -> Mallory {
+        let tls_dir = c.dir.0.join("tls");
+        let ip = Ipv4Addr::new(127, 0, net, 99);
+        tls::issue(&tls_dir, "mallory", &[IpAddr::V4(ip)]).expect("cert");
+        let name = NodeName::new("mallory");
+        let identity = tls::load(
+            &tls_dir.join("ca.pem"),
+            &tls_dir.join("mallory.pem"),
+            &tls_dir.join("mallory-key.pem"),
+            &name,
+        )
+        .expect("identity");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let addr = SocketAddr::from((ip, 7946));
+        let (transport, _inbound) = {
+            let _guard = runtime.enter();
+            Transport::start(addr, addr, &identity, &[9; 32], TransportConfig::default())
+                .expect("transport")
+        };
+        Mallory {
+            transport,
+            name,
+            cluster: ClusterId::of(&c.cluster_name),
+            _runtime: runtime,
+        }
+    }
+
+    /// Sends `message` with `updates` to `to` as one datagram.
+    fn send(&self, to: SocketAddr, message: &Message, updates: &[Update]) {
+        let encoded: Vec<Vec<u8>> = updates.iter().map(wire::encode_update).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut payload = Vec::new();
+        wire::encode_packet(self.cluster, &self.name, message, &refs, &mut payload);
+        let _guard = self._runtime.enter();
+        self.transport.send(to, None, Channel::Datagram, payload);
+    }
+}
+
+fn claim(about: &str, incarnation: u64, state: State) -> Update {
+    Update {
+        name: NodeName::new(about),
+        incarnation: Incarnation(incarnation),
+        state,
+        from: NodeName::new("mallory"),
+        ..Update::default()
+    }
+}
+
+/// Every honest observer's view of `subject`: (state, address, tags) as JSON strings.
+fn seen(c: &Cluster, observers: &[usize], subject: &str) -> Vec<(String, String, String)> {
+    observers
+        .iter()
+        .map(|&o| {
+            let body = common::get(&c.nodes[o].api(), "/v1/members").unwrap_or_default();
+            let member = body
+                .get("members")
+                .and_then(|m| m.as_array())
+                .and_then(|m| m.iter().find(|m| m["name"] == subject))
+                .cloned()
+                .unwrap_or_default();
+            (
+                member["state"].as_str().unwrap_or("unknown").to_string(),
+                member["addr"].as_str().unwrap_or("").to_string(),
+                member["tags"].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `done` holds, up to `limit`; returns how long it took.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The attack of issue 17: `node-2 left` and `node-3 failed` at the top incarnation, and
+/// `node-4 alive` far ahead at another address with other tags, five times to every agent.
+/// Each victim is alive everywhere again, at its own address, within 2 s of the last
+/// forgery, and none of them refutes in a storm.
+#[test]
+fn forged_verdicts_and_incarnations_cannot_evict_or_silence_a_member() {
+    let c = Cluster::converged("adversary-forged", 70, 5);
+    let mallory = Mallory::new(&c, 70);
+    let honest: Vec<usize> = (0..5).collect();
+    let mut node4 = claim("node-4", u64::from(u32::MAX), State::Alive);
+    node4.addr = Some(WireAddr(SocketAddr::from(([127, 0, 70, 99], 7946))));
+    node4.tags = Some(Tags::from([("role".to_string(), "forged".to_string())]));
+    let forged = [
+        claim("node-2", u64::from(u32::MAX), State::Left),
+        claim("node-3", u64::from(u32::MAX), State::Failed),
+        node4,
+    ];
+    for _ in 0..5 {
+        for node in &c.nodes {
+            mallory.send(node.gossip(), &Message::Gossip, &forged);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let real4 = c.nodes[3].gossip().to_string();
+    let healed = within(Duration::from_secs(2), || {
+        ["node-2", "node-3", "node-4"].iter().all(|subject| {
+            seen(&c, &honest, subject)
+                .iter()
+                .all(|(state, addr, tags)| {
+                    state == "alive"
+                        && (*subject != "node-4" || (*addr == real4 && !tags.contains("forged")))
+                })
+        })
+    });
+    assert!(
+        healed.is_some(),
+        "not every victim alive at its own address within 2 s: node-2 {:?}, node-3 {:?}, node-4 {:?}",
+        seen(&c, &honest, "node-2"),
+        seen(&c, &honest, "node-3"),
+        seen(&c, &honest, "node-4")
+    );
+    eprintln!("victims alive everywhere {healed:?} after the last forgery");
+    // And it stays so, without a storm of refutations.
+    std::thread::sleep(Duration::from_secs(5));
+    for (i, subject) in [(1, "node-2"), (2, "node-3"), (3, "node-4")] {
+        assert!(
+            seen(&c, &honest, subject)
+                .iter()
+                .all(|(s, _, _)| s == "alive"),
+            "{subject}: {:?}",
+            seen(&c, &honest, subject)
+        );
+        let refutations = c.metric(i, "swimd_refutations_total").unwrap_or(f64::MAX);
+        assert!(refutations <= 10.0, "{subject} refuted {refutations} times");
+    }
+    let bounded: f64 = (0..5)
+        .filter_map(|i| {
+            c.metric(
+                i,
+                "swimd_dropped_messages_total{reason=\"incarnation_out_of_bounds\"}",
+            )
+        })
+        .sum();
+    assert!(bounded >= 15.0, "the forgeries are counted: {bounded}");
+}
+
+/// A member that crashed stays failed however many acks an insider sends on its behalf,
+/// and a ping-req never makes an agent dial an address it does not know for that member.
+#[test]
+fn fake_acks_and_ping_reqs_to_arbitrary_addresses_achieve_nothing() {
+    let mut c = Cluster::converged("adversary-acks", 71, 5);
+    let mallory = Mallory::new(&c, 71);
+    // An address nobody in the cluster knows: a QUIC Initial arriving here means an agent
+    // dialled where a ping-req told it to.
+    let sink = UdpSocket::bind("127.0.71.77:7946").expect("sink");
+    sink.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    for node in &c.nodes {
+        for (seq, target) in [(1, "node-2"), (2, "nobody")] {
+            let req = Message::PingReq(PingReq {
+                seq,
+                target: NodeName::new(target),
+                addr: WireAddr(sink.local_addr().expect("addr")),
+            });
+            mallory.send(node.gossip(), &req, &[]);
+        }
+    }
+    // Connected before the flood below (messages queued during a handshake are bounded).
+    let refused = |c: &Cluster| -> f64 {
+        (0..4)
+            .filter_map(|s| {
+                c.metric(
+                    s,
+                    "swimd_dropped_messages_total{reason=\"ping_req_unknown_target\"}",
+                )
+            })
+            .sum()
+    };
+    assert!(
+        within(Duration::from_secs(5), || refused(&c) >= 4.0).is_some(),
+        "ping-reqs for an unknown member are refused and counted: {}",
+        refused(&c)
+    );
+    c.kill(4);
+    let killed = Instant::now();
+    // Acks for every sequence number an agent would have used with sequential numbering,
+    // five times a second, to every survivor.
+    let survivors: Vec<usize> = (0..4).collect();
+    let mut failed_after = None;
+    while killed.elapsed() < Duration::from_secs(20) {
+        for &s in &survivors {
+            for seq in 0..300 {
+                mallory.send(c.nodes[s].gossip(), &Message::Ack(Ack { seq }), &[]);
+            }
+        }
+        let all_failed = survivors.iter().all(|&s| {
+            c.view(s)
+                .and_then(|v| v.get("node-5").map(|(st, _)| st == "failed"))
+                .unwrap_or(false)
+        });
+        if all_failed {
+            failed_after = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        failed_after.is_some(),
+        "fake acks kept the crashed node-5 from being failed: {:?}",
+        survivors.iter().map(|&s| c.view(s)).collect::<Vec<_>>()
+    );
+    eprintln!("node-5 failed everywhere {failed_after:?} after the crash, despite fake acks");
+    let mut buf = [0u8; 2048];
+    assert!(
+        sink.recv_from(&mut buf).is_err(),
+        "an agent dialled the address a ping-req named"
+    );
+}

@@ -832,3 +832,36 @@ fn simulate_over_a_range_of_seeds_reports_distributions_and_failed_seeds() {
     );
     assert!(sweep["failed_seeds"].as_array().is_some_and(Vec::is_empty));
 }
+
+/// An insider forging `left`, `failed`, another address and made-up confirmations about a
+/// victim at the top incarnation, every 5 s: every victim is itself again everywhere
+/// within 2 s, and nobody is failed.
+#[test]
+fn an_insiders_forgeries_are_undone_everywhere_within_two_seconds() {
+    let mut opts = Options::new(ScenarioKind::Insider);
+    opts.members = 30;
+    opts.duration = secs(90);
+    opts.every = secs(5);
+    let mut bad = Vec::new();
+    for seed in seeds_with_a_fresh_one(&[1, 2, 3]) {
+        let report = scenario::run(Options {
+            seed,
+            ..opts.clone()
+        });
+        let slowest = report.detection_all_s.max.unwrap_or(f64::MAX);
+        if report.events < 10
+            || report.undetected > 0
+            || slowest > 2.0
+            || report.false_positives + report.flaps > 0
+        {
+            bad.push(format!(
+                "seed {seed}: {} forgeries, {} not undone within 5 s, slowest undone in {slowest} s, {} false failures, {} flaps",
+                report.events, report.undetected, report.false_positives, report.flaps
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "rerun with `swimd simulate --members 30 --scenario insider --every 5s --duration 90s --seed N`: {bad:#?}"
+    );
+}

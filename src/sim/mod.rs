@@ -24,7 +24,7 @@ use transport::{Connections, DialOutcome, Route};
 use crate::core::{
     Channel, Config, EventKind, Identity, KnownMember, MemberInfo, Swim, TraceEntry,
 };
-use crate::wire::{self, ClusterId, Incarnation, NodeName, State};
+use crate::wire::{self, ClusterId, Incarnation, Message, NodeName, State, Update};
 
 /// Bytes every datagram costs on the wire beyond its payload: IPv4 + UDP (28) and QUIC's
 /// short header, AEAD tag and DATAGRAM frame header with 8-byte connection ids (37),
@@ -827,6 +827,40 @@ impl Simulator {
                 },
             );
         }
+    }
+
+    /// Sends a packet crafted by node `from` to node `to` over the simulated network: an
+    /// insider, which (its certificate binds its name) can only speak as itself.
+    pub fn forge(&mut self, from: usize, to: usize, message: &Message, updates: &[Update]) {
+        let Some(name) = self.name(from).cloned() else {
+            return;
+        };
+        let encoded: Vec<Vec<u8>> = updates.iter().map(wire::encode_update).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut payload = Vec::new();
+        wire::encode_packet(self.cluster, &name, message, &refs, &mut payload);
+        self.send_now(from, to, 0, payload);
+    }
+
+    /// True if every running member but `except` sees `subject` as it is: alive, at its
+    /// own address, with its own tags and health.
+    pub fn sees_genuine(&self, subject: usize, except: usize) -> bool {
+        let Some(real) = self.swim(subject).and_then(|s| s.member(s.name().as_str())) else {
+            return false;
+        };
+        self.running()
+            .into_iter()
+            .filter(|&o| o != except && o != subject)
+            .all(|o| {
+                self.swim(o)
+                    .and_then(|s| s.member(real.info.name.as_str()))
+                    .is_some_and(|m| {
+                        m.state == State::Alive
+                            && m.info.addr == real.info.addr
+                            && m.info.tags == real.info.tags
+                            && m.info.failing == real.info.failing
+                    })
+            })
     }
 
     /// Indices of nodes whose process is running.

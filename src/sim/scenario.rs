@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{ACK_ONLY_BYTES, DATAGRAM_OVERHEAD, Process, Simulator};
 use crate::core::{Config, EventKind, Profile};
-use crate::wire::State;
+use crate::wire::{Incarnation, Message, NodeName, State, Tags, Update, WireAddr};
 
 /// What happens during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,11 @@ pub enum ScenarioKind {
     Churn,
     /// Nothing happens: load at steady state (after a cold start when `members` ≤ 1000).
     Steady,
+    /// The last member is a certified insider: every `every` it forges claims about a
+    /// random victim to every member (in turn: `left`, `failed`, alive elsewhere with other
+    /// tags, suspicion confirmed by four made-up accusers, all at the top incarnation);
+    /// detection is the time until every honest member sees the victim as it is again.
+    Insider,
 }
 
 impl std::str::FromStr for ScenarioKind {
@@ -40,9 +45,10 @@ impl std::str::FromStr for ScenarioKind {
             "partition-heal" => ScenarioKind::PartitionHeal,
             "churn" => ScenarioKind::Churn,
             "steady" => ScenarioKind::Steady,
+            "insider" => ScenarioKind::Insider,
             other => {
                 return Err(format!(
-                    "unknown scenario {other:?}: expected crash, leave, loss, pause, partition-heal, churn or steady"
+                    "unknown scenario {other:?}: expected crash, leave, loss, pause, partition-heal, churn, steady or insider"
                 ));
             }
         })
@@ -60,6 +66,7 @@ impl ScenarioKind {
             ScenarioKind::PartitionHeal => "partition-heal",
             ScenarioKind::Churn => "churn",
             ScenarioKind::Steady => "steady",
+            ScenarioKind::Insider => "insider",
         }
     }
 }
@@ -433,6 +440,36 @@ impl Run {
                     .run_until(Duration::from_secs(120), Simulator::converged);
                 self.advance_to(end.max(self.sim.elapsed()));
             }
+            ScenarioKind::Insider => {
+                let hostile = self.opts.members.saturating_sub(1);
+                let mut t = warmup;
+                while t + self.opts.every <= end {
+                    self.advance_to(t);
+                    let honest: Vec<usize> = self
+                        .sim
+                        .running()
+                        .into_iter()
+                        .filter(|&i| i != hostile)
+                        .collect();
+                    if honest.len() > 5 {
+                        let victim = honest[self.rng.next_u64() as usize % honest.len()];
+                        self.forge_claims(hostile, victim, events, &honest);
+                        // Once the forgeries have arrived (a LAN delivers within 1 ms).
+                        let landed = Duration::from_millis(1);
+                        self.sim.run_for(landed);
+                        let healed = self
+                            .sim
+                            .run_until(self.opts.every, |s| s.sees_genuine(victim, hostile));
+                        match healed {
+                            Some(took) => alls.push((landed + took).as_secs_f64()),
+                            None => undetected += 1,
+                        }
+                        events += 1;
+                    }
+                    t += self.opts.every;
+                }
+                self.advance_to(end);
+            }
             ScenarioKind::Churn => {
                 let quiet = Duration::from_secs(30);
                 let churn_end = end.saturating_sub(quiet).max(warmup);
@@ -625,6 +662,47 @@ impl Run {
             }
         }
         (fp, flaps)
+    }
+
+    /// The insider's `k`th forgery about `victim`, sent to every honest member.
+    fn forge_claims(&mut self, hostile: usize, victim: usize, k: usize, honest: &[usize]) {
+        let (Some(name), Some(me)) = (self.sim.name(victim).cloned(), self.sim.name(hostile))
+        else {
+            return;
+        };
+        let me = me.clone();
+        let top = Incarnation(u64::MAX);
+        let claim = |state, from: &NodeName| Update {
+            name: name.clone(),
+            incarnation: top,
+            state,
+            from: from.clone(),
+            ..Update::default()
+        };
+        let updates = match k % 4 {
+            0 => vec![claim(State::Left, &me)],
+            1 => vec![claim(State::Failed, &me)],
+            2 => vec![Update {
+                addr: self
+                    .sim
+                    .swim(hostile)
+                    .and_then(|s| s.member(me.as_str()))
+                    .map(|m| WireAddr(m.info.addr)),
+                tags: Some(Tags::from([("forged".to_string(), "1".to_string())])),
+                failing: Some(vec!["forged".to_string()]),
+                ..claim(State::Alive, &NodeName::default())
+            }],
+            _ => honest
+                .iter()
+                .filter(|&&i| i != victim)
+                .take(4)
+                .filter_map(|&i| self.sim.name(i).cloned())
+                .map(|accuser| claim(State::Suspect, &accuser))
+                .collect(),
+        };
+        for &to in honest {
+            self.sim.forge(hostile, to, &Message::Gossip, &updates);
+        }
     }
 
     fn churn_step(&mut self) {

@@ -503,6 +503,7 @@ impl Metrics {
             snapshot.stats.acks_misattributed,
             snapshot.stats.ping_reqs_refused,
             snapshot.stats.incarnations_bounded,
+            snapshot.stats.members_refused,
         ]) {
             advance_to(&self.dropped.with_label_values(&[reason]), total);
         }
@@ -843,7 +844,7 @@ impl HookMetrics {
 
 const STATE_NAMES: [&str; 4] = ["alive", "suspect", "failed", "left"];
 /// `swimd_dropped_messages_total` reasons, in [`Metrics::update`]'s order.
-const DROP_REASONS: [&str; 10] = [
+const DROP_REASONS: [&str; 11] = [
     "decode_error",
     "identity_mismatch",
     "cluster_mismatch",
@@ -854,6 +855,7 @@ const DROP_REASONS: [&str; 10] = [
     "ack_not_from_probed",
     "ping_req_unknown_target",
     "incarnation_out_of_bounds",
+    "member_table_full",
 ];
 
 /// Registers a metric whose definition is fixed in this file: an error is a programming

@@ -431,6 +431,11 @@ impl Members {
             .copied()
     }
 
+    /// Members held, in every state (ourselves included).
+    pub(crate) fn len(&self) -> usize {
+        self.ring.len()
+    }
+
     /// Members that take part in probing and suspicion math: alive or suspect.
     pub(crate) fn live(&self) -> usize {
         self.count(State::Alive) + self.count(State::Suspect)

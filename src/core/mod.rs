@@ -157,6 +157,8 @@ pub struct Stats {
     /// Claims whose incarnation was lowered to what the sender may say (see
     /// `MAX_INCARNATION_STEP`): accusations above the known incarnation, jumps too large.
     pub incarnations_bounded: u64,
+    /// New members refused because `MAX_MEMBERS` were held already.
+    pub members_refused: u64,
     /// Refutations postponed because we had refuted `MAX_REFUTATIONS_PER_SEC` times in
     /// the last second.
     pub refutations_deferred: u64,

@@ -102,6 +102,11 @@ pub(crate) const MAX_INCARNATION_STEP: u64 = 1 << 16;
 /// claims about us cannot turn us into a storm.
 pub(crate) const MAX_REFUTATIONS_PER_SEC: usize = 4;
 
+/// Members held at most, in every state. A certified member could otherwise invent members
+/// without end (one 16 MiB push-pull names 1.5 million); beyond this, new names are refused
+/// until failed and left ones are reaped. Six times the largest cluster simulated.
+pub(crate) const MAX_MEMBERS: usize = 65_536;
+
 /// Time between a link check's rounds when it has fewer targets than pings. The odds above
 /// need 32 independent packets: pings to one member sent together leave in one QUIC
 /// packet, lost or delivered together (in a lab of 5, a host with 80% outbound loss passed
@@ -1678,6 +1683,10 @@ impl Swim {
     }
 
     fn add_member(&mut self, now: Instant, update: Update, source: Source) {
+        if self.members.len() >= MAX_MEMBERS {
+            self.stats.members_refused += 1;
+            return;
+        }
         let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
         let info = Arc::new(
             MemberInfo::new(update.name, addr, update.tags.unwrap_or_default())

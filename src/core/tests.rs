@@ -1297,3 +1297,31 @@ fn a_relay_pings_only_a_known_member_at_its_known_address() {
     }
     assert_eq!(swim.stats().ping_reqs_refused, 2);
 }
+
+#[test]
+fn invented_members_cannot_grow_the_table_without_bound() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let invented: Vec<Update> = (0..70_000u32)
+        .map(|i| Update {
+            addr: Some(WireAddr(SocketAddr::from((
+                [10, 9, (i >> 8) as u8, i as u8],
+                7946,
+            )))),
+            tags: Some(Tags::new()),
+            ..claim(&format!("ghost-{i}"), 0, State::Alive, "")
+        })
+        .collect();
+    let push_pull = Message::PushPull(wire::PushPull {
+        members: invented,
+        ..wire::PushPull::default()
+    });
+    let started = std::time::Instant::now();
+    swim.handle_packet(now, addr(1), packet(1, push_pull, vec![]));
+    eprintln!("70,000 invented members handled in {:?}", started.elapsed());
+    assert_eq!(swim.members().count(), super::swim::MAX_MEMBERS);
+    assert_eq!(
+        swim.stats().members_refused,
+        70_000 - (super::swim::MAX_MEMBERS as u64 - 4)
+    );
+}

@@ -202,22 +202,7 @@ fn agents_find_the_cluster_through_an_srv_seed_and_retry_until_dns_answers() {
     }
     cluster.start(0);
     for i in 1..3 {
-        let node = &mut cluster.nodes[i];
-        let log = std::fs::File::create(&node.log).expect("log");
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
-            .arg(&resolv)
-            .arg(swimd_bin())
-            .args(["agent", "--config"])
-            .arg(&node.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn unshare");
-        node.child = Some(child);
+        start_with_resolv(&mut cluster, i, &resolv);
     }
     // NXDOMAIN first: the agents say so and keep asking.
     let asked = wait_for(Duration::from_secs(10), || {
@@ -250,6 +235,102 @@ fn agents_find_the_cluster_through_an_srv_seed_and_retry_until_dns_answers() {
         "dns: {} SRV queries; converged {:?} after DNS began answering",
         dns.srv_queries.load(Ordering::Relaxed),
         took
+    );
+}
+
+/// Starts agent `i` in a mount namespace of its own whose `/etc/resolv.conf` is `resolv`.
+fn start_with_resolv(cluster: &mut Cluster, i: usize, resolv: &std::path::Path) {
+    let node = &mut cluster.nodes[i];
+    let log = std::fs::File::create(&node.log).expect("log");
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+        .arg(resolv)
+        .arg(swimd_bin())
+        .args(["agent", "--config"])
+        .arg(&node.config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn unshare");
+    node.child = Some(child);
+}
+
+/// A resolver that never answers holds nothing up: while `swimd join` waits on it (5 s at
+/// most, off the agent's loop), the agent keeps answering probes and its API, and nobody
+/// suspects it.
+#[test]
+fn a_resolver_that_never_answers_holds_up_neither_probes_nor_the_api() {
+    if !root_or_skip() || !common::require_tool_with("unshare", "--version", "util-linux") {
+        return;
+    }
+    let mut cluster = Cluster::new("dns-silent", 37, 3);
+    // Reads nothing, answers nothing: every query waits for the resolver's timeout.
+    let _silent = UdpSocket::bind((Ipv4Addr::new(127, 0, 37, 53), 53)).expect("bind :53");
+    let resolv = cluster.dir.0.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.37.53\noptions timeout:5 attempts:3\n",
+    )
+    .expect("resolv.conf");
+    cluster.start(0);
+    cluster.start(1);
+    start_with_resolv(&mut cluster, 2, &resolv);
+    assert!(
+        cluster.wait_converged(Duration::from_secs(10)).is_some(),
+        "no convergence:\n{}",
+        cluster.log(2)
+    );
+    let api = cluster.nodes[2].api();
+    let join = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let out = common::swimd(&[
+            "join",
+            "--api",
+            &api,
+            "a.silent.test:7946",
+            "b.silent.test:7946",
+        ]);
+        (started.elapsed(), out)
+    });
+    // Meanwhile: the agent's API answers at once, and every member sees every member alive.
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut not_alive = Vec::new();
+    while !join.is_finished() && started.elapsed() < Duration::from_secs(15) {
+        let asked = std::time::Instant::now();
+        let health = common::request_text(&cluster.nodes[2].api(), "GET", "/v1/health", None);
+        slowest = slowest.max(asked.elapsed());
+        assert!(health.is_ok(), "health: {health:?}");
+        for o in 0..3 {
+            for (name, (state, _)) in cluster.view(o).unwrap_or_default() {
+                if state != "alive" {
+                    not_alive.push(format!("node-{} saw {name} {state}", o + 1));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (took, out) = join.join().expect("join thread");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "join gave up after {took:?} ({stderr:?}); slowest health answer meanwhile {slowest:?}"
+    );
+    assert!(!out.status.success(), "the join cannot succeed: {stderr}");
+    assert!(took <= Duration::from_secs(8), "join waited {took:?}");
+    assert!(
+        took >= Duration::from_secs(4),
+        "the resolver was not waited on: {took:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "the API waited {slowest:?}"
+    );
+    assert!(
+        not_alive.is_empty(),
+        "suspicions while DNS hung: {not_alive:?}"
     );
 }
 

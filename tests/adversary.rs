@@ -55,6 +55,14 @@ impl Mallory {
     }
 
     /// Sends `message` with `updates` to `to` as one datagram.
+    /// Sends `message` to `to` on a stream (as a push-pull travels).
+    fn send_stream(&self, to: SocketAddr, message: &Message) {
+        let mut payload = Vec::new();
+        wire::encode_packet(self.cluster, &self.name, message, &[], &mut payload);
+        let _guard = self._runtime.enter();
+        self.transport.send(to, None, Channel::Stream, payload);
+    }
+
     fn send(&self, to: SocketAddr, message: &Message, updates: &[Update]) {
         let encoded: Vec<Vec<u8>> = updates.iter().map(wire::encode_update).collect();
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
@@ -294,5 +302,79 @@ fn fake_acks_and_ping_reqs_to_arbitrary_addresses_achieve_nothing() {
     assert!(
         sink.recv_from(&mut buf).is_err(),
         "an agent dialled the address a ping-req named"
+    );
+}
+
+/// Back-to-back push-pulls from an insider to one agent: two of 14 MiB naming 900,000
+/// invented members (refused whole: no array may hold more than 65,536 elements), then
+/// four of 65,536 invented members each. The agent keeps answering probes (nobody
+/// fails it), holds at most 65,536 members, and its resident memory stays bounded.
+#[test]
+fn huge_push_pulls_from_an_insider_fail_nobody_and_memory_stays_bounded() {
+    let c = Cluster::converged("adversary-pushpull", 72, 5);
+    let mallory = Mallory::new(&c, 72);
+    let pid = c.nodes[0].pid().expect("running");
+    let (rss_before, _) = common::usage(pid);
+    let invented = |round: usize, count: usize| {
+        Message::PushPull(wire::PushPull {
+            members: (0..count)
+                .map(|i| Update {
+                    name: NodeName::new(&format!("g{round}-{i:x}")),
+                    ..Update::default()
+                })
+                .collect(),
+            ..wire::PushPull::default()
+        })
+    };
+    let mut peak = rss_before;
+    let started = Instant::now();
+    for round in 0..6 {
+        let count = if round < 2 {
+            1_200_000
+        } else {
+            wire::MAX_ELEMENTS
+        };
+        mallory.send_stream(c.nodes[0].gossip(), &invented(round, count));
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            peak = peak.max(common::usage(pid).0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (rss_after, _) = common::usage(pid);
+    let metric = |reason: &str| {
+        c.metric(
+            0,
+            &format!("swimd_dropped_messages_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    // Refused whole by the transport's stream limits or, past them, by the decoder.
+    let undecodable = metric("decode_error") + metric("receive_queue") + metric("oversize");
+    let refused = metric("member_table_full");
+    let held = c.view(0).map_or(0, |v| v.len());
+    eprintln!(
+        "6 push-pulls in {:?}: RSS {rss_before} -> peak {peak} -> {rss_after} KiB; \
+         {undecodable} undecodable, {refused} members refused, {held} held",
+        started.elapsed()
+    );
+    let mut failed = Vec::new();
+    for o in 1..5 {
+        for (name, (state, _)) in c.view(o).unwrap_or_default() {
+            if name.starts_with("node-") && state == "failed" {
+                failed.push(format!("node-{} saw {name} failed", o + 1));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        undecodable >= 2.0,
+        "the 14 MiB push-pulls are refused whole"
+    );
+    assert!(held <= 65_536 && refused > 0.0, "{held} members held");
+    assert!(
+        peak - rss_before < 256 << 10,
+        "RSS grew {} KiB",
+        peak - rss_before
     );
 }

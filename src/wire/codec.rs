@@ -27,6 +27,10 @@ pub const MAX_STREAM_LEN: usize = 16 << 20;
 pub const MAX_PEER_TAGS_LEN: usize = 4096;
 /// Deepest msgpack nesting accepted (a packet needs 5).
 const MAX_DEPTH: usize = 8;
+/// Most elements in one msgpack array or map. Nothing swimd sends comes near (a push-pull
+/// carries at most the 65,536 members an agent holds); a 16 MiB push-pull of minimal
+/// updates would name 1.3 million members and cost the receiver 320 MiB to decode.
+pub const MAX_ELEMENTS: usize = 65_536;
 
 /// Identifies a cluster on the wire: FNV-1a (32 bit) of its name. Not a secret: mTLS is the
 /// access control; this only keeps two clusters sharing a CA from merging by mistake.
@@ -295,6 +299,16 @@ impl<'de> Deserialize<'de> for Packet {
     }
 }
 
+/// `count` if an array or map may hold that many elements (see [`MAX_ELEMENTS`]).
+fn bounded(count: usize) -> Result<usize, DecodeError> {
+    if count > MAX_ELEMENTS {
+        return Err(DecodeError::Malformed(format!(
+            "{count} elements in one array or map, more than {MAX_ELEMENTS}"
+        )));
+    }
+    Ok(count)
+}
+
 /// Walks one msgpack value and returns how many bytes it spans. Every declared length is
 /// checked against the bytes left (an element takes at least one byte), nesting is bounded.
 pub fn check_structure(bytes: &[u8]) -> Result<usize, DecodeError> {
@@ -398,7 +412,7 @@ impl Cursor<'_> {
                 self.elements(n, depth)
             }
             0xdd => {
-                let n = self.uint(4)?;
+                let n = bounded(self.uint(4)?)?;
                 self.elements(n, depth)
             }
             0xde => {
@@ -406,7 +420,7 @@ impl Cursor<'_> {
                 self.elements(n.saturating_mul(2), depth)
             }
             0xdf => {
-                let n = self.uint(4)?;
+                let n = bounded(self.uint(4)?)?;
                 self.elements(n.saturating_mul(2), depth)
             }
         }

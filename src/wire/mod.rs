@@ -5,9 +5,9 @@ mod message;
 mod types;
 
 pub use codec::{
-    ClusterId, DecodeError, HEADER_LEN, MAX_DATAGRAM_LEN, MAX_PEER_TAGS_LEN, MAX_STREAM_LEN,
-    VERSION, append_notes, check_structure, decode, encode, encode_head, encode_note,
-    encode_packet, encode_update, encode_updates_len, encoded_len, tags_len,
+    ClusterId, DecodeError, HEADER_LEN, MAX_DATAGRAM_LEN, MAX_ELEMENTS, MAX_PEER_TAGS_LEN,
+    MAX_STREAM_LEN, VERSION, append_notes, check_structure, decode, encode, encode_head,
+    encode_note, encode_packet, encode_update, encode_updates_len, encoded_len, tags_len,
 };
 pub use message::{
     Ack, Digest, KIND_NAMES, MAX_NOTE_LEN, Message, Nack, Note, Packet, Ping, PingReq, PushPull,

@@ -318,3 +318,31 @@ fn overlong_note_is_invalid() {
         Err(DecodeError::Invalid(_))
     ));
 }
+
+#[test]
+fn no_array_holds_more_than_max_elements() {
+    let push_pull = |n: usize| Packet {
+        from: NodeName::new("node-1"),
+        message: Message::PushPull(PushPull {
+            members: (0..n)
+                .map(|i| Update {
+                    name: NodeName::new(&format!("g{i:x}")),
+                    ..Update::default()
+                })
+                .collect(),
+            ..PushPull::default()
+        }),
+        updates: vec![],
+        notes: vec![],
+    };
+    let fits = encode(CLUSTER, &push_pull(MAX_ELEMENTS));
+    assert_eq!(
+        decode(CLUSTER, &fits, MAX_STREAM_LEN).map(|p| p.message),
+        Ok(push_pull(MAX_ELEMENTS).message)
+    );
+    let over = encode(CLUSTER, &push_pull(MAX_ELEMENTS + 1));
+    assert!(matches!(
+        decode(CLUSTER, &over, MAX_STREAM_LEN),
+        Err(DecodeError::Malformed(m)) if m.contains("more than 65536")
+    ));
+}

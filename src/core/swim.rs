@@ -103,8 +103,9 @@ pub(crate) const MAX_INCARNATION_STEP: u64 = 1 << 16;
 pub(crate) const MAX_REFUTATIONS_PER_SEC: usize = 4;
 
 /// Members held at most, in every state. A certified member could otherwise invent members
-/// without end (one 16 MiB push-pull names 1.5 million); beyond this, new names are refused
-/// until failed and left ones are reaped. Six times the largest cluster simulated.
+/// without end (each push-pull may name `wire::MAX_ELEMENTS`, and push-pulls keep coming);
+/// beyond this, new names are refused until failed and left ones are reaped. Six times
+/// the largest cluster simulated (about 750 bytes each in an agent).
 pub(crate) const MAX_MEMBERS: usize = 65_536;
 
 /// Time between a link check's rounds when it has fewer targets than pings. The odds above

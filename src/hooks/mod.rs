@@ -478,6 +478,88 @@ fn backoff(hook: &Hook, attempts: u32, after: Option<Duration>, jitter: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Tags;
+
+    fn event(member: &str) -> HookEvent {
+        let member = payload::PayloadMember {
+            name: member.into(),
+            addr: "127.0.0.1:1".into(),
+            tags: Tags::new(),
+            incarnation: 0,
+            health: "passing".into(),
+            failing_checks: Vec::new(),
+        };
+        HookEvent::new("member.failed", 0.0, "c", member, None, "me")
+    }
+
+    /// A receiver down for days must not fill the disk: past `MAX_PENDING` pending
+    /// deliveries, a new one is refused (counted `lost`) and never reaches the outbox.
+    #[tokio::test]
+    async fn deliveries_past_the_pending_cap_are_lost_and_counted_not_stored() {
+        let dir = std::env::temp_dir().join(format!("swimd-hooks-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = prometheus::Registry::new();
+        let (confirm_tx, _confirmations) = mpsc::unbounded_channel();
+        let mut runner = Runner {
+            hooks: Arc::new(Vec::new()),
+            outbox: Outbox::open(&dir).unwrap(),
+            pending: BTreeMap::new(),
+            in_flight: HashSet::new(),
+            disabled: HashSet::new(),
+            last_success: BTreeMap::new(),
+            last_error: BTreeMap::new(),
+            client: LazyClient::new(reqwest::Client::builder),
+            self_name: "me".into(),
+            metrics: HookMetrics::new(&registry),
+            confirmations: confirm_tx,
+        };
+        // Held as if the receiver had been down for days.
+        runner.pending = (0..outbox::MAX_PENDING as u64)
+            .map(|seq| {
+                let delivery = outbox::Delivery {
+                    seq,
+                    hook: "lb".into(),
+                    event: event(&format!("m{seq}")),
+                    confirm: None,
+                    attempts: 1,
+                    next_at_ms: u64::MAX,
+                    last_error: String::new(),
+                };
+                (seq, delivery)
+            })
+            .collect();
+        for member in ["late-1", "late-2"] {
+            let deliver = Request::Deliver {
+                hook: "lb".into(),
+                event: event(member),
+                confirm: None,
+            };
+            runner.request(deliver).await;
+        }
+        assert_eq!(runner.pending.len(), outbox::MAX_PENDING);
+        assert!(
+            runner.outbox.pending().unwrap().is_empty(),
+            "nothing stored"
+        );
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains("swimd_hook_deliveries_total{hook=\"lb\",outcome=\"lost\"} 2"),
+            "{text}"
+        );
+        // One fewer pending: the next one is taken again.
+        runner.pending.pop_first();
+        let deliver = Request::Deliver {
+            hook: "lb".into(),
+            event: event("late-3"),
+            confirm: None,
+        };
+        runner.request(deliver).await;
+        assert_eq!(runner.outbox.pending().unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_honours_retry_after() {

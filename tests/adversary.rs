@@ -382,3 +382,89 @@ fn huge_push_pulls_from_an_insider_fail_nobody_and_memory_stays_bounded() {
         peak - rss_before
     );
 }
+
+/// 100 MB of datagrams from an insider at one agent, as fast as QUIC lets them go: half
+/// garbage, half gossip packets of updates it already holds. The agent keeps answering
+/// probes (nobody suspects anybody) and its memory stays bounded.
+#[test]
+fn a_datagram_flood_from_an_insider_costs_the_cluster_nothing() {
+    let c = Cluster::converged("adversary-flood", 73, 5);
+    let mallory = Mallory::new(&c, 73);
+    let pid = c.nodes[0].pid().expect("running");
+    let (rss_before, cpu_before) = common::usage(pid);
+    let to = c.nodes[0].gossip();
+    let known: Vec<Update> = (2..=5)
+        .map(|i| Update {
+            name: NodeName::new(&format!("node-{i}")),
+            state: State::Alive,
+            ..Update::default()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut not_alive = Vec::new();
+    let mut peak = rss_before;
+    let mut round = 0u32;
+    while sent < 100_000_000 && started.elapsed() < Duration::from_secs(60) {
+        for _ in 0..500 {
+            if round.is_multiple_of(2) {
+                let garbage = vec![(round % 251) as u8; 1100];
+                let _guard = mallory._runtime.enter();
+                mallory.transport.send(to, None, Channel::Datagram, garbage);
+                sent += 1100;
+            } else {
+                // News it already holds: each member alive at incarnation 0.
+                mallory.send(to, &Message::Gossip, &known);
+                sent += 120;
+            }
+            round += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        if round.is_multiple_of(20_000) {
+            peak = peak.max(common::usage(pid).0);
+            for o in 1..5 {
+                for (name, (state, _)) in c.view(o).unwrap_or_default() {
+                    if state != "alive" {
+                        not_alive.push(format!("node-{} saw {name} {state}", o + 1));
+                    }
+                }
+            }
+        }
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss_after, cpu_after) = common::usage(pid);
+    let received = common::get(&c.nodes[0].api(), "/v1/self")
+        .ok()
+        .and_then(|s| s["transport"]["udp_rx_bytes"].as_u64())
+        .unwrap_or(0);
+    let dropped = |reason: &str| {
+        c.metric(
+            0,
+            &format!("swimd_dropped_messages_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    eprintln!(
+        "{} MB offered in {took:?}; node-1 received {} MB of UDP, {} undecodable, {} dropped \
+         at its queue; RSS {rss_before} -> peak {peak} -> {rss_after} KiB; CPU {:.1} s",
+        sent / 1_000_000,
+        received / 1_000_000,
+        dropped("decode_error"),
+        dropped("receive_queue"),
+        cpu_after - cpu_before
+    );
+    for o in 0..5 {
+        for (name, (state, _)) in c.view(o).unwrap_or_default() {
+            if state != "alive" {
+                not_alive.push(format!("node-{} saw {name} {state} at the end", o + 1));
+            }
+        }
+    }
+    assert!(not_alive.is_empty(), "{not_alive:?}");
+    assert!(
+        peak.max(rss_after) - rss_before < 64 << 10,
+        "RSS grew {} KiB",
+        peak.max(rss_after) - rss_before
+    );
+}

@@ -7,19 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, TempDir, usage};
 
-/// Every member some agent sees in a state other than alive, as "node-K saw X STATE".
-fn not_alive(c: &Cluster) -> Vec<String> {
-    let mut seen = Vec::new();
-    for i in 0..c.nodes.len() {
-        for (name, (state, _)) in c.view(i).unwrap_or_default() {
-            if state != "alive" {
-                seen.push(format!("node-{} saw {name} {state}", i + 1));
-            }
-        }
-    }
-    seen
-}
-
 /// Cumulative `swimd_probe_rtt_seconds` bucket counts of node `i` (by upper bound).
 fn rtt_buckets(c: &Cluster, i: usize) -> Vec<(f64, f64)> {
     let (_, text) =
@@ -85,7 +72,7 @@ fn a_handshake_flood_from_outsiders_costs_the_cluster_nothing() {
             let mut peak = 0;
             while Instant::now() < until {
                 peak = peak.max(usage(pid).0);
-                seen.extend(not_alive(&c));
+                seen.extend(c.not_alive(0..c.nodes.len()));
                 std::thread::sleep(Duration::from_millis(100));
             }
             (seen, peak)
@@ -199,7 +186,7 @@ fn idle_and_slow_http_clients_cannot_lock_out_health_checks_and_scrapes() {
                 let result = common::request_text(&addr.to_string(), "GET", path, None);
                 answers.push((path, result.map(|(status, _)| status), started.elapsed()));
             }
-            views.extend(not_alive(&c));
+            views.extend(c.not_alive(0..c.nodes.len()));
             std::thread::sleep(Duration::from_millis(500));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -205,12 +205,12 @@ fn agents_find_the_cluster_through_an_srv_seed_and_retry_until_dns_answers() {
         start_with_resolv(&mut cluster, i, &resolv);
     }
     // NXDOMAIN first: the agents say so and keep asking.
-    let asked = wait_for(Duration::from_secs(10), || {
+    let asked = common::within(Duration::from_secs(10), || {
         dns.srv_queries.load(Ordering::Relaxed) >= 2
             && (1..3).all(|i| cluster.log(i).contains("cannot resolve seed"))
     });
     assert!(
-        asked,
+        asked.is_some(),
         "the agents did not query the SRV seed and report the failure:\n{}\n{}",
         cluster.log(1),
         cluster.log(2)
@@ -304,13 +304,7 @@ fn a_resolver_that_never_answers_holds_up_neither_probes_nor_the_api() {
         let health = common::request_text(&cluster.nodes[2].api(), "GET", "/v1/health", None);
         slowest = slowest.max(asked.elapsed());
         assert!(health.is_ok(), "health: {health:?}");
-        for o in 0..3 {
-            for (name, (state, _)) in cluster.view(o).unwrap_or_default() {
-                if state != "alive" {
-                    not_alive.push(format!("node-{} saw {name} {state}", o + 1));
-                }
-            }
-        }
+        not_alive.extend(cluster.not_alive(0..3));
         std::thread::sleep(Duration::from_millis(100));
     }
     let (took, out) = join.join().expect("join thread");
@@ -332,15 +326,4 @@ fn a_resolver_that_never_answers_holds_up_neither_probes_nor_the_api() {
         not_alive.is_empty(),
         "suspicions while DNS hung: {not_alive:?}"
     );
-}
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }

@@ -228,6 +228,20 @@ impl Cluster {
         None
     }
 
+    /// Every member that one of `observers` sees in a state other than alive, as
+    /// "node-K saw X STATE".
+    pub fn not_alive(&self, observers: impl IntoIterator<Item = usize>) -> Vec<String> {
+        let mut seen = Vec::new();
+        for o in observers {
+            for (name, (state, _)) in self.view(o).unwrap_or_default() {
+                if state != "alive" {
+                    seen.push(format!("node-{} saw {name} {state}", o + 1));
+                }
+            }
+        }
+        seen
+    }
+
     /// Waits until every running node lists all `n` members alive.
     pub fn wait_converged(&self, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
@@ -250,6 +264,18 @@ impl Cluster {
         }
         None
     }
+}
+
+/// Waits until `done` holds, polling every 20 ms up to `limit`; returns how long it took.
+pub fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 pub fn config_text(name: &str, ip: Ipv4Addr, cluster: &str, seeds: &[SocketAddr]) -> String {

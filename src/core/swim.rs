@@ -1711,6 +1711,20 @@ impl Swim {
         if self.leaving {
             return;
         }
+        // An accusation is followed at most one step above what we hold: had we jumped to
+        // a forged `left@u64::MAX`, its repeats would look stale to us while the others,
+        // holding us far lower, took them. An alive claim is followed all the way: every
+        // receiver takes our answer at most one step above what it holds, always news.
+        let mut update = update;
+        if update.state != State::Alive
+            && bound_incarnation(
+                &mut update,
+                Incarnation(current.0.saturating_add(MAX_INCARNATION_STEP - 1)),
+                false,
+            )
+        {
+            self.stats.incarnations_bounded += 1;
+        }
         match update.state {
             State::Alive => {
                 let me = self.my_info();

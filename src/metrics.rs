@@ -91,6 +91,8 @@ pub struct Metrics {
     refutations_deferred: IntCounter,
     link_checks: IntCounterVec,
     verdicts_deferred: IntCounter,
+    ports_unreachable: IntCounter,
+    closed_port_verdicts: IntCounter,
     flaps: IntCounter,
     health_score: IntGauge,
     incarnation: IntGauge,
@@ -217,6 +219,20 @@ impl Metrics {
                 IntCounter::new(
                     "swimd_verdicts_deferred_total",
                     "Own failure verdicts held back while this member's links were in doubt",
+                ),
+            ),
+            ports_unreachable: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_ports_unreachable_total",
+                    "ICMP port unreachable errors that quoted a packet of ours",
+                ),
+            ),
+            closed_port_verdicts: register(
+                &registry,
+                IntCounter::new(
+                    "swimd_closed_port_verdicts_total",
+                    "Members failed at once because two of their observers found their port closed",
                 ),
             ),
             flaps: register(
@@ -443,6 +459,8 @@ impl Metrics {
             stats.link_checks_failed,
         );
         advance_to(&self.verdicts_deferred, stats.verdicts_deferred);
+        advance_to(&self.ports_unreachable, stats.ports_unreachable);
+        advance_to(&self.closed_port_verdicts, stats.closed_port_verdicts);
         let push_pulls = &self.push_pulls;
         advance_to(
             &push_pulls.with_label_values(&["started"]),
@@ -893,7 +911,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 29] = [
+    pub(crate) const NAMES: [&str; 31] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -905,6 +923,8 @@ mod tests {
         "swimd_refutations_deferred_total",
         "swimd_link_checks_total",
         "swimd_verdicts_deferred_total",
+        "swimd_ports_unreachable_total",
+        "swimd_closed_port_verdicts_total",
         "swimd_member_flaps_total",
         "swimd_health_score",
         "swimd_incarnation",

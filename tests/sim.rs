@@ -137,6 +137,50 @@ fn crashed_member_is_failed_everywhere_within_bound_500() {
     crashed_member_is_failed_everywhere_within(500, secs(9));
 }
 
+/// The crash fast path: a process killed on a host that stays up is failed everywhere on
+/// its observers' word (their packets drew port unreachable), before any suspicion could
+/// have run out; a host that vanished sends nothing and takes the normal path.
+#[test]
+fn a_crashed_process_is_failed_everywhere_before_a_suspicion_could_end() {
+    let min = Config::default().suspicion_min_timeout;
+    for seed in 1..=10 {
+        for host_down in [false, true] {
+            let mut sim = converged_cluster(50, seed);
+            // Anywhere in the probe slot.
+            sim.run_for(Duration::from_millis(seed * 97 % 1000));
+            let victim = (seed as usize * 7) % 50;
+            if host_down {
+                sim.crash_host(victim);
+            } else {
+                sim.crash(victim);
+            }
+            let took = time_until_everyone_sees(&mut sim, victim, State::Failed, secs(30))
+                .unwrap_or_else(|| panic!("seed {seed}: crash not detected everywhere"));
+            let fast: u64 = sim
+                .running()
+                .iter()
+                .filter_map(|&i| sim.swim(i))
+                .map(|s| s.stats().closed_port_verdicts)
+                .sum();
+            if host_down {
+                assert!(took >= min, "seed {seed}: host down failed in {took:?}");
+                assert_eq!(fast, 0, "seed {seed}: a silent host cannot close a port");
+            } else {
+                assert!(
+                    took < min,
+                    "seed {seed}: crash took {took:?}, the normal path"
+                );
+                assert!(fast > 0, "seed {seed}");
+            }
+            assert_eq!(
+                failures(&sim).len(),
+                49,
+                "seed {seed}: one failure per survivor"
+            );
+        }
+    }
+}
+
 /// Time from the leave until the last other member saw it `left`.
 fn leave_spread(sim: &Simulator, leaver: usize, since: Duration) -> Option<Duration> {
     let seen: Vec<Duration> = sim

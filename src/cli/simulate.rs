@@ -16,7 +16,7 @@ pub(super) struct Args {
     /// Cluster size.
     #[arg(long, default_value_t = 50)]
     members: usize,
-    /// crash | leave | loss | pause | partition-heal | churn | steady
+    /// crash | crash-host | leave | loss | pause | partition-heal | churn | steady | insider
     #[arg(long, default_value = "crash")]
     scenario: ScenarioKind,
     /// RNG seed: the same seed gives the same run.

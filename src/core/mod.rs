@@ -162,6 +162,10 @@ pub struct Stats {
     /// Refutations postponed because we had refuted `MAX_REFUTATIONS_PER_SEC` times in
     /// the last second.
     pub refutations_deferred: u64,
+    /// "Port unreachable" errors for our packets the driver reported.
+    pub ports_unreachable: u64,
+    /// Members declared failed at once because their observers found their port closed.
+    pub closed_port_verdicts: u64,
     /// Sum and count of direct-probe round trips, in microseconds.
     pub rtt_us_sum: u64,
     /// Number of round trips summed in `rtt_us_sum`.

@@ -92,6 +92,16 @@ impl Overlay {
         }
     }
 
+    /// Our subject on ring `ring`.
+    pub(crate) fn subject_on(&self, ring: usize) -> Option<Slot> {
+        self.subjects.get(ring).copied().flatten().map(|(_, s)| s)
+    }
+
+    /// The number of rings.
+    pub(crate) fn rings(&self) -> usize {
+        self.subjects.len()
+    }
+
     /// The members we watch, each once.
     pub(crate) fn subjects(&self) -> Vec<Slot> {
         distinct(&self.subjects)

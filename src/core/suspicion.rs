@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::wire::NodeName;
+use crate::wire::{MAX_CLOSED_WITNESSES, NodeName};
 
 /// One running suspicion of a member.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub(crate) struct Suspicion {
     verdict_at: Option<Instant>,
     /// Our own verdict waits until then (see `hold`).
     held_until: Option<Instant>,
+    /// Members that found nothing listening on the suspect's port (bounded).
+    closed: Vec<NodeName>,
 }
 
 impl Suspicion {
@@ -36,7 +38,22 @@ impl Suspicion {
             accusers: vec![accuser],
             verdict_at: None,
             held_until: None,
+            closed: Vec::new(),
         }
+    }
+
+    /// Records that `witness` found the suspect's port closed; true when it is news.
+    pub(crate) fn add_closed(&mut self, witness: &NodeName) -> bool {
+        if self.closed.len() >= MAX_CLOSED_WITNESSES || self.closed.contains(witness) {
+            return false;
+        }
+        self.closed.push(witness.clone());
+        true
+    }
+
+    /// The members that found the suspect's port closed.
+    pub(crate) fn closed(&self) -> &[NodeName] {
+        &self.closed
     }
 
     /// Records an accusation; true when it came from a member not heard before.

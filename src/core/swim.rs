@@ -17,8 +17,8 @@ use super::suspicion::Suspicion;
 use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
-    self, Ack, ClusterId, Digest, Incarnation, Message, Nack, NodeName, Packet, Ping, PingReq,
-    PushPull, State, Tags, Update, WireAddr,
+    self, Ack, ClusterId, Digest, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack, NodeName,
+    Packet, Ping, PingReq, PushPull, State, Tags, Update, WireAddr,
 };
 
 /// Who this member is.
@@ -153,6 +153,17 @@ struct Relay {
 /// Ping-reqs being relayed at once, at most; more are refused (a probe timeout each).
 const MAX_RELAYS: usize = 1024;
 
+/// Members whose closed-port witnesses must agree before one is failed at once: one
+/// member's word is not enough, nor is one ICMP error.
+const CLOSED_WITNESSES_NEEDED: usize = 2;
+
+/// "Port unreachable" errors for our packets to one member, since `first`.
+#[derive(Debug, Clone, Copy)]
+struct ClosedPort {
+    first: Instant,
+    errors: u32,
+}
+
 /// Where an update came from: gossip is passed on, state from a push-pull is not (except
 /// what the peer says about itself), restored state produces no events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +186,8 @@ pub struct Swim {
     probes: HashMap<u32, Probe>,
     relays: HashMap<u32, Relay>,
     suspicions: HashMap<Slot, Suspicion>,
+    /// "Port unreachable" for our packets, per member, not yet corroborated.
+    closed_ports: HashMap<Slot, ClosedPort>,
     awareness: Awareness,
     /// Draws probe and relay sequence numbers: unpredictable, so an ack cannot be forged
     /// ahead of the ping (its own stream, so the protocol's other draws stay as they were).
@@ -184,6 +197,12 @@ pub struct Swim {
     next_is_ring_probe: bool,
     /// Our subjects in the order we probe them this cycle (overlay mode).
     subject_cycle: Vec<Slot>,
+    /// A driver instant and the wall-clock time then (since the Unix epoch): probe slots
+    /// are numbered on the wall clock, so that all members agree on them.
+    wall_clock: (Instant, Duration),
+    /// Where in each probe slot we probe (from our name's hash: members spread over the
+    /// first tenth of the slot).
+    probe_phase: Duration,
     /// Members to probe before the next ring or round-robin target (see on_probe_deadline).
     probe_next_queue: VecDeque<Slot>,
     seeds: Vec<SocketAddr>,
@@ -233,6 +252,7 @@ impl Swim {
     /// `config` must have passed [`Config::validate`].
     pub fn new(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let phase_hash = hash64(identity.name.as_str().as_bytes(), 0x7068_6173);
         let mut members = Members::new();
         let info = Arc::new(MemberInfo::new(identity.name, identity.addr, identity.tags));
         let me = members.insert(
@@ -245,6 +265,9 @@ impl Swim {
             &mut rng,
         );
         members.set_overlay(me, config.observers);
+        let probe_phase = config
+            .probe_interval
+            .mul_f64(unit_fraction(phase_hash) / 10.0);
         let mut swim = Swim {
             awareness: Awareness::new(config.awareness_max_multiplier),
             config,
@@ -258,10 +281,13 @@ impl Swim {
             probes: HashMap::new(),
             relays: HashMap::new(),
             suspicions: HashMap::new(),
+            closed_ports: HashMap::new(),
             seq_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7365_7175_656e_6365),
             link_check_id: 0,
             next_is_ring_probe: false,
             subject_cycle: Vec::new(),
+            wall_clock: (now, Duration::ZERO),
+            probe_phase,
             probe_next_queue: VecDeque::new(),
             seeds: Vec::new(),
             joined: false,
@@ -450,6 +476,12 @@ impl Swim {
     /// Handles a decoded packet that arrived from `from`.
     pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
         let sender = packet.from;
+        if !self.closed_ports.is_empty()
+            && let Some(slot) = self.members.find(sender.as_str())
+        {
+            // It spoke: something listens on its port after all.
+            self.closed_ports.remove(&slot);
+        }
         for update in packet.updates {
             self.apply_update(now, update, Some(&sender), Source::Gossip);
         }
@@ -469,6 +501,49 @@ impl Swim {
             Message::Gossip => {}
             Message::PushPull(push_pull) => self.on_push_pull(now, from, &sender, push_pull),
         }
+    }
+
+    /// Handles an ICMP "port unreachable" for a packet we sent to `addr` (the driver checks
+    /// that the error quotes a packet of ours). Two of them, the second after we pinged the
+    /// member again, make us a witness that its port is closed; see `witness_closed_port`.
+    pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        self.stats.ports_unreachable += 1;
+        if self.leaving {
+            return;
+        }
+        let me = self.me;
+        let Some(slot) = self
+            .members
+            .iter()
+            .find(|(s, m)| {
+                *s != me && m.info.addr == addr && matches!(m.state, State::Alive | State::Suspect)
+            })
+            .map(|(s, _)| s)
+        else {
+            return; // a failed member we retry, one that left, or nobody we know
+        };
+        let window = self.config.probe_interval;
+        let entry = self.closed_ports.entry(slot).or_insert(ClosedPort {
+            first: now,
+            errors: 0,
+        });
+        if now > entry.first + window {
+            *entry = ClosedPort {
+                first: now,
+                errors: 0,
+            };
+        }
+        entry.errors += 1;
+        let corroborated = entry.errors > 1 && now > entry.first;
+        if !corroborated {
+            // Ask again: the answer to a ping sent now cannot be an old error.
+            if entry.errors == 1 {
+                self.reprobe(now, slot);
+            }
+            return;
+        }
+        self.closed_ports.remove(&slot);
+        self.witness_closed_port(now, slot);
     }
 
     /// Handles every timer due at `now`.
@@ -619,6 +694,28 @@ impl Swim {
         self.timers.push(Reverse((at, timer)));
     }
 
+    /// Tells the core the wall-clock time at `now` (since the Unix epoch), so that its probe
+    /// slots line up with every other member's (see `probe_next`). Clock skew between hosts
+    /// only spreads the slots: nothing else depends on it.
+    pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        self.wall_clock = (now, since_epoch);
+    }
+
+    /// The probe slot `t` falls in: its number on the wall clock and when it began.
+    fn probe_slot(&self, t: Instant) -> (u64, Instant) {
+        let (base, wall) = self.wall_clock;
+        let wall = if t >= base {
+            wall + (t - base)
+        } else {
+            wall.saturating_sub(base - t)
+        };
+        let interval = self.config.probe_interval.as_nanos().max(1);
+        let into = wall.as_nanos() % interval;
+        let slot = (wall.as_nanos() / interval) as u64;
+        let into = Duration::from_nanos(u64::try_from(into).unwrap_or(u64::MAX));
+        (slot, t.checked_sub(into).unwrap_or(t))
+    }
+
     fn random_fraction_of(&mut self, d: Duration) -> Duration {
         d.mul_f64((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
     }
@@ -627,7 +724,12 @@ impl Swim {
         match timer {
             Timer::Probe => {
                 let interval = self.awareness.scale(self.config.probe_interval);
-                self.schedule(now + interval, Timer::Probe);
+                let next = if self.members.overlay().enabled() {
+                    self.probe_slot(now + interval).1 + self.probe_phase
+                } else {
+                    now + interval
+                };
+                self.schedule(next, Timer::Probe);
                 if !self.leaving {
                     self.probe_next(now);
                 }
@@ -811,7 +913,16 @@ impl Swim {
             }
         }
         if self.members.overlay().enabled() {
-            if let Some(target) = self.next_subject(probeable) {
+            // Our subject on the slot's ring: a member's observers sit on different rings,
+            // so one of them probes it in every slot (a crash is noticed within one probe
+            // interval, not within one of several observers' random turns).
+            let rings = self.members.overlay().rings().max(1);
+            let ring = (self.probe_slot(now).0 % rings as u64) as usize;
+            let on_ring = self.members.overlay().subject_on(ring).filter(|&s| {
+                self.members.get(s).is_some_and(|m| probeable(s, m))
+                    && !self.probes.values().any(|p| p.target == s)
+            });
+            if let Some(target) = on_ring.or_else(|| self.next_subject(probeable)) {
                 self.start_probe(now, target, ProbeKind::Check);
             }
             return;
@@ -1388,9 +1499,190 @@ impl Swim {
             addr: None,
             tags: None,
             failing: None,
+            closed: self.closed_witnesses(slot),
         };
         self.broadcasts.push(slot, wire::encode_update(&update));
         self.schedule_gossip(now);
+    }
+
+    /// True when we suspect `slot` at exactly `incarnation`.
+    fn suspected_at(&self, slot: Slot, incarnation: Incarnation) -> bool {
+        self.members
+            .get(slot)
+            .is_some_and(|m| m.state == State::Suspect && m.incarnation == incarnation)
+    }
+
+    fn closed_witnesses(&self, slot: Slot) -> Vec<NodeName> {
+        self.suspicions
+            .get(&slot)
+            .map(|s| s.closed().to_vec())
+            .unwrap_or_default()
+    }
+
+    // ----- the crash fast path (ours) ---------------------------------------------------------
+
+    /// Pings `slot` again now, whatever probe of it is running: the error this ping draws
+    /// cannot be an old one, or a forgery quoting an older packet.
+    fn reprobe(&mut self, now: Instant, slot: Slot) {
+        let running = self
+            .probes
+            .iter()
+            .find(|(_, p)| p.target == slot)
+            .map(|(&seq, p)| (seq, p.target_name.clone()));
+        match running {
+            Some((seq, target)) => {
+                if let Some(addr) = self.members.info(slot).map(|i| i.addr) {
+                    self.send(addr, Some(slot), Message::Ping(Ping { seq, target }));
+                }
+            }
+            None => {
+                self.start_probe(now, slot, ProbeKind::Verify);
+            }
+        }
+    }
+
+    /// Our own packets found `slot`'s port closed: accuse it as a witness, and tell its
+    /// observers at once (they confirm with their own packets) rather than by gossip.
+    fn witness_closed_port(&mut self, now: Instant, slot: Slot) {
+        let Some((name, incarnation)) = self
+            .members
+            .get(slot)
+            .map(|m| (m.info.name.clone(), m.incarnation))
+        else {
+            return;
+        };
+        self.trace.record(now, &name, || Step::PortClosed);
+        let me = self.my_info().name.clone();
+        self.suspect(now, slot, incarnation, me.clone(), None, Source::Gossip);
+        if self.note_closed_witnesses(now, slot, std::slice::from_ref(&me), None) {
+            return;
+        }
+        let Some(accuser) = self
+            .suspicions
+            .get(&slot)
+            .map(|s| s.first_accuser().clone())
+        else {
+            return;
+        };
+        self.enqueue_suspect(now, slot, &accuser);
+        let live = |st| matches!(st, State::Alive | State::Suspect);
+        let observers = self.members.observers_of(slot, self.config.observers, live);
+        for observer in observers {
+            if observer == self.me {
+                continue;
+            }
+            if let Some(addr) = self.members.info(observer).map(|i| i.addr) {
+                self.send_with(addr, Some(observer), Message::Gossip, Some(slot));
+            }
+        }
+    }
+
+    /// Records members that say `slot`'s port is closed (`via`: who told us), and fails it
+    /// at once when enough of its observers agree; true when it failed.
+    fn note_closed_witnesses(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        witnesses: &[NodeName],
+        via: Option<&NodeName>,
+    ) -> bool {
+        let me = self.me;
+        let mut news = false;
+        for witness in witnesses.iter().take(MAX_CLOSED_WITNESSES) {
+            // Only members we trust to accuse (as for any accusation), never the suspect.
+            let trusted = self.members.find(witness.as_str()).is_some_and(|w| {
+                w != slot
+                    && (w == me || self.members.get(w).is_some_and(|m| m.state == State::Alive))
+            });
+            if !trusted {
+                continue;
+            }
+            let Some(suspicion) = self.suspicions.get_mut(&slot) else {
+                return false;
+            };
+            if suspicion.add_closed(witness) {
+                news = true;
+                if suspicion.confirm(witness) {
+                    let deadline = suspicion.deadline();
+                    let confirmations = suspicion.confirmations();
+                    self.schedule(deadline, Timer::Suspicion(slot));
+                    if let Some(name) = self.members.info(slot).map(|i| i.name.clone()) {
+                        self.trace.record(now, &name, || Step::Confirmed {
+                            accuser: witness.clone(),
+                            via: via.cloned(),
+                            confirmations,
+                        });
+                    }
+                }
+            }
+        }
+        if !news {
+            return false;
+        }
+        if self.closed_verdict_due(slot) {
+            self.fail_closed(now, slot);
+            return true;
+        }
+        if via.is_some()
+            && let Some(accuser) = self
+                .suspicions
+                .get(&slot)
+                .map(|s| s.first_accuser().clone())
+        {
+            // Pass the larger witness list on.
+            self.enqueue_suspect(now, slot, &accuser);
+        }
+        false
+    }
+
+    /// True when at least `CLOSED_WITNESSES_NEEDED` of the suspect's observers (any members
+    /// without an overlay) found its port closed.
+    fn closed_verdict_due(&self, slot: Slot) -> bool {
+        let Some(witnesses) = self.suspicions.get(&slot).map(Suspicion::closed) else {
+            return false;
+        };
+        if witnesses.len() < CLOSED_WITNESSES_NEEDED {
+            return false;
+        }
+        if !self.members.overlay().enabled() {
+            return true;
+        }
+        let live = |st| matches!(st, State::Alive | State::Suspect);
+        let observers = self.members.observers_of(slot, self.config.observers, live);
+        let agreeing = witnesses
+            .iter()
+            .filter(|w| {
+                self.members
+                    .find(w.as_str())
+                    .is_some_and(|s| observers.contains(&s))
+            })
+            .count();
+        agreeing >= CLOSED_WITNESSES_NEEDED
+    }
+
+    /// Declares `slot` failed now, and gossips the verdict with its witnesses so that every
+    /// member can take it at once.
+    fn fail_closed(&mut self, now: Instant, slot: Slot) {
+        let witnesses = self.closed_witnesses(slot);
+        let Some((name, incarnation)) = self
+            .members
+            .get(slot)
+            .filter(|m| m.state == State::Suspect)
+            .map(|m| (m.info.name.clone(), m.incarnation))
+        else {
+            return;
+        };
+        self.stats.closed_port_verdicts += 1;
+        self.trace.record(now, &name, || Step::ClosedVerdict {
+            witnesses: witnesses.clone(),
+        });
+        self.transition(now, slot, State::Failed, incarnation, Source::Gossip);
+        if let Some(member) = self.members.get(slot) {
+            let mut update = update_of(member);
+            update.from = self.my_info().name.clone();
+            update.closed = witnesses;
+            self.broadcasts.push(slot, wire::encode_update(&update));
+        }
     }
 
     /// Moves a member to a new state, with its event and, unless restored, its broadcast.
@@ -1610,7 +1902,11 @@ impl Swim {
                 }
             }
             State::Suspect if named || state == State::Alive => {
-                self.suspect(now, slot, update.incarnation, update.from, sender, source)
+                let (incarnation, from) = (update.incarnation, update.from);
+                self.suspect(now, slot, incarnation, from, sender, source);
+                if !update.closed.is_empty() && self.suspected_at(slot, incarnation) {
+                    self.note_closed_witnesses(now, slot, &update.closed, sender);
+                }
             }
             State::Suspect => {}
             State::Failed => {
@@ -1620,6 +1916,12 @@ impl Swim {
                 if state == State::Alive {
                     let accuser = update.from.clone();
                     self.suspect(now, slot, update.incarnation, accuser, sender, source);
+                }
+                if !update.closed.is_empty()
+                    && self.suspected_at(slot, update.incarnation)
+                    && self.note_closed_witnesses(now, slot, &update.closed, sender)
+                {
+                    return; // its observers found its port closed: no need to wait
                 }
                 // A verdict on a member we did not suspect, or only just began to: check it
                 // ourselves and accept the verdict only once our suspicion is half its minimum
@@ -1975,6 +2277,7 @@ impl Swim {
                 State::Failed => self.my_info().name.clone(),
                 _ => NodeName::default(),
             };
+            update.closed = self.closed_witnesses(member_slot);
             let bytes = wire::encode_update(&update);
             if bytes.len() <= room.saturating_sub(updates.len()) {
                 updates.extend_from_slice(&bytes);
@@ -2303,6 +2606,11 @@ fn bound_incarnation(update: &mut Update, current: Incarnation, itself: bool) ->
     lowered
 }
 
+/// `x` as a fraction in [0, 1).
+fn unit_fraction(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn view(m: &Member) -> MemberView {
     MemberView {
         info: m.info.clone(),
@@ -2322,5 +2630,6 @@ fn update_of(m: &Member) -> Update {
         addr: Some(WireAddr(m.info.addr)),
         tags: alive.then(|| m.info.tags.clone()),
         failing: alive.then(|| m.info.failing.clone()),
+        closed: Vec::new(),
     }
 }

@@ -90,6 +90,14 @@ pub enum Step {
         /// Held until a link check passes.
         after_link_check: bool,
     },
+    /// Our own packets to the member drew "port unreachable" twice, the second after we
+    /// pinged it again: nothing listens on its port.
+    PortClosed,
+    /// Members (its observers) found its port closed: declared failed at once.
+    ClosedVerdict {
+        /// The members that found the port closed.
+        witnesses: Vec<NodeName>,
+    },
 }
 
 impl fmt::Display for Step {
@@ -163,6 +171,11 @@ impl fmt::Display for Step {
                     ""
                 }
             ),
+            Step::PortClosed => write!(f, "our packets to it drew port unreachable"),
+            Step::ClosedVerdict { witnesses } => {
+                let names: Vec<&str> = witnesses.iter().map(NodeName::as_str).collect();
+                write!(f, "failed: port closed for {}", names.join(", "))
+            }
         }
     }
 }

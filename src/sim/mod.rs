@@ -80,7 +80,14 @@ struct Node {
     bytes_with_overhead: u64,
     /// CPU the transport model charged (handshakes, packets).
     cpu: Duration,
+    /// The host itself is down (not only the process): nothing answers, not even ICMP.
+    host_down: bool,
 }
+
+/// Linux's ICMP rate limit per destination (`icmp_ratelimit`): a burst of this many errors,
+/// then one per `ICMP_REFILL`.
+const ICMP_BURST: f64 = 6.0;
+const ICMP_REFILL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Job {
@@ -102,6 +109,11 @@ enum Job {
         a: usize,
         b: usize,
         generation: u64,
+    },
+    /// An ICMP port unreachable from `from`'s host reaches `to`.
+    Unreachable {
+        to: usize,
+        from: usize,
     },
 }
 
@@ -134,6 +146,8 @@ pub struct Simulator {
     /// The member whose story is recorded (see [`Simulator::explain`]).
     explained: Option<NodeName>,
     story: Vec<(Duration, usize, TraceEntry)>,
+    /// Per (host, destination): ICMP tokens left and when they were counted.
+    icmp_tokens: HashMap<(usize, usize), (f64, Instant)>,
 }
 
 impl Simulator {
@@ -167,6 +181,7 @@ impl Simulator {
             decode_errors: 0,
             explained: None,
             story: Vec::new(),
+            icmp_tokens: HashMap::new(),
         };
         for _ in 0..members {
             sim.add_node();
@@ -194,6 +209,7 @@ impl Simulator {
             bytes_sent: 0,
             bytes_with_overhead: 0,
             cpu: Duration::ZERO,
+            host_down: false,
         });
         self.network.grow(self.nodes.len());
         self.connections.grow(self.nodes.len());
@@ -276,13 +292,27 @@ impl Simulator {
         };
         let mut swim = Swim::new(identity, config, seed, now);
         swim.set_trace(self.explained.is_some());
+        // Every simulated host's clock reads the same.
+        swim.set_wall_clock(now, now - self.epoch);
         node.swim = Some(swim);
         node.process = Process::Running;
+        node.host_down = false;
         node.backlog.clear();
         node.wake_at = None;
     }
 
-    /// Kills node `i` (SIGKILL): it stops at once; its state directory survives.
+    /// Takes node `i`'s whole host down (power, kernel panic, network gone): like
+    /// [`Simulator::crash`], but nothing answers for it, not even ICMP.
+    pub fn crash_host(&mut self, i: usize) {
+        self.crash(i);
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.host_down = true;
+        }
+    }
+
+    /// Kills node `i`'s process (SIGKILL) on a host that stays up: it stops at once, its
+    /// host's kernel answers packets to its port with ICMP port unreachable (rate-limited
+    /// like Linux), and its state directory survives.
     pub fn crash(&mut self, i: usize) {
         if let Some(node) = self.nodes.get_mut(i) {
             if let Some(swim) = node.swim.take() {
@@ -524,9 +554,46 @@ impl Simulator {
                     };
                     self.deliver(to, from, payload, channel);
                 }
+                Job::Unreachable { to, from } => {
+                    let Some(addr) = self.by_index_addr(from) else {
+                        continue;
+                    };
+                    let now = self.now;
+                    let Some(node) = self.nodes.get_mut(to) else {
+                        continue;
+                    };
+                    if node.process != Process::Running {
+                        continue;
+                    }
+                    if let Some(swim) = node.swim.as_mut() {
+                        swim.handle_unreachable(now, addr);
+                    }
+                    self.after_step(to);
+                }
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// `host`'s kernel answers a packet from `to` with ICMP port unreachable, if its rate
+    /// limit allows, over the network as it is.
+    fn port_unreachable(&mut self, host: usize, to: usize, after: Duration) {
+        let now = self.now;
+        let (tokens, since) = self
+            .icmp_tokens
+            .entry((host, to))
+            .or_insert((ICMP_BURST, now));
+        let refilled =
+            now.saturating_duration_since(*since).as_secs_f64() / ICMP_REFILL.as_secs_f64();
+        *tokens = (*tokens + refilled).min(ICMP_BURST);
+        *since = now;
+        if *tokens < 1.0 {
+            return;
+        }
+        *tokens -= 1.0;
+        if let Some(delay) = self.network.datagram(host, to, &mut self.rng) {
+            self.push_job(now + after + delay, Job::Unreachable { to, from: host });
+        }
     }
 
     fn dial_done(&mut self, a: usize, b: usize, generation: u64) {
@@ -605,7 +672,12 @@ impl Simulator {
             return;
         };
         match node.process {
-            Process::Down => return,
+            Process::Down => {
+                if !node.host_down {
+                    self.port_unreachable(to, from, Duration::ZERO);
+                }
+                return;
+            }
             Process::Paused => {
                 node.backlog.push((from_addr, payload, channel));
                 return;
@@ -739,6 +811,13 @@ impl Simulator {
     /// charging both sides its packets, bytes and CPU.
     fn dial(&mut self, client: usize, server: usize, generation: u64) {
         let answers = self.process(server) == Process::Running;
+        let host_up = self.nodes.get(server).is_some_and(|n| !n.host_down);
+        if !answers && host_up {
+            // The client's Initial reaches a host where nothing listens.
+            if let Some(there) = self.network.datagram(client, server, &mut self.rng) {
+                self.port_unreachable(server, client, there);
+            }
+        }
         let rtt = self.network.latency * 2 + self.network.jitter;
         let network = &self.network;
         let (outcome, client_load, server_load) = transport::play_handshake(

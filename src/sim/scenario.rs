@@ -13,8 +13,11 @@ use crate::wire::{Incarnation, Message, NodeName, State, Tags, Update, WireAddr}
 /// What happens during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScenarioKind {
-    /// A member is SIGKILLed every `every`; detection times are measured.
+    /// A member's process is SIGKILLed every `every` on a host that stays up (its kernel
+    /// answers with ICMP port unreachable); detection times are measured.
     Crash,
+    /// As `crash`, but the whole host goes down: nothing answers, not even ICMP.
+    CrashHost,
     /// A member leaves gracefully every `every`; it must end `left`, never `failed`.
     Leave,
     /// Uniform loss on every link for the whole run; nobody may be declared failed.
@@ -39,6 +42,7 @@ impl std::str::FromStr for ScenarioKind {
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
             "crash" => ScenarioKind::Crash,
+            "crash-host" => ScenarioKind::CrashHost,
             "leave" => ScenarioKind::Leave,
             "loss" => ScenarioKind::Loss,
             "pause" => ScenarioKind::Pause,
@@ -48,7 +52,7 @@ impl std::str::FromStr for ScenarioKind {
             "insider" => ScenarioKind::Insider,
             other => {
                 return Err(format!(
-                    "unknown scenario {other:?}: expected crash, leave, loss, pause, partition-heal, churn, steady or insider"
+                    "unknown scenario {other:?}: expected crash, crash-host, leave, loss, pause, partition-heal, churn, steady or insider"
                 ));
             }
         })
@@ -60,6 +64,7 @@ impl ScenarioKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioKind::Crash => "crash",
+            ScenarioKind::CrashHost => "crash-host",
             ScenarioKind::Leave => "leave",
             ScenarioKind::Loss => "loss",
             ScenarioKind::Pause => "pause",
@@ -347,11 +352,16 @@ impl Run {
         let mut events = 0;
         match self.opts.scenario {
             ScenarioKind::Steady | ScenarioKind::Loss => self.advance_to(end),
-            ScenarioKind::Crash | ScenarioKind::Leave | ScenarioKind::Pause => {
+            ScenarioKind::Crash
+            | ScenarioKind::CrashHost
+            | ScenarioKind::Leave
+            | ScenarioKind::Pause => {
                 let mut pending = Vec::new();
                 let mut t = warmup;
                 while t + self.opts.every <= end {
-                    self.advance_to(t);
+                    // At a random point of the probe slot: probes follow the wall clock.
+                    let offset = self.rng.next_u64() % 1_000_000;
+                    self.advance_to(t + Duration::from_micros(offset));
                     let running = self.sim.running();
                     if running.len() < 3 {
                         break;
@@ -359,7 +369,7 @@ impl Run {
                     let victim = running[(self.rng.next_u64() % running.len() as u64) as usize];
                     let at = self.sim.elapsed();
                     match self.opts.scenario {
-                        ScenarioKind::Crash => {
+                        ScenarioKind::Crash | ScenarioKind::CrashHost => {
                             let mut victims = vec![victim];
                             // Keep at least three running (and more than half).
                             let room = (running.len() / 2).saturating_sub(1).max(1);
@@ -371,7 +381,11 @@ impl Run {
                                 }
                             }
                             for &v in &victims {
-                                self.sim.crash(v);
+                                if self.opts.scenario == ScenarioKind::CrashHost {
+                                    self.sim.crash_host(v);
+                                } else {
+                                    self.sim.crash(v);
+                                }
                                 self.note_down(v, at);
                             }
                             for v in victims {

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{Incarnation, NodeName, State, WireAddr};
 
+/// Most members one update may name as having found the member's port closed.
+pub const MAX_CLOSED_WITNESSES: usize = 16;
+
 /// Small key/value metadata a member publishes about itself.
 pub type Tags = BTreeMap<String, String>;
 
@@ -52,6 +55,8 @@ wire_struct! {
     // An empty array would decode into a whole `Update` (128 bytes from 1): refused at once.
     @check |update: &Update| if update.name.as_str().is_empty() {
         Err("an update without a member name")
+    } else if update.closed.len() > MAX_CLOSED_WITNESSES {
+        Err("an update with too many closed-port witnesses")
     } else {
         Ok(())
     };
@@ -71,6 +76,9 @@ wire_struct! {
         pub tags: Option<Tags>,
         /// For `alive`: the names of its failing service checks (empty: passing).
         pub failing: Option<Vec<String>>,
+        /// For `suspect`/`failed`: members that found nothing listening on the member's
+        /// port (ICMP port unreachable for their own packets); at most `MAX_CLOSED_WITNESSES`.
+        pub closed: Vec<NodeName>,
     }
 }
 

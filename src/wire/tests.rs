@@ -41,16 +41,20 @@ fn update() -> impl Strategy<Value = Update> {
             0..4,
         )),
         proptest::option::of(proptest::collection::vec("[a-z]{1,8}", 0..3)),
+        proptest::collection::vec(name(), 0..3),
     )
-        .prop_map(|(name, inc, state, from, addr, tags, failing)| Update {
-            name,
-            incarnation: Incarnation(u64::from(inc)),
-            state,
-            from,
-            addr,
-            tags,
-            failing,
-        })
+        .prop_map(
+            |(name, inc, state, from, addr, tags, failing, closed)| Update {
+                name,
+                incarnation: Incarnation(u64::from(inc)),
+                state,
+                from,
+                addr,
+                tags,
+                failing,
+                closed,
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -205,6 +205,11 @@ impl Agent {
             incarnation,
         };
         let mut swim = Swim::new(me, config.gossip.protocol.clone(), seed, now);
+        // Probe slots on the wall clock: every agent's line up (NTP's skew only blurs them).
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        swim.set_wall_clock(now, wall);
         let known = state.members()?;
         if !known.is_empty() {
             info!(

@@ -34,6 +34,39 @@ fn five_agents_converge_and_a_killed_one_is_failed_everywhere() {
     );
 }
 
+/// The crash fast path with real sockets: the killed agent's host (loopback) answers its
+/// peers' packets with ICMP port unreachable, the socket's error queue is read, and its
+/// observers' word fails it (the metrics say so; the time is printed, not bounded: the
+/// figures are the simulator's and the lab's).
+#[test]
+fn a_killed_agent_is_failed_on_its_observers_word_that_its_port_is_closed() {
+    let mut c = Cluster::new("crashfast", 38, 6);
+    c.start_all();
+    assert!(
+        c.wait_converged(secs(10)).is_some(),
+        "no convergence; log of node-1:\n{}",
+        c.log(0)
+    );
+    c.kill(2);
+    let survivors = [0, 1, 3, 4, 5];
+    let took = c
+        .wait_state(&survivors, "node-3", "failed", secs(15))
+        .unwrap_or_else(|| panic!("node-3 not failed everywhere; log of node-1:\n{}", c.log(0)));
+    let sum = |series: &str| -> f64 { survivors.iter().filter_map(|&i| c.metric(i, series)).sum() };
+    let errors = sum("swimd_ports_unreachable_total");
+    let verdicts = sum("swimd_closed_port_verdicts_total");
+    eprintln!(
+        "killed agent failed everywhere after {took:?}: {errors} port-unreachable errors, {verdicts} closed-port verdicts"
+    );
+    assert!(errors >= 2.0, "no ICMP error reached the core ({errors})");
+    assert!(verdicts >= 1.0, "nobody failed it on its observers' word");
+    assert!(
+        c.not_alive(survivors).iter().all(|s| s.contains("node-3")),
+        "{:?}",
+        c.not_alive(survivors)
+    );
+}
+
 #[test]
 fn sigterm_is_a_graceful_leave_seen_as_left_everywhere() {
     let mut c = Cluster::new("leave", 22, 4);

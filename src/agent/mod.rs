@@ -128,6 +128,8 @@ struct Agent {
     transport: Transport,
     identity: TlsIdentity,
     inbound: mpsc::Receiver<Inbound>,
+    /// Peers whose port answered "unreachable" to a datagram of ours (crash fast path).
+    unreachable: mpsc::Receiver<SocketAddr>,
     commands: mpsc::Receiver<Command>,
     resolved_seeds: mpsc::Receiver<Vec<SocketAddr>>,
     /// `swimd join` addresses once resolved, with the request's reply.
@@ -188,6 +190,9 @@ impl Agent {
             &reset_key,
             transport_config,
         )?;
+        let unreachable = transport
+            .take_unreachable()
+            .unwrap_or_else(|| mpsc::channel(1).1);
         let cluster = ClusterId::of(&config.node.cluster);
         let seed =
             u64::from_le_bytes(
@@ -321,6 +326,7 @@ impl Agent {
             transport,
             identity,
             inbound,
+            unreachable,
             commands,
             resolved_seeds,
             joins,
@@ -407,6 +413,9 @@ impl Agent {
                     self.swim.handle_timeout(Instant::now());
                 }
                 Some(inbound) = self.inbound.recv() => self.receive(inbound),
+                Some(addr) = self.unreachable.recv() => {
+                    self.swim.handle_unreachable(Instant::now(), addr);
+                }
                 Some(command) = self.commands.recv() => self.command(command).await,
                 Some(key) = self.confirmations.recv() => {
                     self.swim.publish_note(Instant::now(), key);

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::icmp::{ErrQueueSocket, IcmpStats};
 use super::tls::{self, TlsIdentity};
 use crate::core::Channel;
 use crate::wire::{self, NodeName};
@@ -142,6 +143,8 @@ pub struct TransportStats {
     pub receive_drops: AtomicU64,
     /// Messages not sent because the peer at the address is not the member they were for.
     pub peer_mismatches: AtomicU64,
+    /// ICMP errors read from the socket's error queue.
+    pub icmp: Arc<IcmpStats>,
     /// UDP datagrams and bytes (QUIC included) of connections already closed.
     closed_udp: Mutex<(u64, u64, u64, u64)>,
 }
@@ -200,6 +203,7 @@ struct Shared {
     inbound: mpsc::Sender<Inbound>,
     stats: TransportStats,
     stream_budget: Arc<tokio::sync::Semaphore>,
+    unreachable: Mutex<Option<mpsc::Receiver<SocketAddr>>>,
 }
 
 /// A handle to the transport; clones share it.
@@ -232,8 +236,16 @@ impl Transport {
             addr: bind,
             source: std::io::Error::other("no async runtime"),
         })?;
-        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+        let stats = TransportStats::default();
+        let (socket, unreachable) = ErrQueueSocket::wrap(socket, stats.icmp.clone())
             .map_err(|source| TransportError::Bind { addr: bind, source })?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
         let (tx, rx) = mpsc::channel(4096);
         let stream_budget = Arc::new(tokio::sync::Semaphore::new(config.stream_budget));
         let shared = Arc::new(Shared {
@@ -246,12 +258,23 @@ impl Transport {
                 peers: HashMap::new(),
             }),
             inbound: tx,
-            stats: TransportStats::default(),
+            stats,
             stream_budget,
+            unreachable: Mutex::new(Some(unreachable)),
         });
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(idle_sweeper(Arc::downgrade(&shared)));
         Ok((Transport { shared }, rx))
+    }
+
+    /// The addresses whose "port unreachable" quoted a datagram of ours (see `net::icmp`),
+    /// once: the crash fast path's evidence for the core.
+    pub fn take_unreachable(&self) -> Option<mpsc::Receiver<SocketAddr>> {
+        self.shared
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Uses new certificates for connections made from now on (SIGHUP).

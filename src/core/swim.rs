@@ -1634,12 +1634,37 @@ impl Swim {
         {
             // Pass the larger witness list on.
             self.enqueue_suspect(now, slot, &accuser);
+            // Where any member's witness counts, look for ourselves: no observer will probe
+            // it at once for us (in a large cluster, its observers do).
+            let mine = self.my_info().name.clone();
+            let witnessed = self
+                .suspicions
+                .get(&slot)
+                .is_some_and(|s| s.closed().contains(&mine));
+            if !witnessed
+                && !self.probes.values().any(|p| p.target == slot)
+                && self.closed_port_judges(slot).is_none()
+            {
+                self.start_probe(now, slot, ProbeKind::Verify);
+            }
         }
         false
     }
 
-    /// True when at least `CLOSED_WITNESSES_NEEDED` of the suspect's observers (any members
-    /// without an overlay) found its port closed.
+    /// The suspect's observers, or `None` when any member's witness counts: without an
+    /// overlay, or when fewer than `CLOSED_WITNESSES_NEEDED` distinct members watch it (in a
+    /// small cluster all rings may give it the same observer: one in 8 clusters of 3).
+    fn closed_port_judges(&self, slot: Slot) -> Option<Vec<Slot>> {
+        if !self.members.overlay().enabled() {
+            return None;
+        }
+        let live = |st| matches!(st, State::Alive | State::Suspect);
+        let observers = self.members.observers_of(slot, self.config.observers, live);
+        (observers.len() >= CLOSED_WITNESSES_NEEDED).then_some(observers)
+    }
+
+    /// True when at least `CLOSED_WITNESSES_NEEDED` of the suspect's observers (see
+    /// `closed_port_judges`) found its port closed.
     fn closed_verdict_due(&self, slot: Slot) -> bool {
         let Some(witnesses) = self.suspicions.get(&slot).map(Suspicion::closed) else {
             return false;
@@ -1647,11 +1672,9 @@ impl Swim {
         if witnesses.len() < CLOSED_WITNESSES_NEEDED {
             return false;
         }
-        if !self.members.overlay().enabled() {
+        let Some(observers) = self.closed_port_judges(slot) else {
             return true;
-        }
-        let live = |st| matches!(st, State::Alive | State::Suspect);
-        let observers = self.members.observers_of(slot, self.config.observers, live);
+        };
         let agreeing = witnesses
             .iter()
             .filter(|w| {

@@ -1414,9 +1414,9 @@ fn two_witnesses_fail_a_member_at_once_and_the_verdict_carries_them() {
     let told: Vec<SocketAddr> = drain(&mut swim)
         .into_iter()
         .filter(|(_, p)| {
-            p.updates.iter().any(|u| {
-                u.name.as_str() == "n1" && u.state == State::Failed && u.closed.len() == 2
-            })
+            p.updates
+                .iter()
+                .any(|u| u.name.as_str() == "n1" && u.state == State::Failed && u.closed.len() == 2)
         })
         .map(|(t, _)| t.to)
         .collect();

@@ -9,7 +9,13 @@
 //! cargo bench --bench cluster        # 50 hosts, 10 kills, steady state 120-180 s after convergence
 //! CLUSTER_HOSTS=20 CLUSTER_KILLS=10 CLUSTER_SETTLE_S=120 CLUSTER_STEADY_S=60 \
 //!     CLUSTER_SYSTEMS=swimd,serf cargo bench --bench cluster
+//! CLUSTER_FAILURE=cut cargo bench --bench cluster   # hosts vanish instead
 //! ```
+//!
+//! `CLUSTER_FAILURE=kill` (default) SIGKILLs the agent and leaves its host up: the host's
+//! kernel answers packets to the dead port with ICMP port unreachable. `cut` leaves the
+//! agent running and drops every packet to and from its host (nftables, both ways): a host
+//! that vanished, which answers nothing.
 //!
 //! Event sources: swimd's `GET /v1/events` (each event stamped by the agent), Serf's event
 //! handlers (a script stamping `date +%s.%N` when Serf runs it). While bytes, memory and CPU
@@ -39,6 +45,8 @@ struct Plan {
     /// Time from convergence to the steady-state window.
     settle: Duration,
     steady: Duration,
+    /// Cut the victims' links instead of killing their agents.
+    cut: bool,
 }
 
 /// A member event, from either system: who saw what about whom, when (Unix seconds).
@@ -359,7 +367,12 @@ fn measure(system: &mut dyn System, tag: &str, net: u8, plan: &Plan) -> Option<F
         let victim = lab.len() - 1 - k;
         std::thread::sleep(Duration::from_secs(2));
         let killed_at = unix_now();
-        lab.kill(victim);
+        if plan.cut {
+            let others: Vec<usize> = (0..lab.len()).filter(|&i| i != victim).collect();
+            lab.partition(&[victim], &others);
+        } else {
+            lab.kill(victim);
+        }
         dead.insert(victim);
         let survivors: Vec<String> = (0..lab.len())
             .filter(|i| !dead.contains(i))
@@ -427,8 +440,8 @@ fn simulate(hosts: usize, scenario: &str, profile: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-fn predict(hosts: usize, profile: &str) -> Prediction {
-    let crash = simulate(hosts, "crash", profile);
+fn predict(hosts: usize, profile: &str, cut: bool) -> Prediction {
+    let crash = simulate(hosts, if cut { "crash-host" } else { "crash" }, profile);
     let steady = simulate(hosts, "steady", profile);
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     Prediction {
@@ -457,6 +470,7 @@ fn main() {
         // (~4.4 KB each) lifted the 60-120 s window to 360-378 B/s against 303 after.
         settle: Duration::from_secs(env_or("CLUSTER_SETTLE_S", 120)),
         steady: Duration::from_secs(env_or("CLUSTER_STEADY_S", 60)),
+        cut: env_or("CLUSTER_FAILURE", "kill".to_string()) == "cut",
     };
     let systems: String = env_or("CLUSTER_SYSTEMS", "swimd,serf".to_string());
     let mut results: Vec<(&'static str, Figures, Prediction)> = Vec::new();
@@ -479,7 +493,7 @@ fn main() {
         } else {
             "memberlist"
         };
-        results.push((name, figures, predict(plan.hosts, profile)));
+        results.push((name, figures, predict(plan.hosts, profile, plan.cut)));
     }
     print_table(&plan, &results);
 }
@@ -500,9 +514,14 @@ fn print_table(plan: &Plan, results: &[(&'static str, Figures, Prediction)]) {
         })
         .unwrap_or_default();
     println!(
-        "\n{} hosts, {} kills, steady state measured {} s to {} s after convergence; {serf_version}\n",
+        "\n{} hosts, {} {}, steady state measured {} s to {} s after convergence; {serf_version}\n",
         plan.hosts,
         plan.kills,
+        if plan.cut {
+            "hosts cut off"
+        } else {
+            "agents SIGKILLed"
+        },
         plan.settle.as_secs(),
         (plan.settle + plan.steady).as_secs()
     );
@@ -530,7 +549,7 @@ fn print_table(plan: &Plan, results: &[(&'static str, Figures, Prediction)]) {
             }),
         ),
         (
-            "SIGKILL detected by the first survivor, p50 / p99 (s)",
+            "failure detected by the first survivor, p50 / p99 (s)",
             Box::new(|f, p| {
                 (
                     format!(
@@ -543,7 +562,7 @@ fn print_table(plan: &Plan, results: &[(&'static str, Figures, Prediction)]) {
             }),
         ),
         (
-            "SIGKILL detected by all survivors, p50 / p99 (s)",
+            "failure detected by all survivors, p50 / p99 (s)",
             Box::new(|f, p| {
                 (
                     format!(

@@ -26,9 +26,6 @@ use crate::wire::{self, NodeName};
 pub const ALPN: &[u8] = b"swim/1";
 /// Datagrams queued for one peer while its handshake runs.
 const QUEUE_PER_PEER: usize = 32;
-/// Connections closer together than this were dialled simultaneously: the tie-break
-/// decides; otherwise the newer one wins (the peer restarted).
-const SIMULTANEOUS: Duration = Duration::from_secs(2);
 
 /// Transport settings.
 #[derive(Debug, Clone)]
@@ -631,7 +628,12 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
             last_used,
         }) => {
             // Both sides apply the same rule, so they settle on the same connection.
-            let simultaneous = now.duration_since(since) < SIMULTANEOUS;
+            // Connections registered within one handshake timeout of each other were dialled
+            // simultaneously: the tie-break decides; otherwise the newer one wins (the peer
+            // restarted). A longer window kept a restarted peer's new connection out: with
+            // the crash fast path a peer can be failed and back within 2 s, and we went on
+            // sending into the dead one (the demo failed it again, 1 run in 3).
+            let simultaneous = now.duration_since(since) < shared.config.handshake_timeout;
             let ours_wins = shared.local < addr;
             let keep_existing = simultaneous && (dialled_by_us != ours_wins);
             if keep_existing {

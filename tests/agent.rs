@@ -67,6 +67,33 @@ fn a_killed_agent_is_failed_on_its_observers_word_that_its_port_is_closed() {
     );
 }
 
+/// A crash failed on the fast path and restarted within a second must stay alive: the
+/// probes of its dead process and the connections to it must not fail the new one (both
+/// did, 3 restarts in 5, before each was fixed).
+#[test]
+fn an_agent_restarted_right_after_its_failure_is_not_failed_again() {
+    for (round, delay_ms) in [100u64, 300, 800].into_iter().enumerate() {
+        let mut c = Cluster::new("refail", 39, 3);
+        c.start_all();
+        assert!(c.wait_converged(secs(10)).is_some(), "{}", c.log(0));
+        c.kill(2);
+        assert!(
+            c.wait_state(&[0, 1], "node-3", "failed", secs(15))
+                .is_some()
+        );
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        c.start(2);
+        assert!(c.wait_state(&[0, 1], "node-3", "alive", secs(15)).is_some());
+        let again = within(secs(5), || !c.not_alive([0, 1]).is_empty());
+        assert!(
+            again.is_none(),
+            "round {round} (restart {delay_ms} ms after the failure): {:?}\n{}",
+            c.not_alive([0, 1]),
+            c.log(0)
+        );
+    }
+}
+
 #[test]
 fn sigterm_is_a_graceful_leave_seen_as_left_everywhere() {
     let mut c = Cluster::new("leave", 22, 4);

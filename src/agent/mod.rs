@@ -512,6 +512,9 @@ impl Agent {
         while let Some(event) = self.swim.poll_event() {
             self.members_changed = true;
             let m = &event.member;
+            if event.kind == crate::core::EventKind::Failed {
+                self.transport.disconnect(m.info.addr);
+            }
             self.metrics.on_event(event.kind, m, event.previous);
             let previous = event.previous.map_or("none", State::as_str);
             info!(

@@ -131,6 +131,8 @@ struct LinkCheck {
 struct Probe {
     target: Slot,
     target_name: NodeName,
+    /// The target's incarnation when we pinged it: a failure speaks of that one only.
+    incarnation: Incarnation,
     kind: ProbeKind,
     sent: Instant,
     indirect: bool,
@@ -1021,12 +1023,14 @@ impl Swim {
     /// Pings `target` and returns the probe's sequence number.
     fn start_probe(&mut self, now: Instant, target: Slot, kind: ProbeKind) -> Option<u32> {
         let info = self.members.info(target).cloned()?;
+        let incarnation = self.members.get(target)?.incarnation;
         let seq = self.new_seq();
         self.probes.insert(
             seq,
             Probe {
                 target,
                 target_name: info.name.clone(),
+                incarnation,
                 kind,
                 sent: now,
                 indirect: false,
@@ -1115,6 +1119,12 @@ impl Swim {
             return;
         };
         if member.info.name != probe.target_name {
+            return;
+        }
+        // Alive again at a higher incarnation since we pinged (a restart, a refutation):
+        // our silence is about the old one (a crash failed on the fast path and restarted
+        // within a probe interval was suspected again by the probe of its dead process).
+        if member.incarnation != probe.incarnation {
             return;
         }
         let incarnation = member.incarnation;

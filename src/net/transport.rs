@@ -274,6 +274,22 @@ impl Transport {
             .take()
     }
 
+    /// Closes our connection to `addr`, if any: its member was declared failed. A process
+    /// that died leaves a connection nobody answers on; kept, it took the restarted
+    /// process's new connection's place for a while and our messages went into the void.
+    pub fn disconnect(&self, addr: SocketAddr) {
+        let removed = {
+            let mut pool = lock(&self.shared.pool);
+            match pool.peers.get(&addr) {
+                Some(Slot::Connected { .. }) => pool.peers.remove(&addr),
+                _ => None,
+            }
+        };
+        if let Some(Slot::Connected { conn, .. }) = removed {
+            conn.close(0u32.into(), b"member failed");
+        }
+    }
+
     /// Uses new certificates for connections made from now on (SIGHUP).
     pub fn reload_tls(&self, identity: &TlsIdentity) -> Result<(), tls::TlsError> {
         let (server, client) = quinn_configs(

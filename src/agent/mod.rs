@@ -414,6 +414,9 @@ impl Agent {
                 }
                 Some(inbound) = self.inbound.recv() => self.receive(inbound),
                 Some(addr) = self.unreachable.recv() => {
+                    // Nothing listens there now: a connection to it is dead, and kept it
+                    // would stand in for a restarted process's new one.
+                    self.transport.disconnect(addr);
                     self.swim.handle_unreachable(Instant::now(), addr);
                 }
                 Some(command) = self.commands.recv() => self.command(command).await,
@@ -512,9 +515,6 @@ impl Agent {
         while let Some(event) = self.swim.poll_event() {
             self.members_changed = true;
             let m = &event.member;
-            if event.kind == crate::core::EventKind::Failed {
-                self.transport.disconnect(m.info.addr);
-            }
             self.metrics.on_event(event.kind, m, event.previous);
             let previous = event.previous.map_or("none", State::as_str);
             info!(

@@ -274,9 +274,10 @@ impl Transport {
             .take()
     }
 
-    /// Closes our connection to `addr`, if any: its member was declared failed. A process
-    /// that died leaves a connection nobody answers on; kept, it took the restarted
-    /// process's new connection's place for a while and our messages went into the void.
+    /// Closes our connection to `addr`, if any: a verified "port unreachable" says the
+    /// process behind it is gone. Kept, the dead connection took a restarted process's new
+    /// one's place for a while and our messages went nowhere. (Closing on every `failed`
+    /// verdict instead cost a healed partition its warm connections: 13 s to heal.)
     pub fn disconnect(&self, addr: SocketAddr) {
         let removed = {
             let mut pool = lock(&self.shared.pool);

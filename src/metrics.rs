@@ -75,6 +75,8 @@ pub struct Snapshot {
     pub receive_drops: u64,
     /// Messages not sent: the peer at the address is not the member they were for.
     pub peer_mismatches: u64,
+    /// ICMP errors read from the gossip socket: (reported to the core, ignored).
+    pub icmp_errors: (u64, u64),
 }
 
 /// Every swimd metric, in its own registry (with the process metrics).
@@ -105,6 +107,7 @@ pub struct Metrics {
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
     retries: IntCounter,
+    icmp_errors: IntCounterVec,
     http_rejected: IntCounterVec,
     dropped: IntCounterVec,
     config_reload_ok: IntGauge,
@@ -325,6 +328,16 @@ impl Metrics {
                     "Incoming QUIC handshakes sent a stateless Retry to prove their address (under load)",
                 ),
             ),
+            icmp_errors: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "swimd_icmp_errors_total",
+                        "ICMP errors for the gossip socket: reported (port unreachable quoting a datagram of ours) or ignored",
+                    ),
+                    &["result"],
+                ),
+            ),
             http_rejected: register(
                 &registry,
                 IntCounterVec::new(
@@ -370,6 +383,9 @@ impl Metrics {
         metrics.transitions.with_label_values(&["reaped"]);
         for health in ["passing", "critical"] {
             metrics.members_health.with_label_values(&[health]);
+        }
+        for result in ["reported", "ignored"] {
+            metrics.icmp_errors.with_label_values(&[result]);
         }
         for result in ["passed", "failed"] {
             metrics.link_checks.with_label_values(&[result]);
@@ -492,6 +508,9 @@ impl Metrics {
             advance_to(&handshakes.with_label_values(&[reason]), total);
         }
         advance_to(&self.retries, snapshot.handshakes_retried);
+        let (reported, ignored) = snapshot.icmp_errors;
+        advance_to(&self.icmp_errors.with_label_values(&["reported"]), reported);
+        advance_to(&self.icmp_errors.with_label_values(&["ignored"]), ignored);
         for (i, listener) in ["api", "metrics"].into_iter().enumerate() {
             for (reason, totals) in [
                 ("limit", snapshot.http_refused),
@@ -911,7 +930,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 31] = [
+    pub(crate) const NAMES: [&str; 32] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_member_up",
@@ -925,6 +944,7 @@ mod tests {
         "swimd_verdicts_deferred_total",
         "swimd_ports_unreachable_total",
         "swimd_closed_port_verdicts_total",
+        "swimd_icmp_errors_total",
         "swimd_member_flaps_total",
         "swimd_health_score",
         "swimd_incarnation",

@@ -40,13 +40,7 @@ fn five_agents_converge_and_a_killed_one_is_failed_everywhere() {
 /// figures are the simulator's and the lab's).
 #[test]
 fn a_killed_agent_is_failed_on_its_observers_word_that_its_port_is_closed() {
-    let mut c = Cluster::new("crashfast", 38, 6);
-    c.start_all();
-    assert!(
-        c.wait_converged(secs(10)).is_some(),
-        "no convergence; log of node-1:\n{}",
-        c.log(0)
-    );
+    let mut c = Cluster::converged("crashfast", 38, 6);
     c.kill(2);
     let survivors = [0, 1, 3, 4, 5];
     let took = c
@@ -73,9 +67,7 @@ fn a_killed_agent_is_failed_on_its_observers_word_that_its_port_is_closed() {
 #[test]
 fn an_agent_restarted_right_after_its_failure_is_not_failed_again() {
     for (round, delay_ms) in [100u64, 300, 800].into_iter().enumerate() {
-        let mut c = Cluster::new("refail", 39, 3);
-        c.start_all();
-        assert!(c.wait_converged(secs(10)).is_some(), "{}", c.log(0));
+        let mut c = Cluster::converged("refail", 39, 3);
         c.kill(2);
         assert!(
             c.wait_state(&[0, 1], "node-3", "failed", secs(15))

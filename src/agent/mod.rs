@@ -779,6 +779,7 @@ impl Agent {
             send_drops: load(&stats.send_drops),
             receive_drops: load(&stats.receive_drops),
             peer_mismatches: load(&stats.peer_mismatches),
+            icmp_errors: (load(&stats.icmp.reported), load(&stats.icmp.ignored)),
         };
         let rtts: Vec<Duration> = self.swim.drain_rtt_samples().collect();
         let confirmations: Vec<u32> = self.swim.drain_confirmation_samples().collect();

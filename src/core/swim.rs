@@ -722,7 +722,7 @@ impl Swim {
     }
 
     fn random_fraction_of(&mut self, d: Duration) -> Duration {
-        d.mul_f64((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+        d.mul_f64(unit_fraction(self.rng.next_u64()))
     }
 
     fn on_timer(&mut self, now: Instant, timer: Timer) {
@@ -832,7 +832,7 @@ impl Swim {
                 // Again while it lasts: the ping or its answer may be lost.
                 let (min, _) = self.config.suspicion_bounds(self.members.live());
                 self.schedule(now + min / 2, Timer::SuspicionCheck(slot, started));
-                if !self.leaving && !self.probes.values().any(|p| p.target == slot) {
+                if !self.leaving && !self.probing(slot) {
                     let round = now.saturating_duration_since(started).as_nanos()
                         / (min / 2).as_nanos().max(1);
                     let incarnation = self.members.get(slot).map(|m| m.incarnation);
@@ -910,8 +910,8 @@ impl Swim {
         let probeable =
             |s: Slot, m: &Member| s != me && matches!(m.state, State::Alive | State::Suspect);
         while let Some(slot) = self.probe_next_queue.pop_front() {
-            let due = self.members.get(slot).is_some_and(|m| probeable(slot, m))
-                && !self.probes.values().any(|p| p.target == slot);
+            let due =
+                self.members.get(slot).is_some_and(|m| probeable(slot, m)) && !self.probing(slot);
             if due {
                 self.start_probe(now, slot, ProbeKind::Check);
                 return;
@@ -924,8 +924,7 @@ impl Swim {
             let rings = self.members.overlay().rings().max(1);
             let ring = (self.probe_slot(now).0 % rings as u64) as usize;
             let on_ring = self.members.overlay().subject_on(ring).filter(|&s| {
-                self.members.get(s).is_some_and(|m| probeable(s, m))
-                    && !self.probes.values().any(|p| p.target == s)
+                self.members.get(s).is_some_and(|m| probeable(s, m)) && !self.probing(s)
             });
             if let Some(target) = on_ring.or_else(|| self.next_subject(probeable)) {
                 self.start_probe(now, target, ProbeKind::Check);
@@ -1018,6 +1017,11 @@ impl Swim {
                 return seq;
             }
         }
+    }
+
+    /// True while a probe of `slot` runs.
+    fn probing(&self, slot: Slot) -> bool {
+        self.probes.values().any(|p| p.target == slot)
     }
 
     /// Pings `target` and returns the probe's sequence number.
@@ -1444,12 +1448,7 @@ impl Swim {
                 let expected = if self.members.overlay().enabled() {
                     // Only the suspect's other observers confirm: a few, now and then fewer
                     // than `wanted` (two rings may give it the same observer).
-                    let live = |s| matches!(s, State::Alive | State::Suspect);
-                    let others = self
-                        .members
-                        .observers_of(slot, self.config.observers, live)
-                        .len()
-                        .saturating_sub(1);
+                    let others = self.live_observers(slot).len().saturating_sub(1);
                     wanted.min(u32::try_from(others).unwrap_or(u32::MAX))
                 } else if n.saturating_sub(2) < wanted as usize {
                     0
@@ -1578,9 +1577,7 @@ impl Swim {
             return;
         };
         self.enqueue_suspect(now, slot, &accuser);
-        let live = |st| matches!(st, State::Alive | State::Suspect);
-        let observers = self.members.observers_of(slot, self.config.observers, live);
-        for observer in observers {
+        for observer in self.live_observers(slot) {
             if observer == self.me {
                 continue;
             }
@@ -1651,10 +1648,7 @@ impl Swim {
                 .suspicions
                 .get(&slot)
                 .is_some_and(|s| s.closed().contains(&mine));
-            if !witnessed
-                && !self.probes.values().any(|p| p.target == slot)
-                && self.closed_port_judges(slot).is_none()
-            {
+            if !witnessed && !self.probing(slot) && self.closed_port_judges(slot).is_none() {
                 self.start_probe(now, slot, ProbeKind::Verify);
             }
         }
@@ -1668,9 +1662,14 @@ impl Swim {
         if !self.members.overlay().enabled() {
             return None;
         }
-        let live = |st| matches!(st, State::Alive | State::Suspect);
-        let observers = self.members.observers_of(slot, self.config.observers, live);
+        let observers = self.live_observers(slot);
         (observers.len() >= CLOSED_WITNESSES_NEEDED).then_some(observers)
+    }
+
+    /// The members that watch `slot` among those alive or suspect (a scan of the table).
+    fn live_observers(&self, slot: Slot) -> Vec<Slot> {
+        let live = |st| matches!(st, State::Alive | State::Suspect);
+        self.members.observers_of(slot, self.config.observers, live)
     }
 
     /// True when at least `CLOSED_WITNESSES_NEEDED` of the suspect's observers (see
@@ -1712,14 +1711,9 @@ impl Swim {
         self.trace.record(now, &name, || Step::ClosedVerdict {
             witnesses: witnesses.clone(),
         });
+        // Kept while it stays failed, so that its broadcast and our packets name them.
+        self.closed_verdicts.insert(slot, witnesses);
         self.transition(now, slot, State::Failed, incarnation, Source::Gossip);
-        self.closed_verdicts.insert(slot, witnesses.clone());
-        if let Some(member) = self.members.get(slot) {
-            let mut update = update_of(member);
-            update.from = self.my_info().name.clone();
-            update.closed = witnesses;
-            self.broadcasts.push(slot, wire::encode_update(&update));
-        }
         // And to each neighbour at once: the verdict is all there is to hear (no suspicion
         // spread first), and gossip alone missed a member now and then (1 crash in 500 at
         // 50 members, seen 22 s later in a push-pull). Costs a datagram per neighbour.
@@ -1803,6 +1797,7 @@ impl Swim {
             let mut update = update_of(member);
             if update.state == State::Failed {
                 update.from = self.my_info().name.clone();
+                update.closed = self.closed_witnesses(slot);
             }
             self.broadcasts.push(slot, wire::encode_update(&update));
         }
@@ -1998,7 +1993,7 @@ impl Swim {
                 if !accepted {
                     let at = suspicion.accept_verdict_at(suspicion.started() + half_min);
                     self.schedule(at, Timer::Suspicion(slot));
-                    if !self.probes.values().any(|p| p.target == slot) {
+                    if !self.probing(slot) {
                         self.start_probe(now, slot, ProbeKind::Check);
                     }
                     return;

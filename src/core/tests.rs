@@ -29,6 +29,11 @@ fn core(peers: u8, now: Instant) -> Swim {
 
 /// [`core`] with settings of its own.
 fn core_with(peers: u8, config: Config, now: Instant) -> Swim {
+    core_where(peers, config, now, |_| State::Alive)
+}
+
+/// [`core_with`], member `nI` in state `state(I)`.
+fn core_where(peers: u8, config: Config, now: Instant, state: impl Fn(u8) -> State) -> Swim {
     let identity = Identity {
         name: NodeName::new("n0"),
         addr: addr(0),
@@ -39,10 +44,21 @@ fn core_with(peers: u8, config: Config, now: Instant) -> Swim {
     let mut swim = Swim::new(identity, config, 42, now);
     swim.restore(
         now,
-        (1..=peers).map(|i| (info(i), Incarnation(0), State::Alive)),
+        (1..=peers).map(|i| (info(i), Incarnation(0), state(i))),
     );
     drain(&mut swim);
     swim
+}
+
+/// A state function for [`core_where`]: `nI` failed, every other member alive.
+fn failed_is(failed: u8) -> impl Fn(u8) -> State {
+    move |i| {
+        if i == failed {
+            State::Failed
+        } else {
+            State::Alive
+        }
+    }
 }
 
 fn drain(swim: &mut Swim) -> Vec<(Transmit, Packet)> {
@@ -981,22 +997,7 @@ fn a_member_not_watching_a_suspect_asks_a_neighbour_instead_of_dialling_it() {
 #[test]
 fn a_recovery_learnt_in_a_push_pull_is_passed_on() {
     let now = Instant::now();
-    let identity = Identity {
-        name: NodeName::new("n0"),
-        addr: addr(0),
-        cluster: CLUSTER,
-        tags: Tags::new(),
-        incarnation: Incarnation(0),
-    };
-    let mut swim = Swim::new(identity, Config::default(), 42, now);
-    swim.restore(
-        now,
-        (1..=10).map(|i| {
-            let state = if i == 2 { State::Failed } else { State::Alive };
-            (info(i), Incarnation(0), state)
-        }),
-    );
-    drain(&mut swim);
+    let mut swim = core_where(10, Config::default(), now, failed_is(2));
     // After a partition heals, a peer's push-pull says n2 refuted its failure.
     let back = Update {
         name: NodeName::new("n2"),
@@ -1369,22 +1370,7 @@ fn hearing_from_the_member_clears_the_errors() {
 #[test]
 fn errors_about_a_failed_member_are_ignored() {
     let now = Instant::now();
-    let identity = Identity {
-        name: NodeName::new("n0"),
-        addr: addr(0),
-        cluster: CLUSTER,
-        tags: Tags::new(),
-        incarnation: Incarnation(0),
-    };
-    let mut swim = Swim::new(identity, Config::default(), 42, now);
-    swim.restore(
-        now,
-        (1..=5).map(|i| {
-            let state = if i == 1 { State::Failed } else { State::Alive };
-            (info(i), Incarnation(0), state)
-        }),
-    );
-    drain(&mut swim);
+    let mut swim = core_where(5, Config::default(), now, failed_is(1));
     for ms in 0..4 {
         swim.handle_unreachable(now + Duration::from_millis(ms), addr(1));
     }

@@ -158,7 +158,8 @@ impl ErrQueueSocket {
         }
     }
 
-    /// Reads every queued error; false when the queue is empty.
+    /// Reads one error from the queue (`WouldBlock` once it is empty) and reports it if it
+    /// is ours.
     fn read_error(&self) -> io::Result<()> {
         let mut quoted = [0u8; PREFIX];
         let error = recv_error(self.io.as_raw_fd(), &mut quoted)?;

@@ -287,7 +287,7 @@ impl Transport {
             }
         };
         if let Some(Slot::Connected { conn, .. }) = removed {
-            conn.close(0u32.into(), b"member failed");
+            conn.close(0u32.into(), b"port unreachable");
         }
     }
 
@@ -649,7 +649,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
             // simultaneously: the tie-break decides; otherwise the newer one wins (the peer
             // restarted). A longer window kept a restarted peer's new connection out: with
             // the crash fast path a peer can be failed and back within 2 s, and we went on
-            // sending into the dead one (the demo failed it again, 1 run in 3).
+            // sending into the dead one (the demo failed it again, 4 runs in 5).
             let simultaneous = now.duration_since(since) < shared.config.handshake_timeout;
             let ours_wins = shared.local < addr;
             let keep_existing = simultaneous && (dialled_by_us != ours_wins);

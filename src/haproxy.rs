@@ -2,7 +2,8 @@
 //! "NAME\n"`), and reads one line back, so HAProxy follows swimd's view with no hook.
 //! `up ready` for alive and suspect members (suspicion alone must not move traffic),
 //! `down` for one whose service checks fail (critical) or that we do not know, `drain` for
-//! a member that left, `maint` for a failed one. Like a failover hook, it never takes out
+//! a member that left or is in planned maintenance (its connections finish, no new ones
+//! come), `maint` for a failed one. Like a failover hook, it never takes out
 //! more than `max_failed_fraction` of the members at once: a load balancer whose agent is
 //! cut off from the others must not empty its own pool (the members out longest stay out).
 
@@ -42,6 +43,7 @@ pub async fn serve(listener: TcpListener, handle: AgentHandle, max_failed_fracti
 /// The answer for a member in `state` with `health` (`None`: unknown).
 pub fn reply(state: Option<&str>, health: &str) -> &'static str {
     match state {
+        Some("alive" | "suspect") if health == "maintenance" => "drain\n",
         Some("alive" | "suspect") if health == "critical" => "down\n",
         Some("alive" | "suspect") => "up ready\n",
         Some("left") => "drain\n",
@@ -121,6 +123,9 @@ mod tests {
         assert_eq!(reply(Some("alive"), "passing"), "up ready\n");
         assert_eq!(reply(Some("suspect"), "passing"), "up ready\n");
         assert_eq!(reply(Some("alive"), "critical"), "down\n");
+        assert_eq!(reply(Some("alive"), "maintenance"), "drain\n");
+        assert_eq!(reply(Some("suspect"), "maintenance"), "drain\n");
+        assert_eq!(reply(Some("failed"), "maintenance"), "maint\n");
         assert_eq!(reply(Some("left"), "passing"), "drain\n");
         assert_eq!(reply(Some("failed"), "critical"), "maint\n");
         assert_eq!(reply(None, ""), "down\n");
@@ -137,6 +142,7 @@ mod tests {
             state_age_s: age,
             health: "passing".into(),
             failing_checks: Vec::new(),
+            maintenance: None,
         };
         let members = [
             m("lb", "alive", 100.0),

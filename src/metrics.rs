@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 use crate::agent::handle::StateCounts;
-use crate::core::{EventKind, MemberView, Stats};
+use crate::core::{EventKind, Health, MemberView, Stats};
 use crate::wire::{KIND_NAMES, State};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -29,8 +29,10 @@ pub struct Snapshot {
     pub stats: Stats,
     /// Members per state, ourselves included.
     pub members: StateCounts,
-    /// Alive members whose service checks fail (ourselves included).
+    /// Alive members whose service checks fail, not in maintenance (ourselves included).
     pub critical_members: usize,
+    /// Members in maintenance, per state (ourselves included).
+    pub maintenance_members: StateCounts,
     /// Lifeguard local health score.
     pub health_score: u32,
     /// Our incarnation.
@@ -84,6 +86,7 @@ pub struct Metrics {
     registry: Registry,
     members: IntGaugeVec,
     members_health: IntGaugeVec,
+    members_maintenance: IntGaugeVec,
     member_up: Option<IntGaugeVec>,
     transitions: IntCounterVec,
     probes: IntCounterVec,
@@ -142,9 +145,19 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "swimd_members_health",
-                        "Alive members by service health (passing, critical), ourselves included",
+                        "Alive members by service health (passing, critical, maintenance), ourselves included",
                     ),
                     &["health"],
+                ),
+            ),
+            members_maintenance: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "swimd_members_maintenance",
+                        "Members in planned maintenance by state, ourselves included",
+                    ),
+                    &["state"],
                 ),
             ),
             member_up: member_up.then(|| {
@@ -378,11 +391,12 @@ impl Metrics {
             .expect("process metrics are registered once");
         for state in STATE_NAMES {
             metrics.members.with_label_values(&[state]);
+            metrics.members_maintenance.with_label_values(&[state]);
             metrics.transitions.with_label_values(&[state]);
         }
         metrics.transitions.with_label_values(&["reaped"]);
-        for health in ["passing", "critical"] {
-            metrics.members_health.with_label_values(&[health]);
+        for health in Health::ALL {
+            metrics.members_health.with_label_values(&[health.as_str()]);
         }
         for result in ["reported", "ignored"] {
             metrics.icmp_errors.with_label_values(&[result]);
@@ -440,13 +454,27 @@ impl Metrics {
         {
             self.members.with_label_values(&[state]).set(gauge(count));
         }
-        let critical = snapshot.critical_members.min(counts.alive);
-        self.members_health
-            .with_label_values(&["passing"])
-            .set(gauge(counts.alive - critical));
-        self.members_health
-            .with_label_values(&["critical"])
-            .set(gauge(critical));
+        let maint = snapshot.maintenance_members;
+        for (state, count) in
+            STATE_NAMES
+                .into_iter()
+                .zip([maint.alive, maint.suspect, maint.failed, maint.left])
+        {
+            self.members_maintenance
+                .with_label_values(&[state])
+                .set(gauge(count));
+        }
+        let in_maintenance = maint.alive.min(counts.alive);
+        let critical = snapshot.critical_members.min(counts.alive - in_maintenance);
+        for (health, count) in Health::ALL.into_iter().zip([
+            counts.alive - in_maintenance - critical,
+            critical,
+            in_maintenance,
+        ]) {
+            self.members_health
+                .with_label_values(&[health.as_str()])
+                .set(gauge(count));
+        }
         let stats = &snapshot.stats;
         let probes = &self.probes;
         advance_to(
@@ -930,9 +958,11 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 32] = [
+    pub(crate) const NAMES: [&str; 34] = [
         "swimd_build_info",
         "swimd_members",
+        "swimd_members_health",
+        "swimd_members_maintenance",
         "swimd_member_up",
         "swimd_member_state_transitions_total",
         "swimd_probes_total",

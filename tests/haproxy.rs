@@ -433,7 +433,7 @@ fn setup_with(mode: Mode, test: &str, net: u8, checks: bool) -> Option<Setup> {
             format!(
                 "\n[[hooks]]\nname = \"haproxy\"\nkind = \"exec\"\nscope = \"local\"\n\
                  events = [\"member.failed\", \"member.recovered\", \"member.joined\", \"member.left\", \
-                 \"member.critical\", \"member.passing\"]\n\
+                 \"member.critical\", \"member.passing\", \"member.maintenance\", \"member.ready\"]\n\
                  tags = {{ role = \"web\" }}\nhold_down = \"{}s\"\ntimeout = \"5s\"\n\
                  command = [\"{}\", \"-b\", \"web\", \"-s\", \"{}\"]\n",
                 hold_down(mode).as_secs(),
@@ -837,4 +837,132 @@ fn agent_check_mode_routes_around_a_critical_member() {
 #[test]
 fn runtime_hook_mode_routes_around_a_critical_member() {
     critical_service(Mode::Runtime, "haproxy-runtime-crit", 75);
+}
+
+/// `swimd maint on|off` on web host node-2, with a SIGKILL and a restart in between.
+fn maintenance(mode: Mode, test: &str, net: u8) {
+    let Some(Setup {
+        mut c,
+        mut backends,
+        haproxy,
+        traffic,
+    }) = setup(mode, test, net)
+    else {
+        return;
+    };
+    let node2_api = c.nodes[1].api();
+    let maint = |args: &[&str]| {
+        let out = swimd(&[&["maint"], args, &["--api", &node2_api]].concat());
+        assert!(
+            out.status.success(),
+            "swimd maint {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let on = Instant::now();
+    maint(&["on", "--reason", "kernel upgrade"]);
+    // Drained: the last request node-2 answers is sent within a second; nothing fails.
+    assert!(traffic.wait_count(on, 2500 / EVERY.as_millis() as usize, secs(10)));
+    let samples = traffic.samples();
+    let last_served = samples
+        .iter()
+        .filter(|s| s.sent >= on && s.server.as_deref() == Some("node-2"))
+        .map(|s| s.sent - on)
+        .max();
+    let failed = samples
+        .iter()
+        .filter(|s| s.sent >= on && s.server.is_none())
+        .count();
+    eprintln!(
+        "HAPROXY-MAINTENANCE mode={mode:?} last_request_to_node2_ms={} failed={failed}",
+        last_served.map_or("-".into(), |d| ms(d).to_string())
+    );
+    assert!(
+        last_served.is_none_or(|d| d <= secs(1)),
+        "node-2 drained within 1 s of `maint on`: it still answered a request sent {} ms after",
+        last_served.map_or(0, ms)
+    );
+    assert_eq!(failed, 0, "draining fails no request");
+
+    // Killed during the planned work: the LB agent sees it failed, in maintenance, and
+    // nothing fails over.
+    let killed = Instant::now();
+    if let Some(pid) = c.nodes[1].pid() {
+        signal(pid, libc::SIGKILL);
+    }
+    backends[0].stop();
+    c.kill(1);
+    c.wait_state(&[0], "node-2", "failed", secs(20))
+        .expect("the LB agent sees node-2 failed");
+    let lb_api = c.nodes[0].api();
+    let seen = get(&lb_api, "/v1/members/node-2").expect("node-2 on the LB agent");
+    assert_eq!(seen["health"], "maintenance", "{seen}");
+    assert_eq!(seen["maintenance"], "kernel upgrade", "{seen}");
+    assert!(traffic.wait_count(Instant::now(), 50, secs(5)));
+    if mode == Mode::Runtime {
+        let suppressed = c.metric(
+            0,
+            "swimd_hook_suppressed_total{hook=\"haproxy\",reason=\"in_maintenance\"}",
+        );
+        assert!(
+            suppressed.is_some_and(|n| n >= 1.0),
+            "member.failed suppressed as in_maintenance: {suppressed:?}"
+        );
+        let admin = haproxy.states().get("node-2").map(|s| s.1);
+        assert!(
+            admin.is_some_and(|a| a & 1 == 0),
+            "no failover delivery: the server is not in maint (admin state {admin:?})"
+        );
+    }
+    let failed = traffic
+        .samples()
+        .iter()
+        .filter(|s| s.sent >= killed && s.server.is_none())
+        .count();
+    assert_eq!(failed, 0, "a drained member's crash fails no request");
+
+    // Restarted: alive again, still in maintenance (kept in its state directory), still out.
+    backends[0] = Backend::start(backend_addr(net, 2), "node-2");
+    c.start(1);
+    c.wait_state(&[0], "node-2", "alive", secs(20))
+        .expect("the LB agent sees node-2 alive again");
+    let back = Instant::now();
+    let seen = get(&lb_api, "/v1/members/node-2").expect("node-2 on the LB agent");
+    assert_eq!(
+        seen["health"], "maintenance",
+        "restarted, still in maintenance: {seen}"
+    );
+    assert!(traffic.wait_count(back, 2000 / EVERY.as_millis() as usize, secs(10)));
+    assert!(
+        !traffic
+            .samples()
+            .iter()
+            .any(|s| s.sent >= back && s.server.as_deref() == Some("node-2")),
+        "a restarted member in maintenance stays out of rotation"
+    );
+
+    // `maint off`: back.
+    let off = Instant::now();
+    maint(&["off"]);
+    let served = traffic
+        .wait_served("node-2", off, secs(10))
+        .map(|t| t - off);
+    eprintln!(
+        "HAPROXY-MAINTENANCE mode={mode:?} back_after_maint_off_ms={}",
+        served.map_or("-".into(), |d| ms(d).to_string())
+    );
+    assert!(
+        served.is_some(),
+        "node-2 back in rotation after `maint off`"
+    );
+}
+
+#[test]
+fn agent_check_mode_drains_a_member_in_maintenance_and_keeps_it_out_until_maint_off() {
+    maintenance(Mode::AgentCheck, "haproxy-agent-maint", 76);
+}
+
+#[test]
+fn runtime_hook_mode_drains_a_member_in_maintenance_and_keeps_it_out_until_maint_off() {
+    maintenance(Mode::Runtime, "haproxy-runtime-maint", 77);
 }

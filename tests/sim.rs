@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use swimd::core::{Config, EventKind, Profile, State};
+use swimd::core::{Config, EventKind, Health, Profile, State};
 use swimd::sim::scenario::{self, Options, ScenarioKind};
 use swimd::sim::{Observation, Process, Simulator};
 
@@ -755,6 +755,44 @@ fn a_note_reaches_every_member_once_within_a_second_even_at_10pct_loss() {
             "{members} members: every other member hears it exactly once: {seen:?}"
         );
     }
+}
+
+#[test]
+fn maintenance_reaches_everyone_within_a_second_and_outlives_the_members_crash() {
+    let mut sim = converged_cluster(50, 4);
+    let start = sim.elapsed();
+    let name = sim.name(7).map(|n| n.to_string()).unwrap_or_default();
+    sim.set_maintenance(7, Some("kernel upgrade"));
+    let took = sim.run_until(secs(5), |s| {
+        s.running().into_iter().all(|o| {
+            s.swim(o)
+                .and_then(|w| w.member(&name))
+                .is_some_and(|m| m.info.health() == Health::Maintenance)
+        })
+    });
+    assert!(
+        took.is_some_and(|t| t <= secs(1)),
+        "maintenance everywhere in {took:?}"
+    );
+    let count = |sim: &Simulator, kind| {
+        sim.observations()
+            .iter()
+            .filter(|o| o.at >= start && o.subject == 7 && o.kind == kind)
+            .count()
+    };
+    assert_eq!(count(&sim, EventKind::Maintenance), 50, "once per member");
+    // Stopped during the planned work: failed everywhere, still in maintenance for its reason.
+    sim.crash(7);
+    sim.run_for(secs(15));
+    for o in sim.running() {
+        let seen = sim.swim(o).and_then(|w| w.member(&name));
+        assert!(
+            seen.as_ref().is_some_and(|m| m.state == State::Failed
+                && m.info.maintenance.as_deref() == Some("kernel upgrade")),
+            "member {o} sees {seen:?}"
+        );
+    }
+    assert_eq!(count(&sim, EventKind::Ready), 0);
 }
 
 #[test]

@@ -4,10 +4,14 @@
 #
 #   member.failed, member.critical    -> set server BACKEND/SERVER state maint
 #   member.recovered, member.joined,
-#   member.passing                    -> set server BACKEND/SERVER state ready
-#   member.left                       -> set server BACKEND/SERVER state drain
+#   member.passing, member.ready      -> set server BACKEND/SERVER state ready
+#   member.left, member.maintenance   -> set server BACKEND/SERVER state drain
 #   anything else (suspect, updated, reaped): nothing, exit 0. Suspicion alone must not move
 #   traffic; a reaped member stays in maint until it comes back.
+#
+# `swimd maint on` on a member is `member.maintenance`: drain, like a leave; swimd itself
+# never fails over a member in maintenance, nor puts it back before `swimd maint off`
+# (`member.ready`).
 #
 # `left` is drain, not maint: a member that leaves gracefully is shutting down on purpose;
 # drain stops new traffic but lets HAProxy finish what it has (and keeps persistent sessions
@@ -38,7 +42,8 @@
 #   name = "haproxy"
 #   kind = "exec"
 #   scope = "local"
-#   events = ["member.failed", "member.recovered", "member.joined", "member.left"]
+#   events = ["member.failed", "member.recovered", "member.joined", "member.left",
+#             "member.maintenance", "member.ready"]
 #   tags = { role = "web" }            # only the members that are servers of the backend
 #   command = ["/etc/swimd/hooks/haproxy-runtime.sh", "-b", "web", "-s", "/run/haproxy/admin.sock"]
 #   timeout = "5s"
@@ -84,8 +89,8 @@ event=${SWIMD_EVENT:-}
 
 case $event in
     member.failed | member.critical) state=maint ;;
-    member.recovered | member.joined | member.passing) state=ready ;;
-    member.left) state=drain ;;
+    member.recovered | member.joined | member.passing | member.ready) state=ready ;;
+    member.left | member.maintenance) state=drain ;;
     *) exit 0 ;;
 esac
 

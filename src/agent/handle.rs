@@ -26,12 +26,31 @@ pub struct MemberJson {
     pub tags: Tags,
     /// Seconds since it entered its state (as this agent saw it).
     pub state_age_s: f64,
-    /// Its service health from its own checks: `passing` or `critical`.
+    /// Its service health: `passing`, `critical` (its checks fail) or `maintenance`.
     #[serde(default = "passing")]
     pub health: String,
     /// The checks failing on it (empty when passing).
     #[serde(default)]
     pub failing_checks: Vec<String>,
+    /// In maintenance: the reason given (possibly empty); `null` otherwise.
+    #[serde(default)]
+    pub maintenance: Option<String>,
+}
+
+/// Is this a maintenance reason we may publish: at most 256 bytes, no control characters
+/// (it ends up in logs, tables and hook environments)?
+pub fn check_maintenance_reason(reason: &str) -> Result<(), String> {
+    if reason.len() > crate::wire::MAX_MAINTENANCE_REASON {
+        Err(format!(
+            "the maintenance reason is {} bytes; at most {} are allowed",
+            reason.len(),
+            crate::wire::MAX_MAINTENANCE_REASON
+        ))
+    } else if reason.chars().any(char::is_control) {
+        Err("the maintenance reason must not contain control characters".to_string())
+    } else {
+        Ok(())
+    }
 }
 
 /// The health a member has when its JSON does not say (older agents): `passing`.
@@ -49,8 +68,9 @@ impl MemberJson {
             incarnation: m.incarnation.0,
             tags: m.info.tags.clone(),
             state_age_s: (now.saturating_duration_since(m.since).as_millis() as f64) / 1000.0,
-            health: m.info.health().to_string(),
+            health: m.info.health().as_str().to_string(),
             failing_checks: m.info.failing.clone(),
+            maintenance: m.info.maintenance.clone(),
         }
     }
 }
@@ -156,6 +176,8 @@ pub enum Command {
     ForceLeave(String, oneshot::Sender<Result<(), String>>),
     /// Publish new tags.
     SetTags(Tags, oneshot::Sender<Result<(), String>>),
+    /// Enter maintenance with this reason (`Some`) or leave it (`None`).
+    SetMaintenance(Option<String>, oneshot::Sender<Result<(), String>>),
     /// The metrics registry, brought up to date: the asker renders it (on its own thread).
     Metrics(oneshot::Sender<prometheus::Registry>),
     /// The configured hooks and their delivery state.

@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::checks::{CheckChange, Checks};
 use crate::config::{self, AgentConfig, Seed};
-use crate::core::{Channel, Identity, Swim};
+use crate::core::{Channel, Health, Identity, Swim};
 use crate::hooks::payload::{HookEvent, PayloadMember};
 use crate::hooks::policy::{Action, Brief, Policy, View};
 use crate::hooks::spec::{Hook, HookSpec};
@@ -210,6 +210,12 @@ impl Agent {
             incarnation,
         };
         let mut swim = Swim::new(me, config.gossip.protocol.clone(), seed, now);
+        if let Some(reason) = state.maintenance()? {
+            // Maintenance outlives restarts: a member the operator took out stays out until
+            // `swimd maint off`, however often it is restarted meanwhile.
+            info!(reason = %reason, "in maintenance (from the state directory)");
+            swim.restore_maintenance(reason);
+        }
         // Probe slots on the wall clock: every agent's line up (NTP's skew only blurs them).
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -538,14 +544,7 @@ impl Agent {
                     &json.kind,
                     json.timestamp,
                     &self.config.node.cluster,
-                    PayloadMember {
-                        name: json.member.name.clone(),
-                        addr: json.member.addr.clone(),
-                        tags: json.member.tags.clone(),
-                        incarnation: json.member.incarnation,
-                        health: json.member.health.clone(),
-                        failing_checks: json.member.failing_checks.clone(),
-                    },
+                    PayloadMember::from(&json.member),
                     json.previous_state.clone(),
                     &observer,
                 ));
@@ -694,6 +693,20 @@ impl Agent {
             Command::SetTags(tags, reply) => {
                 let _ = reply.send(self.swim.set_tags(now, tags).map_err(|e| e.to_string()));
             }
+            Command::SetMaintenance(maintenance, reply) => {
+                let result = maintenance
+                    .as_deref()
+                    .map_or(Ok(()), handle::check_maintenance_reason);
+                if result.is_ok() {
+                    match &maintenance {
+                        Some(reason) => info!(reason = %reason, "maintenance on"),
+                        None => info!("maintenance off"),
+                    }
+                    self.state.save_maintenance(maintenance.clone());
+                    self.swim.set_maintenance(now, maintenance);
+                }
+                let _ = reply.send(result);
+            }
             Command::Metrics(reply) => {
                 // Up to date, so a scrape agrees with `/v1/members` read just before it;
                 // the rendering happens on the HTTP thread.
@@ -724,14 +737,7 @@ impl Agent {
                     &kind,
                     handle::unix_now(),
                     &self.config.node.cluster,
-                    PayloadMember {
-                        name: m.info.name.to_string(),
-                        addr: m.info.addr.to_string(),
-                        tags: m.info.tags.clone(),
-                        incarnation: m.incarnation.0,
-                        health: m.info.health().to_string(),
-                        failing_checks: m.info.failing.clone(),
-                    },
+                    PayloadMember::from(&MemberJson::from_view(&m, now)),
                     Some(m.state.as_str().to_string()),
                     self.config.node.name.as_str(),
                 );
@@ -774,8 +780,9 @@ impl Agent {
             critical_members: self
                 .swim
                 .members()
-                .filter(|m| m.state == State::Alive && !m.info.failing.is_empty())
+                .filter(|m| m.state == State::Alive && m.info.health() == Health::Critical)
                 .count(),
+            maintenance_members: self.maintenance_counts(),
             send_drops: load(&stats.send_drops),
             receive_drops: load(&stats.receive_drops),
             peer_mismatches: load(&stats.peer_mismatches),
@@ -785,6 +792,20 @@ impl Agent {
         let confirmations: Vec<u32> = self.swim.drain_confirmation_samples().collect();
         self.metrics
             .update(&snapshot, rtts.into_iter(), confirmations.into_iter());
+    }
+
+    /// Members in maintenance, per state.
+    fn maintenance_counts(&self) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for m in self.swim.members().filter(|m| m.info.maintenance.is_some()) {
+            *match m.state {
+                State::Alive => &mut counts.alive,
+                State::Suspect => &mut counts.suspect,
+                State::Failed => &mut counts.failed,
+                State::Left => &mut counts.left,
+            } += 1;
+        }
+        counts
     }
 
     fn state_counts(&self) -> StateCounts {
@@ -810,6 +831,7 @@ impl Agent {
                 state_age_s: 0.0,
                 health: "passing".into(),
                 failing_checks: Vec::new(),
+                maintenance: None,
             });
         SelfJson {
             member,

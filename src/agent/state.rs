@@ -45,6 +45,17 @@ struct SavedMember {
     state: String,
     #[serde(default)]
     tags: Tags,
+    /// Without them a restored member would show passing until its incarnation rises.
+    #[serde(default)]
+    failing: Vec<String>,
+    #[serde(default)]
+    maintenance: Option<String>,
+}
+
+/// `maintenance.json`: we are in maintenance, for this reason.
+#[derive(Serialize, Deserialize)]
+struct SavedMaintenance {
+    reason: String,
 }
 
 impl StateDir {
@@ -147,6 +158,49 @@ impl StateDir {
         Ok(key)
     }
 
+    /// Our maintenance reason, if `swimd maint on` was the last word before a restart.
+    pub fn maintenance(&self) -> Result<Option<String>, StateError> {
+        let Some(bytes) = self.read("maintenance.json")? else {
+            return Ok(None);
+        };
+        serde_json::from_slice::<SavedMaintenance>(&bytes)
+            .map(|m| Some(m.reason))
+            .map_err(|e| StateError {
+                path: self.path("maintenance.json"),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+    }
+
+    /// Saves (`Some`) or removes (`None`) our maintenance reason.
+    pub fn save_maintenance(&self, maintenance: Option<&str>) -> Result<(), StateError> {
+        match maintenance {
+            Some(reason) => {
+                let saved = SavedMaintenance {
+                    reason: reason.to_string(),
+                };
+                let json = serde_json::to_vec(&saved).map_err(|e| StateError {
+                    path: self.path("maintenance.json"),
+                    source: std::io::Error::other(e),
+                })?;
+                self.write("maintenance.json", &json)
+            }
+            None => {
+                let path = self.path("maintenance.json");
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(source) => return Err(StateError { path, source }),
+                }
+                fs::File::open(&self.dir)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(|source| StateError {
+                        path: self.dir.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
     /// Last-known members. The file is only a cache: a missing one gives none, and a corrupt
     /// one is set aside as `members.json.corrupt` with a warning (seeds still work).
     pub fn members(&self) -> Result<Vec<KnownMember>, StateError> {
@@ -172,7 +226,9 @@ impl StateDir {
             .filter(|m| NodeName::validate(&m.name).is_ok())
             .filter_map(|m| {
                 let state: State = m.state.parse().ok()?;
-                let info = MemberInfo::new(NodeName::new(&m.name), m.addr, m.tags);
+                let info = MemberInfo::new(NodeName::new(&m.name), m.addr, m.tags)
+                    .with_failing(m.failing)
+                    .with_maintenance(m.maintenance);
                 Some((Arc::new(info), Incarnation(m.incarnation), state))
             })
             .collect())
@@ -198,6 +254,8 @@ impl StateDir {
 struct Pending {
     incarnation: Option<Incarnation>,
     members: Option<Vec<SavedMember>>,
+    /// `Some(None)`: out of maintenance.
+    maintenance: Option<Option<String>>,
     closed: bool,
 }
 
@@ -219,14 +277,24 @@ impl StateWriter {
             .spawn(move || {
                 let (lock, wake) = &*shared;
                 loop {
-                    let (incarnation, members, closed) = {
+                    let (incarnation, members, maintenance, closed) = {
                         let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-                        while p.incarnation.is_none() && p.members.is_none() && !p.closed {
+                        while p.incarnation.is_none()
+                            && p.members.is_none()
+                            && p.maintenance.is_none()
+                            && !p.closed
+                        {
                             p = wake.wait(p).unwrap_or_else(|e| e.into_inner());
                         }
-                        (p.incarnation.take(), p.members.take(), p.closed)
+                        (
+                            p.incarnation.take(),
+                            p.members.take(),
+                            p.maintenance.take(),
+                            p.closed,
+                        )
                     };
                     let results = [
+                        maintenance.map(|m| dir.save_maintenance(m.as_deref())),
                         incarnation.map(|i| dir.save_incarnation(i)),
                         members.map(|m| dir.write_members(&m)),
                     ];
@@ -258,6 +326,11 @@ impl StateWriter {
         self.update(|p| p.incarnation = Some(incarnation));
     }
 
+    /// Queues our maintenance reason (or its removal) for saving.
+    pub fn save_maintenance(&self, maintenance: Option<String>) {
+        self.update(|p| p.maintenance = Some(maintenance));
+    }
+
     /// Queues the members for saving (ourselves excluded by the caller or not: restore
     /// skips us).
     pub fn save_members(&self, members: &[MemberView]) {
@@ -283,6 +356,8 @@ fn saved_members(members: &[MemberView]) -> Vec<SavedMember> {
             incarnation: m.incarnation.0,
             state: m.state.as_str().to_string(),
             tags: m.info.tags.clone(),
+            failing: m.info.failing.clone(),
+            maintenance: m.info.maintenance.clone(),
         })
         .collect()
 }

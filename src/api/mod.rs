@@ -58,6 +58,15 @@ pub struct TagsRequest {
     pub tags: Tags,
 }
 
+/// `PUT /v1/self/maintenance` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    /// Why (shown in `swimd members`, hook payloads and logs); at most 256 bytes.
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// The answer of the action endpoints (`leaving`, `left`, `updated`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusJson {
@@ -159,6 +168,10 @@ fn full_router(api: Api) -> Router {
         .route("/v1/members/{name}/force-leave", post(force_leave))
         .route("/v1/self", get(self_info))
         .route("/v1/self/tags", put(set_tags))
+        .route(
+            "/v1/self/maintenance",
+            put(maintenance_on).delete(maintenance_off),
+        )
         .route("/v1/health", get(health))
         .route("/v1/events", get(events))
         .route("/v1/join", post(join))
@@ -366,6 +379,31 @@ async fn force_leave(
             status: "left".to_string(),
         })),
         Err(message) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+    }
+}
+
+async fn maintenance_on(
+    State(handle): State<AgentHandle>,
+    body: Result<Json<MaintenanceRequest>, JsonRejection>,
+) -> Result<Json<StatusJson>, ApiError> {
+    let Json(MaintenanceRequest { reason }) = body?;
+    set_maintenance(&handle, Some(reason), "maintenance").await
+}
+
+async fn maintenance_off(State(handle): State<AgentHandle>) -> Result<Json<StatusJson>, ApiError> {
+    set_maintenance(&handle, None, "ready").await
+}
+
+async fn set_maintenance(
+    handle: &AgentHandle,
+    maintenance: Option<String>,
+    status: &str,
+) -> Result<Json<StatusJson>, ApiError> {
+    match ask(handle, |reply| Command::SetMaintenance(maintenance, reply)).await? {
+        Ok(()) => Ok(Json(StatusJson {
+            status: status.to_string(),
+        })),
+        Err(message) => Err(ApiError::bad_request(message)),
     }
 }
 
@@ -739,6 +777,7 @@ pub(crate) mod testing {
             state_age_s: 1.5,
             health: "passing".into(),
             failing_checks: Vec::new(),
+            maintenance: None,
         }
     }
 
@@ -955,6 +994,17 @@ pub(crate) mod testing {
                     };
                     let _ = reply.send(answer);
                 }
+                Command::SetMaintenance(maintenance, reply) => {
+                    let answer = match &maintenance {
+                        Some(reason) => crate::agent::handle::check_maintenance_reason(reason)
+                            .map(|()| state.actions.push(format!("maint on {reason}"))),
+                        None => {
+                            state.actions.push("maint off".to_string());
+                            Ok(())
+                        }
+                    };
+                    let _ = reply.send(answer);
+                }
                 Command::Metrics(reply) => {
                     let registry = prometheus::Registry::new();
                     let gauge = prometheus::IntGauge::new("swimd_health_score", "score")
@@ -1120,6 +1170,43 @@ mod tests {
         assert_eq!(
             api.state.lock().expect("state").actions,
             ["join 10.0.0.2:7946,10.0.0.3:7946", "join nohost"]
+        );
+        api.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn maintenance_turns_on_with_a_reason_and_off_and_refuses_a_bad_reason() {
+        let api = FakeApi::start(None).await;
+        let client = reqwest::Client::new();
+        let url = api.url("/v1/self/maintenance");
+        let on = client
+            .put(&url)
+            .json(&json!({"reason": "kernel upgrade"}))
+            .send()
+            .await
+            .expect("on");
+        assert_eq!(on.status(), StatusCode::OK);
+        assert_eq!(
+            on.json::<Value>().await.expect("body"),
+            json!({"status": "maintenance"})
+        );
+        let off = client.delete(&url).send().await.expect("off");
+        assert_eq!(off.status(), StatusCode::OK);
+        assert_eq!(
+            off.json::<Value>().await.expect("body"),
+            json!({"status": "ready"})
+        );
+        for bad in [
+            json!({"reason": "x".repeat(257)}),
+            json!({"reason": "two\nlines"}),
+            json!({"why": "typo"}),
+        ] {
+            let response = client.put(&url).json(&bad).send().await.expect("bad");
+            assert!(response.status().is_client_error(), "{bad}");
+        }
+        assert_eq!(
+            api.state.lock().expect("state").actions,
+            ["maint on kernel upgrade", "maint off"]
         );
         api.shutdown().await;
     }

@@ -79,6 +79,25 @@ pub(super) struct LeaveArgs {
     api: ApiArgs,
 }
 
+/// `swimd maint on|off`.
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum MaintCommand {
+    /// Drain this member for planned work: it stays a member, but load balancers stop
+    /// sending it new work, and its failure fires no failover hook (kept across restarts)
+    On {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Why (shown by `swimd members` and in hook payloads); at most 256 bytes
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End maintenance: the member is back in rotation once its checks pass
+    Off {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 /// `swimd force-leave`.
 #[derive(Debug, clap::Args)]
 pub(super) struct ForceLeaveArgs {
@@ -132,6 +151,31 @@ pub(super) async fn leave(args: LeaveArgs) -> anyhow::Result<ExitCode> {
 /// Asks the agent to mark a failed member as left everywhere.
 pub(super) async fn force_leave(args: ForceLeaveArgs) -> anyhow::Result<ExitCode> {
     force_leave_to(args, &mut std::io::stdout()).await
+}
+
+/// Turns maintenance on or off.
+pub(super) async fn maint(command: MaintCommand) -> anyhow::Result<ExitCode> {
+    maint_to(command, &mut std::io::stdout()).await
+}
+
+async fn maint_to(command: MaintCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let path = ["v1", "self", "maintenance"];
+    match command {
+        MaintCommand::On { api, reason } => {
+            // Said here, before the network, as the agent would say it.
+            crate::agent::handle::check_maintenance_reason(&reason).map_err(anyhow::Error::msg)?;
+            let client = ApiClient::new(&api, Some(REQUEST_TIMEOUT))?;
+            let body = crate::api::MaintenanceRequest { reason };
+            let _: serde_json::Value = client.call(Method::PUT, &path, Some(&body)).await?;
+            print(out, "maintenance on\n")?;
+        }
+        MaintCommand::Off { api } => {
+            let client = ApiClient::new(&api, Some(REQUEST_TIMEOUT))?;
+            let _: serde_json::Value = client.call(Method::DELETE, &path, None::<&()>).await?;
+            print(out, "maintenance off\n")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints membership events as they happen, until interrupted or the agent is gone.
@@ -649,10 +693,15 @@ fn render_table(members: &[MemberJson]) -> String {
     let header = ["NAME", "ADDR", "STATE", "HEALTH", "INCARNATION", "TAGS"].map(String::from);
     let rows: Vec<[String; 6]> = std::iter::once(header)
         .chain(members.iter().map(|m| {
-            let health = if m.failing_checks.is_empty() {
+            // Why it is out: the operator's reason, or the checks that fail.
+            let why = match &m.maintenance {
+                Some(reason) => reason.clone(),
+                None => m.failing_checks.join(","),
+            };
+            let health = if why.is_empty() {
                 printable(&m.health)
             } else {
-                printable(&format!("{} ({})", m.health, m.failing_checks.join(",")))
+                printable(&format!("{} ({why})", m.health))
             };
             [
                 printable(&m.name),
@@ -858,12 +907,16 @@ mod tests {
         let mut critical = member("alpha", "alive", 1, &["role=web", "dc=a"]);
         critical.health = "critical".into();
         critical.failing_checks = vec!["web".into()];
-        let members = [critical, member("charlie-long", "failed", 12, &[])];
+        let mut drained = member("bravo", "failed", 3, &[]);
+        drained.health = "maintenance".into();
+        drained.maintenance = Some("disk swap".into());
+        let members = [critical, drained, member("charlie-long", "failed", 12, &[])];
         assert_eq!(
             render_table(&members),
-            "NAME          ADDR            STATE   HEALTH          INCARNATION  TAGS\n\
-             alpha         10.0.0.5:7946   alive   critical (web)  1            dc=a,role=web\n\
-             charlie-long  10.0.0.12:7946  failed  passing         12\n"
+            "NAME          ADDR            STATE   HEALTH                   INCARNATION  TAGS\n\
+             alpha         10.0.0.5:7946   alive   critical (web)           1            dc=a,role=web\n\
+             bravo         10.0.0.5:7946   failed  maintenance (disk swap)  3\n\
+             charlie-long  10.0.0.12:7946  failed  passing                  12\n"
         );
     }
 
@@ -1130,13 +1183,35 @@ mod tests {
             guarded(leave_to(args, &mut out)).await,
             Ok(ExitCode::SUCCESS)
         );
-        assert_eq!(text(out), "contacted 2\ncharlie marked left\nleaving\n");
+        let on = MaintCommand::On {
+            api: api(&fake, None),
+            reason: "disk swap".into(),
+        };
+        assert_eq!(guarded(maint_to(on, &mut out)).await, Ok(ExitCode::SUCCESS));
+        let off = MaintCommand::Off {
+            api: api(&fake, None),
+        };
+        assert_eq!(
+            guarded(maint_to(off, &mut out)).await,
+            Ok(ExitCode::SUCCESS)
+        );
+        let bad = MaintCommand::On {
+            api: api(&fake, None),
+            reason: "a\tb".into(),
+        };
+        assert!(guarded(maint_to(bad, &mut out)).await.is_err());
+        assert_eq!(
+            text(out),
+            "contacted 2\ncharlie marked left\nleaving\nmaintenance on\nmaintenance off\n"
+        );
         assert_eq!(
             fake.state.lock().expect("state").actions,
             [
                 "join 10.0.0.2:7946,10.0.0.3:7946",
                 "force-leave charlie",
-                "leave"
+                "leave",
+                "maint on disk swap",
+                "maint off"
             ]
         );
         fake.shutdown().await;

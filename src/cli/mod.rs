@@ -31,6 +31,9 @@ enum Command {
     Leave(client::LeaveArgs),
     /// Mark a failed member as left everywhere.
     ForceLeave(client::ForceLeaveArgs),
+    /// Put this member in planned maintenance, or take it out.
+    #[command(subcommand)]
+    Maint(client::MaintCommand),
     /// Follow membership events.
     Watch(client::WatchArgs),
     /// Is the agent joined and healthy? (exit 0 if so)
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Join(args) => client_runtime(client::join(args)),
         Command::Leave(args) => client_runtime(client::leave(args)),
         Command::ForceLeave(args) => client_runtime(client::force_leave(args)),
+        Command::Maint(cmd) => client_runtime(client::maint(cmd)),
         Command::Watch(args) => client_runtime(client::watch(args)),
         Command::Health(args) => client_runtime(client::health(args)),
         Command::Hooks(cmd) => client_runtime(hooks::run(cmd)),

@@ -26,6 +26,8 @@ pub struct MemberInfo {
     pub tags: Tags,
     /// Its failing service checks, sorted (empty: `passing`).
     pub failing: Vec<String>,
+    /// In planned maintenance, for this reason (`swimd maint on`).
+    pub maintenance: Option<String>,
     /// Position on the hash ring.
     pub(crate) ring_hash: u64,
 }
@@ -44,6 +46,7 @@ impl MemberInfo {
             addr,
             tags,
             failing: Vec::new(),
+            maintenance: None,
             ring_hash,
         }
     }
@@ -54,12 +57,45 @@ impl MemberInfo {
         self
     }
 
-    /// `passing` or `critical`.
-    pub fn health(&self) -> &'static str {
-        if self.failing.is_empty() {
-            "passing"
+    /// The same identity in maintenance (`Some(reason)`) or not.
+    pub fn with_maintenance(mut self, maintenance: Option<String>) -> Self {
+        self.maintenance = maintenance;
+        self
+    }
+
+    /// Maintenance first (the operator's word), then the checks.
+    pub fn health(&self) -> Health {
+        if self.maintenance.is_some() {
+            Health::Maintenance
+        } else if self.failing.is_empty() {
+            Health::Passing
         } else {
-            "critical"
+            Health::Critical
+        }
+    }
+}
+
+/// What a member says of its own service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Every check passes.
+    Passing,
+    /// Some check fails.
+    Critical,
+    /// Out for planned work (`swimd maint on`): drained, never failed over.
+    Maintenance,
+}
+
+impl Health {
+    /// Every health, in metric order.
+    pub const ALL: [Health; 3] = [Health::Passing, Health::Critical, Health::Maintenance];
+
+    /// The vocabulary name: `passing`, `critical` or `maintenance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Critical => "critical",
+            Health::Maintenance => "maintenance",
         }
     }
 }

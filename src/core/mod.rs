@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{Config, ConfigError, Profile};
-pub use members::MemberInfo;
+pub use members::{Health, MemberInfo};
 pub use swim::{Identity, Swim, TagsError};
 pub use trace::{Step, TraceEntry};
 
@@ -80,6 +80,10 @@ pub enum EventKind {
     Critical,
     /// An alive member's service checks all pass again.
     Passing,
+    /// A member went into planned maintenance.
+    Maintenance,
+    /// A member came out of maintenance (its checks pass).
+    Ready,
 }
 
 impl EventKind {
@@ -95,6 +99,8 @@ impl EventKind {
             EventKind::Reaped => "member.reaped",
             EventKind::Critical => "member.critical",
             EventKind::Passing => "member.passing",
+            EventKind::Maintenance => "member.maintenance",
+            EventKind::Ready => "member.ready",
         }
     }
 }

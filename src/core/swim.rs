@@ -11,7 +11,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::awareness::Awareness;
 use super::broadcast::BroadcastQueue;
-use super::members::{DIGEST_BUCKETS, Member, MemberInfo, Members, Slot, hash64};
+use super::members::{DIGEST_BUCKETS, Health, Member, MemberInfo, Members, Slot, hash64};
 use super::notes::Notes;
 use super::suspicion::Suspicion;
 use super::trace::{Step, Trace, TraceEntry};
@@ -421,7 +421,9 @@ impl Swim {
         }
         let me = self.my_info();
         let info = Arc::new(
-            MemberInfo::new(me.name.clone(), me.addr, tags).with_failing(me.failing.clone()),
+            MemberInfo::new(me.name.clone(), me.addr, tags)
+                .with_failing(me.failing.clone())
+                .with_maintenance(me.maintenance.clone()),
         );
         self.members.set_info(self.me, info);
         let incarnation = self.incarnation().next();
@@ -440,25 +442,53 @@ impl Swim {
         if me.failing == failing {
             return;
         }
-        let was_critical = !me.failing.is_empty();
+        let before = me.health();
         let info = Arc::new(MemberInfo::clone(me).with_failing(failing));
-        let critical = !info.failing.is_empty();
+        self.publish_info(now, before, info);
+    }
+
+    /// Puts us in planned maintenance (`Some(reason)`) or takes us out (`None`), raising our
+    /// incarnation if that changes anything. Emits our own `updated` and
+    /// `maintenance`/`ready` (or `critical`, when checks fail as maintenance ends) events.
+    pub fn set_maintenance(&mut self, now: Instant, maintenance: Option<String>) {
+        let me = self.my_info();
+        if me.maintenance == maintenance {
+            return;
+        }
+        let before = me.health();
+        let info = Arc::new(MemberInfo::clone(me).with_maintenance(maintenance));
+        self.publish_info(now, before, info);
+    }
+
+    /// Starts us in maintenance, as we were before a restart: no event, no new incarnation
+    /// (call before [`Swim::join`]; the agent restarts one incarnation up anyway).
+    pub fn restore_maintenance(&mut self, reason: String) {
+        let info = Arc::new(MemberInfo::clone(self.my_info()).with_maintenance(Some(reason)));
+        self.members.set_info(self.me, info);
+    }
+
+    fn publish_info(&mut self, now: Instant, before: Health, info: Arc<MemberInfo>) {
+        let after = info.health();
         self.members.set_info(self.me, info);
         let incarnation = self.incarnation().next();
         self.members
             .set_state(self.me, State::Alive, incarnation, now);
-        self.emit_health(self.me, was_critical, critical);
+        self.emit_health(self.me, before, after);
         self.announce_self(now);
     }
 
-    /// `updated`, then `critical` or `passing` when the health itself turned.
-    fn emit_health(&mut self, slot: Slot, was_critical: bool, critical: bool) {
+    /// `updated`, then what the health turned into, if it turned: `maintenance`,
+    /// `critical`, or `ready` (out of maintenance) / `passing` (checks pass again).
+    fn emit_health(&mut self, slot: Slot, before: Health, after: Health) {
         self.emit(EventKind::Updated, slot, Some(State::Alive));
-        match (was_critical, critical) {
-            (false, true) => self.emit(EventKind::Critical, slot, Some(State::Alive)),
-            (true, false) => self.emit(EventKind::Passing, slot, Some(State::Alive)),
-            _ => {}
-        }
+        let kind = match (before, after) {
+            (b, a) if b == a => return,
+            (_, Health::Maintenance) => EventKind::Maintenance,
+            (_, Health::Critical) => EventKind::Critical,
+            (Health::Maintenance, Health::Passing) => EventKind::Ready,
+            (_, Health::Passing) => EventKind::Passing,
+        };
+        self.emit(kind, slot, Some(State::Alive));
     }
 
     /// Forgets a failed member at once (`swimd force-leave`): it is marked `left` everywhere.
@@ -1512,6 +1542,7 @@ impl Swim {
             tags: None,
             failing: None,
             closed: self.closed_witnesses(slot),
+            maintenance: None,
         };
         self.broadcasts.push(slot, wire::encode_update(&update));
         self.schedule_gossip(now);
@@ -1914,28 +1945,26 @@ impl Swim {
                     return;
                 }
                 let mut changed = false;
-                let was_critical = !member.info.failing.is_empty();
-                let mut critical = was_critical;
+                let before = member.info.health();
+                let mut after = before;
                 if let (Some(addr), Some(tags)) = (update.addr, update.tags) {
                     let info = member.info.clone();
-                    let failing = update.failing.unwrap_or_default();
-                    critical = !failing.is_empty();
-                    if info.addr != addr.0 || info.tags != tags || info.failing != failing {
+                    let fresh = MemberInfo::new(info.name.clone(), addr.0, tags)
+                        .with_failing(update.failing.unwrap_or_default())
+                        .with_maintenance(update.maintenance);
+                    after = fresh.health();
+                    if (&info.addr, &info.tags, &info.failing, &info.maintenance)
+                        != (&fresh.addr, &fresh.tags, &fresh.failing, &fresh.maintenance)
+                    {
                         changed = true;
-                        self.members.set_info(
-                            slot,
-                            Arc::new(
-                                MemberInfo::new(info.name.clone(), addr.0, tags)
-                                    .with_failing(failing),
-                            ),
-                        );
+                        self.members.set_info(slot, Arc::new(fresh));
                     }
                 }
                 if state == State::Alive {
                     self.members
                         .set_state(slot, State::Alive, update.incarnation, now);
                     if changed && source != Source::Restore {
-                        self.emit_health(slot, was_critical, critical);
+                        self.emit_health(slot, before, after);
                     }
                     if source == Source::Gossip {
                         self.enqueue_broadcast(slot);
@@ -2041,7 +2070,8 @@ impl Swim {
         let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
         let info = Arc::new(
             MemberInfo::new(update.name, addr, update.tags.unwrap_or_default())
-                .with_failing(update.failing.unwrap_or_default()),
+                .with_failing(update.failing.unwrap_or_default())
+                .with_maintenance(update.maintenance.filter(|_| update.state == State::Alive)),
         );
         let slot = self.insert_member(now, info, update.incarnation, update.state);
         if self.members.live() > 1 {
@@ -2080,7 +2110,10 @@ impl Swim {
                 let me = self.my_info();
                 let differs = update.addr.is_some_and(|a| a.0 != me.addr)
                     || update.tags.as_ref().is_some_and(|t| *t != me.tags)
-                    || update.failing.as_ref().is_some_and(|f| *f != me.failing);
+                    || update.failing.as_ref().is_some_and(|f| *f != me.failing)
+                    // `None` is also what an agent that predates maintenance relays: were
+                    // it a difference, each relay would make us refute again.
+                    || update.maintenance.as_ref().is_some_and(|r| Some(r) != me.maintenance.as_ref());
                 // A newer incarnation of us (from before a restart that lost our state), or
                 // the same one with other details: outbid it.
                 if update.incarnation > current || (update.incarnation == current && differs) {
@@ -2681,5 +2714,6 @@ fn update_of(m: &Member) -> Update {
         tags: alive.then(|| m.info.tags.clone()),
         failing: alive.then(|| m.info.failing.clone()),
         closed: Vec::new(),
+        maintenance: m.info.maintenance.clone().filter(|_| alive),
     }
 }

@@ -453,6 +453,170 @@ fn tags_are_size_limited_and_published_with_a_new_incarnation() {
     assert_eq!(swim.member("n0").map(|m| m.info.tags.clone()), Some(small));
 }
 
+/// `(kind, health)` of the events about `name`.
+fn health_events(swim: &mut Swim, name: &str) -> Vec<(EventKind, Health)> {
+    events(swim)
+        .into_iter()
+        .filter(|e| e.member.info.name.as_str() == name)
+        .map(|e| (e.kind, e.member.info.health()))
+        .collect()
+}
+
+#[test]
+fn maintenance_is_our_own_claim_published_with_a_new_incarnation_and_outranks_checks() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.set_maintenance(now, Some("disk swap".into()));
+    assert_eq!(swim.incarnation(), Incarnation(1));
+    assert_eq!(
+        health_events(&mut swim, "n0"),
+        [
+            (EventKind::Updated, Health::Maintenance),
+            (EventKind::Maintenance, Health::Maintenance)
+        ]
+    );
+    let sent = run_until(&mut swim, now + Duration::from_secs(1));
+    assert!(sent.iter().any(|(_, p)| p.updates.iter().any(|u| {
+        u.name.as_str() == "n0"
+            && u.state == State::Alive
+            && u.maintenance.as_deref() == Some("disk swap")
+    })));
+    // Checks failing during maintenance change nothing the load balancer sees.
+    swim.set_health(now, vec!["web".into()]);
+    assert_eq!(
+        health_events(&mut swim, "n0"),
+        [(EventKind::Updated, Health::Maintenance)]
+    );
+    // Out of maintenance with a failing check: critical, not ready.
+    swim.set_maintenance(now, None);
+    assert_eq!(
+        health_events(&mut swim, "n0"),
+        [
+            (EventKind::Updated, Health::Critical),
+            (EventKind::Critical, Health::Critical)
+        ]
+    );
+    swim.set_maintenance(now, Some(String::new()));
+    swim.set_health(now, Vec::new());
+    events(&mut swim);
+    swim.set_maintenance(now, None);
+    assert_eq!(
+        health_events(&mut swim, "n0"),
+        [
+            (EventKind::Updated, Health::Passing),
+            (EventKind::Ready, Health::Passing)
+        ]
+    );
+    // Setting what is already set raises nothing.
+    let before = swim.incarnation();
+    swim.set_maintenance(now, None);
+    assert_eq!(swim.incarnation(), before);
+}
+
+#[test]
+fn a_member_in_maintenance_stays_in_it_through_failure_and_recovery_until_it_says_ready() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let alive = |incarnation, maintenance: Option<&str>| Update {
+        name: NodeName::new("n1"),
+        incarnation: Incarnation(incarnation),
+        state: State::Alive,
+        addr: Some(WireAddr(addr(1))),
+        tags: Some(Tags::new()),
+        failing: Some(Vec::new()),
+        maintenance: maintenance.map(str::to_string),
+        ..Update::default()
+    };
+    let later = now + Duration::from_secs(60);
+    let hear = |swim: &mut Swim, update| {
+        let at = swim.poll_timeout().map_or(now, |t| t.max(now)).min(later);
+        swim.handle_packet(at, addr(1), packet(1, Message::Gossip, vec![update]));
+    };
+    hear(&mut swim, alive(1, Some("kernel")));
+    assert_eq!(
+        health_events(&mut swim, "n1"),
+        [
+            (EventKind::Updated, Health::Maintenance),
+            (EventKind::Maintenance, Health::Maintenance)
+        ]
+    );
+    // Accused, then failed when its suspicion runs out: the reason stays with it.
+    hear(&mut swim, claim("n1", 1, State::Suspect, "n2"));
+    run_until(&mut swim, later);
+    let seen = health_events(&mut swim, "n1");
+    assert_eq!(
+        seen.last(),
+        Some(&(EventKind::Failed, Health::Maintenance)),
+        "{seen:?}"
+    );
+    // Restarted, still in maintenance (it kept it in its state directory).
+    hear(&mut swim, alive(2, Some("kernel")));
+    assert_eq!(
+        health_events(&mut swim, "n1"),
+        [(EventKind::Recovered, Health::Maintenance)]
+    );
+    let reason = swim.member("n1").and_then(|m| m.info.maintenance.clone());
+    assert_eq!(reason.as_deref(), Some("kernel"));
+    hear(&mut swim, alive(3, None));
+    assert_eq!(
+        health_events(&mut swim, "n1"),
+        [
+            (EventKind::Updated, Health::Passing),
+            (EventKind::Ready, Health::Passing)
+        ]
+    );
+    // A maintenance reason rides only on the member's alive claims.
+    hear(
+        &mut swim,
+        Update {
+            maintenance: Some("forged".into()),
+            ..claim("n1", 4, State::Suspect, "n2")
+        },
+    );
+    assert_eq!(
+        swim.member("n1").and_then(|m| m.info.maintenance.clone()),
+        None
+    );
+}
+
+#[test]
+fn an_older_agent_relaying_our_claim_without_maintenance_is_not_refuted() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.set_maintenance(now, Some("rack move".into()));
+    let current = swim.incarnation();
+    let me = swim.member("n0").expect("ourselves");
+    // What a pre-maintenance agent re-encodes: everything but the field it does not know.
+    let relayed = Update {
+        name: NodeName::new("n0"),
+        incarnation: current,
+        state: State::Alive,
+        addr: Some(WireAddr(me.info.addr)),
+        tags: Some(me.info.tags.clone()),
+        failing: Some(Vec::new()),
+        maintenance: None,
+        ..Update::default()
+    };
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![relayed]));
+    assert_eq!(
+        swim.incarnation(),
+        current,
+        "no refutation storm in a mixed cluster"
+    );
+    let forged = Update {
+        name: NodeName::new("n0"),
+        incarnation: current,
+        state: State::Alive,
+        addr: Some(WireAddr(me.info.addr)),
+        tags: Some(me.info.tags.clone()),
+        failing: Some(Vec::new()),
+        maintenance: Some("not mine".into()),
+        ..Update::default()
+    };
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![forged]));
+    assert!(swim.incarnation() > current, "a different reason is outbid");
+}
+
 #[test]
 fn force_leave_only_applies_to_failed_members() {
     let now = Instant::now();

@@ -282,6 +282,7 @@ mod tests {
                 incarnation: 1,
                 health: "passing".into(),
                 failing_checks: Vec::new(),
+                maintenance: None,
             },
             None,
             "me",

@@ -488,6 +488,7 @@ mod tests {
             incarnation: 0,
             health: "passing".into(),
             failing_checks: Vec::new(),
+            maintenance: None,
         };
         HookEvent::new("member.failed", 0.0, "c", member, None, "me")
     }

@@ -20,12 +20,29 @@ pub struct PayloadMember {
     pub tags: Tags,
     /// Incarnation the event is about.
     pub incarnation: u64,
-    /// Its service health: `passing` or `critical`.
+    /// Its service health: `passing`, `critical` or `maintenance`.
     #[serde(default = "crate::agent::handle::passing")]
     pub health: String,
     /// Its failing checks.
     #[serde(default)]
     pub failing_checks: Vec<String>,
+    /// In maintenance: the reason given; `null` otherwise.
+    #[serde(default)]
+    pub maintenance: Option<String>,
+}
+
+impl From<&crate::agent::handle::MemberJson> for PayloadMember {
+    fn from(m: &crate::agent::handle::MemberJson) -> Self {
+        PayloadMember {
+            name: m.name.clone(),
+            addr: m.addr.clone(),
+            tags: m.tags.clone(),
+            incarnation: m.incarnation,
+            health: m.health.clone(),
+            failing_checks: m.failing_checks.clone(),
+            maintenance: m.maintenance.clone(),
+        }
+    }
 }
 
 /// One event for hooks: what goes into the outbox and, as JSON, to the receiver.
@@ -199,7 +216,16 @@ impl HookEvent {
             ),
             ("SWIMD_CLUSTER".to_string(), self.data.cluster.clone()),
             ("SWIMD_SELF_NAME".to_string(), self_name.to_string()),
+            ("SWIMD_MEMBER_HEALTH".to_string(), member.health.clone()),
         ];
+        if let Some(reason) = &member.maintenance {
+            // Control characters are refused where the reason is set; a NUL from an older
+            // or hostile peer is dropped as in tags.
+            env.push((
+                "SWIMD_MAINTENANCE_REASON".to_string(),
+                reason.replace('\0', ""),
+            ));
+        }
         for (key, value) in &member.tags {
             let key: String = key
                 .chars()
@@ -306,6 +332,7 @@ mod tests {
                 incarnation: 3,
                 health: "passing".into(),
                 failing_checks: Vec::new(),
+                maintenance: None,
             },
             Some("suspect".into()),
             "web-2",

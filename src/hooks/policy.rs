@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::payload::HookEvent;
 use super::spec::{Hook, Scope};
+use crate::core::Health;
 use crate::wire::{State, Tags};
 
 /// A member as the policy needs it.
@@ -56,12 +57,13 @@ pub enum Action {
 }
 
 /// Reasons an event is not delivered (the metric's label values).
-pub const SUPPRESS_REASONS: [&str; 5] = [
+pub const SUPPRESS_REASONS: [&str; 6] = [
     "already_out",
     "max_failed_fraction",
     "flap_damped",
     "minority",
     "still_critical",
+    "in_maintenance",
 ];
 
 /// How long a standby waits for a cluster delivery's confirmation before forgetting it.
@@ -111,8 +113,14 @@ fn is_failure(kind: &str) -> bool {
 fn is_recovery(kind: &str) -> bool {
     matches!(
         kind,
-        "member.recovered" | "member.joined" | "member.passing"
+        "member.recovered" | "member.joined" | "member.passing" | "member.ready"
     )
+}
+
+/// Was the member in planned maintenance when this happened? Then the operator took it out,
+/// and only `maint off` (`member.ready`) puts it back.
+fn in_maintenance(event: &HookEvent) -> bool {
+    event.data.member.health == Health::Maintenance.as_str()
 }
 
 impl Policy {
@@ -160,6 +168,14 @@ impl Policy {
                         reason: "flap_damped",
                         event: event.clone(),
                     });
+                }
+                if in_maintenance(event) && (is_failure(&event.kind) || is_recovery(&event.kind)) {
+                    actions.push(Action::Suppressed {
+                        hook: name,
+                        reason: "in_maintenance",
+                        event: event.clone(),
+                    });
+                    continue;
                 }
                 if is_failure(&event.kind) {
                     let out_now = self.out_count(hook, view);
@@ -458,6 +474,7 @@ mod tests {
                 incarnation,
                 health: "passing".into(),
                 failing_checks: Vec::new(),
+                maintenance: None,
             },
             None,
             "me",
@@ -493,6 +510,52 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_member_in_maintenance_is_never_failed_over_nor_put_back_until_ready() {
+        let spec = "events = [\"member.failed\", \"member.recovered\", \"member.joined\", \"member.maintenance\", \"member.ready\"]";
+        let text = format!(
+            "name = \"lb\"\nkind = \"exec\"\n{spec}\ncommand = [\"/bin/true\"]\nhold_down = \"0s\""
+        );
+        let hook = toml::from_str::<HookSpec>(&text).unwrap().check().unwrap();
+        let mut p = Policy::new(Arc::new(vec![hook]));
+        let t0 = Instant::now();
+        let all_alive = members(&[
+            ("me", State::Alive),
+            ("a", State::Alive),
+            ("b", State::Alive),
+        ]);
+        let a_failed = members(&[
+            ("me", State::Alive),
+            ("a", State::Failed),
+            ("b", State::Alive),
+        ]);
+        let view = |m| View {
+            me: "me",
+            members: m,
+        };
+        let maintained = |kind: &str, incarnation| {
+            let mut e = event(kind, "a", incarnation);
+            e.data.member.health = "maintenance".into();
+            e.data.member.maintenance = Some("disk swap".into());
+            e
+        };
+        // Drained on purpose: delivered (the hook drains it).
+        let on = p.on_event(t0, &maintained("member.maintenance", 2), view(&all_alive));
+        assert_eq!(delivered(&on), ["member.maintenance"]);
+        // Killed while drained: no failover; restarted, still in maintenance: not put back.
+        let failed = p.on_event(t0, &maintained("member.failed", 2), view(&a_failed));
+        let back = p.on_event(t0, &maintained("member.recovered", 3), view(&all_alive));
+        assert!(delivered(&failed).is_empty() && delivered(&back).is_empty());
+        assert_eq!(reasons(&failed), ["in_maintenance"]);
+        assert_eq!(reasons(&back), ["in_maintenance"]);
+        // `maint off`: back in rotation.
+        let ready = p.on_event(t0, &event("member.ready", "a", 4), view(&all_alive));
+        assert_eq!(delivered(&ready), ["member.ready"]);
+        // And a failure after that fails over as any other.
+        let failed = p.on_event(t0, &event("member.failed", "a", 4), view(&a_failed));
+        assert_eq!(delivered(&failed), ["member.failed"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::wire::Tags;
 
 /// Every event a hook can subscribe to (DESIGN.md's vocabulary).
-pub const EVENTS: [&str; 9] = [
+pub const EVENTS: [&str; 11] = [
     "member.joined",
     "member.updated",
     "member.suspect",
@@ -19,6 +19,8 @@ pub const EVENTS: [&str; 9] = [
     "member.reaped",
     "member.critical",
     "member.passing",
+    "member.maintenance",
+    "member.ready",
 ];
 
 /// A `[[hooks]]` entry as written; [`HookSpec::check`] turns it into a [`Hook`].

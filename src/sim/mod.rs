@@ -455,6 +455,15 @@ impl Simulator {
         self.after_step(i);
     }
 
+    /// Puts node `i` in maintenance (`Some(reason)`) or takes it out.
+    pub fn set_maintenance(&mut self, i: usize, reason: Option<&str>) {
+        let now = self.now;
+        if let Some(swim) = self.nodes.get_mut(i).and_then(|n| n.swim.as_mut()) {
+            swim.set_maintenance(now, reason.map(str::to_string));
+        }
+        self.after_step(i);
+    }
+
     /// Records, from now on, every step of node `subject`'s story as each core sees it
     /// (who accused it, whose probe failed, which verdict counted; its own refutations).
     pub fn explain(&mut self, subject: usize) {

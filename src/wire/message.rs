@@ -9,6 +9,9 @@ use super::types::{Incarnation, NodeName, State, WireAddr};
 /// Most members one update may name as having found the member's port closed.
 pub const MAX_CLOSED_WITNESSES: usize = 16;
 
+/// Longest maintenance reason a member may publish, in bytes.
+pub const MAX_MAINTENANCE_REASON: usize = 256;
+
 /// Small key/value metadata a member publishes about itself.
 pub type Tags = BTreeMap<String, String>;
 
@@ -57,6 +60,8 @@ wire_struct! {
         Err("an update without a member name")
     } else if update.closed.len() > MAX_CLOSED_WITNESSES {
         Err("an update with too many closed-port witnesses")
+    } else if update.maintenance.as_ref().is_some_and(|r| r.len() > MAX_MAINTENANCE_REASON) {
+        Err("a maintenance reason longer than 256 bytes")
     } else {
         Ok(())
     };
@@ -79,6 +84,9 @@ wire_struct! {
         /// For `suspect`/`failed`: members that found nothing listening on the member's
         /// port (ICMP port unreachable for their own packets); at most `MAX_CLOSED_WITNESSES`.
         pub closed: Vec<NodeName>,
+        /// For `alive`: the member is in planned maintenance, for this reason (possibly
+        /// empty); `None` when it is not.
+        pub maintenance: Option<String>,
     }
 }
 

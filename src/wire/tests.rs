@@ -42,9 +42,10 @@ fn update() -> impl Strategy<Value = Update> {
         )),
         proptest::option::of(proptest::collection::vec("[a-z]{1,8}", 0..3)),
         proptest::collection::vec(name(), 0..3),
+        proptest::option::of("[ -~]{0,24}"),
     )
         .prop_map(
-            |(name, inc, state, from, addr, tags, failing, closed)| Update {
+            |(name, inc, state, from, addr, tags, failing, closed, maintenance)| Update {
                 name,
                 incarnation: Incarnation(u64::from(inc)),
                 state,
@@ -53,6 +54,7 @@ fn update() -> impl Strategy<Value = Update> {
                 tags,
                 failing,
                 closed,
+                maintenance,
             },
         )
 }

@@ -143,6 +143,7 @@ mod tests {
             health: "passing".into(),
             failing_checks: Vec::new(),
             maintenance: None,
+            software: None,
         };
         let members = [
             m("lb", "alive", 100.0),

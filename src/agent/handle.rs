@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::core::{EventKind, MemberView};
-use crate::wire::Tags;
+use crate::wire::{Software, Tags};
 
 /// A member as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,44 @@ pub struct MemberJson {
     /// In maintenance: the reason given (possibly empty); `null` otherwise.
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// What it runs, as it advertised; `null` for releases before 0.2.
+    #[serde(default)]
+    pub software: Option<SoftwareJson>,
+}
+
+/// A member's release and the packet format versions it writes and reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftwareJson {
+    /// Its release, e.g. `0.2.0`.
+    pub release: String,
+    /// The format version it writes.
+    pub writes: u8,
+    /// The oldest format version it reads.
+    pub reads_from: u8,
+    /// The newest format version it reads.
+    pub reads_to: u8,
+}
+
+impl From<&Software> for SoftwareJson {
+    fn from(s: &Software) -> Self {
+        SoftwareJson {
+            release: s.release.clone(),
+            writes: s.writes,
+            reads_from: s.reads_from,
+            reads_to: s.reads_to,
+        }
+    }
+}
+
+impl From<SoftwareJson> for Software {
+    fn from(s: SoftwareJson) -> Self {
+        Software {
+            release: s.release,
+            writes: s.writes,
+            reads_from: s.reads_from,
+            reads_to: s.reads_to,
+        }
+    }
 }
 
 /// Is this a maintenance reason we may publish: at most 256 bytes, no control characters
@@ -71,6 +109,7 @@ impl MemberJson {
             health: m.info.health().as_str().to_string(),
             failing_checks: m.info.failing.clone(),
             maintenance: m.info.maintenance.clone(),
+            software: m.info.software.as_ref().map(SoftwareJson::from),
         }
     }
 }

@@ -832,6 +832,7 @@ impl Agent {
                 health: "passing".into(),
                 failing_checks: Vec::new(),
                 maintenance: None,
+                software: Some(handle::SoftwareJson::from(&wire::Software::current())),
             });
         SelfJson {
             member,

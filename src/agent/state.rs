@@ -18,8 +18,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
+use super::handle::SoftwareJson;
 use crate::core::{KnownMember, MemberInfo, MemberView};
-use crate::wire::{Incarnation, NodeName, State, Tags};
+use crate::wire::{Incarnation, NodeName, Software, State, Tags};
 
 /// A state-directory failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ struct SavedMember {
     failing: Vec<String>,
     #[serde(default)]
     maintenance: Option<String>,
+    #[serde(default)]
+    software: Option<SoftwareJson>,
 }
 
 /// `maintenance.json`: we are in maintenance, for this reason.
@@ -228,7 +231,8 @@ impl StateDir {
                 let state: State = m.state.parse().ok()?;
                 let info = MemberInfo::new(NodeName::new(&m.name), m.addr, m.tags)
                     .with_failing(m.failing)
-                    .with_maintenance(m.maintenance);
+                    .with_maintenance(m.maintenance)
+                    .with_software(m.software.map(Software::from));
                 Some((Arc::new(info), Incarnation(m.incarnation), state))
             })
             .collect())
@@ -358,6 +362,7 @@ fn saved_members(members: &[MemberView]) -> Vec<SavedMember> {
             tags: m.info.tags.clone(),
             failing: m.info.failing.clone(),
             maintenance: m.info.maintenance.clone(),
+            software: m.info.software.as_ref().map(SoftwareJson::from),
         })
         .collect()
 }

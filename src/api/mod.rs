@@ -778,6 +778,7 @@ pub(crate) mod testing {
             health: "passing".into(),
             failing_checks: Vec::new(),
             maintenance: None,
+            software: None,
         }
     }
 

@@ -51,6 +51,10 @@ pub(super) struct MembersArgs {
     /// Output: an aligned table, or `{"members":[...]}`
     #[arg(long, value_enum, default_value = "table")]
     format: MembersFormat,
+    /// Table: also each member's release and packet format versions (`w1 r1-1`: writes
+    /// version 1, reads 1 to 1; `-` for releases before 0.2)
+    #[arg(long)]
+    detailed: bool,
 }
 
 /// How `members` prints.
@@ -207,7 +211,7 @@ async fn members_to(args: MembersArgs, out: &mut impl Write) -> anyhow::Result<E
         return Ok(ExitCode::from(NOTHING_MATCHED));
     }
     let text = match args.format {
-        MembersFormat::Table => render_table(&members),
+        MembersFormat::Table => render_table(&members, args.detailed),
         MembersFormat::Json => format!("{}\n", serde_json::to_string(&MembersJson { members })?),
     };
     print(out, &text)?;
@@ -689,9 +693,13 @@ impl MemberFilter {
 }
 
 /// The `members` table: a header, then one aligned row per member.
-fn render_table(members: &[MemberJson]) -> String {
-    let header = ["NAME", "ADDR", "STATE", "HEALTH", "INCARNATION", "TAGS"].map(String::from);
-    let rows: Vec<[String; 6]> = std::iter::once(header)
+fn render_table(members: &[MemberJson], detailed: bool) -> String {
+    let mut header = vec!["NAME", "ADDR", "STATE", "HEALTH", "INCARNATION"];
+    if detailed {
+        header.extend(["RELEASE", "WIRE"]);
+    }
+    header.push("TAGS");
+    let rows: Vec<Vec<String>> = std::iter::once(header.into_iter().map(String::from).collect())
         .chain(members.iter().map(|m| {
             // Why it is out: the operator's reason, or the checks that fail.
             let why = match &m.maintenance {
@@ -703,17 +711,30 @@ fn render_table(members: &[MemberJson]) -> String {
             } else {
                 printable(&format!("{} ({why})", m.health))
             };
-            [
+            let mut row = vec![
                 printable(&m.name),
                 printable(&m.addr),
                 printable(&m.state),
                 health,
                 m.incarnation.to_string(),
-                tags_text(&m.tags),
-            ]
+            ];
+            if detailed {
+                let (release, wire) = m.software.as_ref().map_or_else(
+                    || ("-".to_string(), "-".to_string()),
+                    |s| {
+                        (
+                            printable(&s.release),
+                            format!("w{} r{}-{}", s.writes, s.reads_from, s.reads_to),
+                        )
+                    },
+                );
+                row.extend([release, wire]);
+            }
+            row.push(tags_text(&m.tags));
+            row
         }))
         .collect();
-    let mut widths = [0; 6];
+    let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -722,12 +743,12 @@ fn render_table(members: &[MemberJson]) -> String {
     let mut table = String::new();
     for row in &rows {
         let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
+        for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
             if column > 0 {
                 line.push_str("  ");
             }
             line.push_str(cell);
-            let padding = widths[column].saturating_sub(cell.chars().count());
+            let padding = width.saturating_sub(cell.chars().count());
             line.extend(std::iter::repeat_n(' ', padding));
         }
         table.push_str(line.trim_end());
@@ -835,6 +856,7 @@ mod tests {
             state: state.map(str::to_string),
             tag: tags.iter().map(|t| t.to_string()).collect(),
             format,
+            detailed: false,
         }
     }
 
@@ -912,11 +934,29 @@ mod tests {
         drained.maintenance = Some("disk swap".into());
         let members = [critical, drained, member("charlie-long", "failed", 12, &[])];
         assert_eq!(
-            render_table(&members),
+            render_table(&members, false),
             "NAME          ADDR            STATE   HEALTH                   INCARNATION  TAGS\n\
              alpha         10.0.0.5:7946   alive   critical (web)           1            dc=a,role=web\n\
              bravo         10.0.0.5:7946   failed  maintenance (disk swap)  3\n\
              charlie-long  10.0.0.12:7946  failed  passing                  12\n"
+        );
+    }
+
+    #[test]
+    fn detailed_table_shows_each_members_release_and_wire_versions() {
+        let mut new = member("alpha", "alive", 1, &[]);
+        new.software = Some(crate::agent::handle::SoftwareJson {
+            release: "0.2.0".into(),
+            writes: 1,
+            reads_from: 1,
+            reads_to: 2,
+        });
+        let old = member("bravo", "alive", 4, &["role=db"]);
+        assert_eq!(
+            render_table(&[new, old], true),
+            "NAME   ADDR           STATE  HEALTH   INCARNATION  RELEASE  WIRE     TAGS\n\
+             alpha  10.0.0.5:7946  alive  passing  1            0.2.0    w1 r1-2\n\
+             bravo  10.0.0.5:7946  alive  passing  4            -        -        role=db\n"
         );
     }
 

@@ -13,7 +13,7 @@ use rand_core::RngCore;
 
 use super::overlay::Overlay;
 
-use crate::wire::{Incarnation, NodeName, State, Tags};
+use crate::wire::{Incarnation, NodeName, Software, State, Tags};
 
 /// A member's identity: changes only with a higher incarnation, shared between snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct MemberInfo {
     pub failing: Vec<String>,
     /// In planned maintenance, for this reason (`swimd maint on`).
     pub maintenance: Option<String>,
+    /// What it runs, as it advertised (`None`: a release before 0.2, or not heard yet).
+    pub software: Option<Software>,
     /// Position on the hash ring.
     pub(crate) ring_hash: u64,
 }
@@ -47,6 +49,7 @@ impl MemberInfo {
             tags,
             failing: Vec::new(),
             maintenance: None,
+            software: None,
             ring_hash,
         }
     }
@@ -60,6 +63,12 @@ impl MemberInfo {
     /// The same identity in maintenance (`Some(reason)`) or not.
     pub fn with_maintenance(mut self, maintenance: Option<String>) -> Self {
         self.maintenance = maintenance;
+        self
+    }
+
+    /// The same identity running this software.
+    pub fn with_software(mut self, software: Option<Software>) -> Self {
+        self.software = software;
         self
     }
 

@@ -18,7 +18,7 @@ use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
     self, Ack, ClusterId, Digest, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack, NodeName,
-    Packet, Ping, PingReq, PushPull, State, Tags, Update, WireAddr,
+    Packet, Ping, PingReq, PushPull, Software, State, Tags, Update, WireAddr,
 };
 
 /// Who this member is.
@@ -258,7 +258,10 @@ impl Swim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let phase_hash = hash64(identity.name.as_str().as_bytes(), 0x7068_6173);
         let mut members = Members::new();
-        let info = Arc::new(MemberInfo::new(identity.name, identity.addr, identity.tags));
+        let info = Arc::new(
+            MemberInfo::new(identity.name, identity.addr, identity.tags)
+                .with_software(Some(Software::current())),
+        );
         let me = members.insert(
             Member {
                 info,
@@ -423,7 +426,8 @@ impl Swim {
         let info = Arc::new(
             MemberInfo::new(me.name.clone(), me.addr, tags)
                 .with_failing(me.failing.clone())
-                .with_maintenance(me.maintenance.clone()),
+                .with_maintenance(me.maintenance.clone())
+                .with_software(me.software.clone()),
         );
         self.members.set_info(self.me, info);
         let incarnation = self.incarnation().next();
@@ -1543,6 +1547,7 @@ impl Swim {
             failing: None,
             closed: self.closed_witnesses(slot),
             maintenance: None,
+            software: None,
         };
         self.broadcasts.push(slot, wire::encode_update(&update));
         self.schedule_gossip(now);
@@ -1951,11 +1956,22 @@ impl Swim {
                     let info = member.info.clone();
                     let fresh = MemberInfo::new(info.name.clone(), addr.0, tags)
                         .with_failing(update.failing.unwrap_or_default())
-                        .with_maintenance(update.maintenance);
+                        .with_maintenance(update.maintenance)
+                        .with_software(update.software);
                     after = fresh.health();
-                    if (&info.addr, &info.tags, &info.failing, &info.maintenance)
-                        != (&fresh.addr, &fresh.tags, &fresh.failing, &fresh.maintenance)
-                    {
+                    if (
+                        &info.addr,
+                        &info.tags,
+                        &info.failing,
+                        &info.maintenance,
+                        &info.software,
+                    ) != (
+                        &fresh.addr,
+                        &fresh.tags,
+                        &fresh.failing,
+                        &fresh.maintenance,
+                        &fresh.software,
+                    ) {
                         changed = true;
                         self.members.set_info(slot, Arc::new(fresh));
                     }
@@ -2071,7 +2087,8 @@ impl Swim {
         let info = Arc::new(
             MemberInfo::new(update.name, addr, update.tags.unwrap_or_default())
                 .with_failing(update.failing.unwrap_or_default())
-                .with_maintenance(update.maintenance.filter(|_| update.state == State::Alive)),
+                .with_maintenance(update.maintenance.filter(|_| update.state == State::Alive))
+                .with_software(update.software.filter(|_| update.state == State::Alive)),
         );
         let slot = self.insert_member(now, info, update.incarnation, update.state);
         if self.members.live() > 1 {
@@ -2715,5 +2732,6 @@ fn update_of(m: &Member) -> Update {
         failing: alive.then(|| m.info.failing.clone()),
         closed: Vec::new(),
         maintenance: m.info.maintenance.clone().filter(|_| alive),
+        software: m.info.software.clone().filter(|_| alive),
     }
 }

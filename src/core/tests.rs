@@ -580,6 +580,38 @@ fn a_member_in_maintenance_stays_in_it_through_failure_and_recovery_until_it_say
 }
 
 #[test]
+fn our_alive_claims_name_our_release_and_wire_versions_and_receivers_keep_them() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.set_tags(now, Tags::new()).expect("tags");
+    let sent = run_until(&mut swim, now + Duration::from_secs(1));
+    let ours = sent
+        .iter()
+        .flat_map(|(_, p)| &p.updates)
+        .find(|u| u.name.as_str() == "n0" && u.state == State::Alive)
+        .expect("our alive claim is gossiped");
+    assert_eq!(ours.software, Some(wire::Software::current()));
+    // The same claim from n1 (a newer release), heard by a core that knows n1 at 0.
+    let mut other = core(3, now);
+    let mut claim = ours.clone();
+    claim.name = NodeName::new("n1");
+    claim.addr = Some(WireAddr(addr(1)));
+    claim.incarnation = Incarnation(1);
+    claim.software = Some(wire::Software {
+        release: "9.9.9".into(),
+        writes: 1,
+        reads_from: 1,
+        reads_to: 3,
+    });
+    other.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![claim]));
+    let seen = other.member("n1").and_then(|m| m.info.software.clone());
+    assert_eq!(
+        seen.map(|s| (s.release, s.reads_to)),
+        Some(("9.9.9".into(), 3))
+    );
+}
+
+#[test]
 fn an_older_agent_relaying_our_claim_without_maintenance_is_not_refuted() {
     let now = Instant::now();
     let mut swim = core(3, now);

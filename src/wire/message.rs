@@ -62,6 +62,8 @@ wire_struct! {
         Err("an update with too many closed-port witnesses")
     } else if update.maintenance.as_ref().is_some_and(|r| r.len() > MAX_MAINTENANCE_REASON) {
         Err("a maintenance reason longer than 256 bytes")
+    } else if update.software.as_ref().is_some_and(|s| s.release.len() > MAX_RELEASE_LEN) {
+        Err("a release name longer than 32 bytes")
     } else {
         Ok(())
     };
@@ -87,6 +89,38 @@ wire_struct! {
         /// For `alive`: the member is in planned maintenance, for this reason (possibly
         /// empty); `None` when it is not.
         pub maintenance: Option<String>,
+        /// For `alive`: the software the member runs (`None` from releases before 0.2).
+        pub software: Option<Software>,
+    }
+}
+
+/// Longest release name a member may advertise, in bytes.
+pub const MAX_RELEASE_LEN: usize = 32;
+
+wire_struct! {
+    /// What a member runs, so that a rolling upgrade can be watched: its release and the
+    /// packet format versions (the header's first byte) it writes and reads.
+    pub struct Software {
+        /// Its release, e.g. `0.2.0`.
+        pub release: String,
+        /// The format version it writes.
+        pub writes: u8,
+        /// The oldest format version it reads.
+        pub reads_from: u8,
+        /// The newest format version it reads.
+        pub reads_to: u8,
+    }
+}
+
+impl Software {
+    /// This build.
+    pub fn current() -> Software {
+        Software {
+            release: env!("CARGO_PKG_VERSION").to_string(),
+            writes: super::codec::VERSION,
+            reads_from: super::codec::VERSION,
+            reads_to: super::codec::VERSION,
+        }
     }
 }
 

@@ -10,8 +10,8 @@ pub use codec::{
     encode_note, encode_packet, encode_update, encode_updates_len, encoded_len, tags_len,
 };
 pub use message::{
-    Ack, Digest, KIND_NAMES, MAX_CLOSED_WITNESSES, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN, Message,
-    Nack, Note, Packet, Ping, PingReq, PushPull, Tags, Update,
+    Ack, Digest, KIND_NAMES, MAX_CLOSED_WITNESSES, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN,
+    MAX_RELEASE_LEN, Message, Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,
 };
 pub use types::{Incarnation, MAX_NAME_LEN, NodeName, State, WireAddr};
 

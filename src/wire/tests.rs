@@ -43,9 +43,10 @@ fn update() -> impl Strategy<Value = Update> {
         proptest::option::of(proptest::collection::vec("[a-z]{1,8}", 0..3)),
         proptest::collection::vec(name(), 0..3),
         proptest::option::of("[ -~]{0,24}"),
+        proptest::option::of(("[0-9.]{1,8}", any::<u8>(), any::<u8>())),
     )
         .prop_map(
-            |(name, inc, state, from, addr, tags, failing, closed, maintenance)| Update {
+            |(name, inc, state, from, addr, tags, failing, closed, maintenance, software)| Update {
                 name,
                 incarnation: Incarnation(u64::from(inc)),
                 state,
@@ -55,6 +56,12 @@ fn update() -> impl Strategy<Value = Update> {
                 failing,
                 closed,
                 maintenance,
+                software: software.map(|(release, writes, reads)| Software {
+                    release,
+                    writes,
+                    reads_from: reads.min(writes),
+                    reads_to: reads.max(writes),
+                }),
             },
         )
 }

@@ -1946,9 +1946,19 @@ impl Swim {
         match update.state {
             State::Alive => {
                 let newer = update.incarnation > current;
-                if !newer && !(source == Source::Restore) {
+                // The same claim again, but whole: an agent older than the maintenance and
+                // software fields relays a claim without them, and whoever heard that first
+                // holds it stripped (no software: every newer member states its own). The
+                // member's own word, or a relay that carries its software, completes it.
+                // Details only: it refutes nothing (that takes a higher incarnation).
+                let completes = update.incarnation == current
+                    && state == State::Alive
+                    && (sender.is_some_and(|s| *s == update.name)
+                        || (member.info.software.is_none() && update.software.is_some()));
+                if !newer && source != Source::Restore && !completes {
                     return;
                 }
+                let same_claim = !newer && source != Source::Restore;
                 let mut changed = false;
                 let before = member.info.health();
                 let mut after = before;
@@ -1975,6 +1985,16 @@ impl Swim {
                         changed = true;
                         self.members.set_info(slot, Arc::new(fresh));
                     }
+                }
+                if same_claim {
+                    // Not gossiped again: every holder of a stripped copy doing so would send
+                    // N x N updates at once after a restore or an upgrade; the member's own
+                    // gossip and its push-pulls complete the others. No event unless the
+                    // health itself turned (the release alone is no membership change).
+                    if changed && before != after {
+                        self.emit_health(slot, before, after);
+                    }
+                    return;
                 }
                 if state == State::Alive {
                     self.members

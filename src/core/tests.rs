@@ -612,6 +612,63 @@ fn our_alive_claims_name_our_release_and_wire_versions_and_receivers_keep_them()
 }
 
 #[test]
+fn a_claim_an_older_agent_relayed_stripped_is_completed_by_the_member_or_a_newer_relay() {
+    let now = Instant::now();
+    let whole = |maintenance: Option<&str>, software: Option<wire::Software>| Update {
+        name: NodeName::new("n1"),
+        incarnation: Incarnation(1),
+        state: State::Alive,
+        addr: Some(WireAddr(addr(1))),
+        tags: Some(Tags::new()),
+        failing: Some(Vec::new()),
+        maintenance: maintenance.map(str::to_string),
+        software,
+        ..Update::default()
+    };
+    let stripped = whole(None, None);
+    let full = whole(Some("upgrade"), Some(wire::Software::current()));
+    for (relay, from) in [(2u8, "the member itself"), (3, "a newer relay")] {
+        let mut swim = core(3, now);
+        // n2 (an older agent) relays it first, without the fields it cannot read.
+        swim.handle_packet(
+            now,
+            addr(2),
+            packet(2, Message::Gossip, vec![stripped.clone()]),
+        );
+        let held = swim.member("n1").map(|m| m.info.health());
+        assert_eq!(held, Some(Health::Passing));
+        let sender = if relay == 2 { 1 } else { relay };
+        swim.handle_packet(
+            now,
+            addr(sender),
+            packet(sender, Message::Gossip, vec![full.clone()]),
+        );
+        let m = swim.member("n1").expect("n1");
+        assert_eq!(
+            (m.info.health(), m.info.software.is_some(), m.incarnation),
+            (Health::Maintenance, true, Incarnation(1)),
+            "completed by {from}"
+        );
+        // The same whole claim again changes nothing and is not gossiped again.
+        events(&mut swim);
+        swim.handle_packet(
+            now,
+            addr(sender),
+            packet(sender, Message::Gossip, vec![full.clone()]),
+        );
+        assert!(events(&mut swim).is_empty());
+    }
+    // A relay cannot take details away from what the member itself said, nor alter them.
+    let mut swim = core(3, now);
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![full.clone()]));
+    swim.handle_packet(now, addr(2), packet(2, Message::Gossip, vec![stripped]));
+    let other = whole(Some("forged"), Some(wire::Software::current()));
+    swim.handle_packet(now, addr(3), packet(3, Message::Gossip, vec![other]));
+    let m = swim.member("n1").expect("n1");
+    assert_eq!(m.info.maintenance.as_deref(), Some("upgrade"));
+}
+
+#[test]
 fn an_older_agent_relaying_our_claim_without_maintenance_is_not_refuted() {
     let now = Instant::now();
     let mut swim = core(3, now);

@@ -244,7 +244,8 @@ impl Simulator {
             .nodes
             .iter()
             .map(|n| {
-                let info = MemberInfo::new(n.name.clone(), n.addr, Default::default());
+                let info = MemberInfo::new(n.name.clone(), n.addr, Default::default())
+                    .with_software(Some(crate::wire::Software::current()));
                 (Arc::new(info), Incarnation(0), State::Alive)
             })
             .collect();

@@ -102,6 +102,8 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// This member's private key (PEM).
     pub key: PathBuf,
+    /// Certificate revocation lists (PEM, one or more), each signed by a CA in `ca`.
+    pub crl: Option<PathBuf>,
 }
 
 /// `[api]`: the local HTTP API.
@@ -338,7 +340,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     )?;
     let node = Section::new(&src, root, "node", &["name", "cluster", "tags"])?;
     let gossip = Section::new(&src, root, "gossip", &gossip_keys)?;
-    let tls = Section::new(&src, root, "tls", &["ca", "cert", "key"])?;
+    let tls = Section::new(&src, root, "tls", &["ca", "cert", "key", "crl"])?;
     let api = Section::new(
         &src,
         root,
@@ -386,6 +388,14 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
             "the node's private key, e.g. \"tls/node-1-key.pem\"",
             base,
         )?,
+        crl: match tls.string("crl")? {
+            None => None,
+            Some(_) => Some(tls.path(
+                "crl",
+                "revocation lists signed by the CA, e.g. \"tls/crl.pem\" (swimd tls revoke)",
+                base,
+            )?),
+        },
     };
     let api_config = ApiConfig {
         listen: api.socket_addr("listen", (Ipv4Addr::LOCALHOST, API_PORT).into())?,

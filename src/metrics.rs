@@ -114,6 +114,7 @@ pub struct Metrics {
     http_rejected: IntCounterVec,
     dropped: IntCounterVec,
     config_reload_ok: IntGauge,
+    tls_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -380,6 +381,16 @@ impl Metrics {
                     "0 if the last SIGHUP reload was rejected, else 1",
                 ),
             ),
+            tls_expiry: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "swimd_tls_certificate_expiry_timestamp_seconds",
+                        "When the certificate in use stops being valid (Unix seconds): node, or the CA that expires first",
+                    ),
+                    &["certificate"],
+                ),
+            ),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -435,6 +446,9 @@ impl Metrics {
             metrics.dropped.with_label_values(&[reason]);
         }
         metrics.config_reload_ok.set(1);
+        for certificate in ["node", "ca"] {
+            metrics.tls_expiry.with_label_values(&[certificate]);
+        }
         metrics
     }
 
@@ -626,6 +640,14 @@ impl Metrics {
                 .with_label_values(&[direction, name])
                 .inc();
         }
+    }
+
+    /// Records when our certificate and the CA expire (at start and after each reload).
+    pub fn tls_expiry(&mut self, expiry: crate::net::tls::Expiry) {
+        self.tls_expiry
+            .with_label_values(&["node"])
+            .set(expiry.cert);
+        self.tls_expiry.with_label_values(&["ca"]).set(expiry.ca);
     }
 
     /// Records whether the last configuration reload was accepted.
@@ -958,7 +980,7 @@ mod tests {
     use crate::wire::{Incarnation, NodeName};
 
     /// Every metric the README documents (histograms by their base name).
-    pub(crate) const NAMES: [&str; 34] = [
+    pub(crate) const NAMES: [&str; 35] = [
         "swimd_build_info",
         "swimd_members",
         "swimd_members_health",
@@ -990,6 +1012,7 @@ mod tests {
         "swimd_http_connections_rejected_total",
         "swimd_dropped_messages_total",
         "swimd_config_last_reload_successful",
+        "swimd_tls_certificate_expiry_timestamp_seconds",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
         "process_start_time_seconds",

@@ -208,7 +208,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         printed(&check)
     );
     assert!(
-        printed(&check).contains("SUCCESS: 14 rules found"),
+        printed(&check).contains("SUCCESS: 15 rules found"),
         "{}",
         printed(&check)
     );

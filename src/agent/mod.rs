@@ -36,6 +36,8 @@ const LEAVE_BOUND: Duration = Duration::from_secs(3);
 const SAVE_AFTER_CHANGE: Duration = Duration::from_millis(500);
 /// Metrics are brought up to date at most this often (and on every scrape).
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
+/// How often open connections' peer certificates are checked again (they expire).
+const REVALIDATE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +150,7 @@ struct Agent {
     cluster: ClusterId,
     metrics: Metrics,
     last_metrics_update: Instant,
+    last_revalidation: Instant,
     hooks: Hooks,
     policy: Policy,
     hook_metrics: HookMetrics,
@@ -166,10 +169,11 @@ struct Agent {
 impl Agent {
     async fn start(config: AgentConfig, reload_log: LogReloader) -> Result<Agent, AgentError> {
         let state = StateDir::open(&config.state.dir)?;
-        let identity = tls::load(
+        let identity = tls::load_with_crl(
             &config.tls.ca,
             &config.tls.cert,
             &config.tls.key,
+            config.tls.crl.as_deref(),
             &config.node.name,
         )?;
         // A restart starts above anything the cluster may remember of us.
@@ -259,6 +263,7 @@ impl Agent {
             );
         }
         let mut metrics = Metrics::new(config.metrics.member_up);
+        metrics.tls_expiry(identity.expiry());
         for member in swim.members() {
             metrics.set_member(&member);
         }
@@ -352,6 +357,7 @@ impl Agent {
             cluster,
             metrics,
             last_metrics_update: now,
+            last_revalidation: now,
             hooks,
             policy,
             hook_metrics,
@@ -448,6 +454,9 @@ impl Agent {
             self.flush();
             if self.last_metrics_update.elapsed() >= METRICS_REFRESH {
                 self.update_metrics();
+            }
+            if self.last_revalidation.elapsed() >= REVALIDATE_EVERY {
+                self.revalidate_peers();
             }
             if let Some(started) = self.leave_started
                 && (self.swim.leave_done() || started.elapsed() >= LEAVE_BOUND)
@@ -794,6 +803,16 @@ impl Agent {
             .update(&snapshot, rtts.into_iter(), confirmations.into_iter());
     }
 
+    /// Closes connections to peers whose certificates no longer verify: after a reload (a
+    /// CA removed, a CRL added) and every [`REVALIDATE_EVERY`] (certificates expire).
+    fn revalidate_peers(&mut self) {
+        self.last_revalidation = Instant::now();
+        let closed = self.transport.revalidate(&self.identity);
+        if !closed.is_empty() {
+            warn!(peers = ?closed, "closed connections whose peer certificate no longer verifies (CA removed, revoked or expired)");
+        }
+    }
+
     /// Members in maintenance, per state.
     fn maintenance_counts(&self) -> StateCounts {
         let mut counts = StateCounts::default();
@@ -908,7 +927,13 @@ impl Agent {
             );
             return false;
         }
-        let identity = match tls::load(&new.tls.ca, &new.tls.cert, &new.tls.key, &new.node.name) {
+        let identity = match tls::load_with_crl(
+            &new.tls.ca,
+            &new.tls.cert,
+            &new.tls.key,
+            new.tls.crl.as_deref(),
+            &new.node.name,
+        ) {
             Ok(identity) => identity,
             Err(e) => {
                 error!("reload rejected, keeping the running configuration: tls: {e}");
@@ -919,7 +944,9 @@ impl Agent {
             error!("reload rejected, keeping the running configuration: tls: {e}");
             return false;
         }
+        self.metrics.tls_expiry(identity.expiry());
         self.identity = identity;
+        self.revalidate_peers();
         if std::env::var_os("RUST_LOG").is_none() && !(self.reload_log)(&new.log.level) {
             warn!(level = %new.log.level, "log level not changed");
         }

@@ -27,6 +27,18 @@ pub(super) enum TlsCommand {
         /// An address the node is reached at, added to the certificate; repeatable.
         #[arg(long = "ip", value_name = "IP")]
         ips: Vec<IpAddr>,
+        /// Validity in days, from now (an hour earlier, for clock skew). Default: 1826.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_525))]
+        days: Option<u32>,
+    },
+    /// Revoke node NAME's certificate (DIR/NAME.pem): writes DIR/crl.pem, signed by the CA in
+    /// DIR and keeping earlier revocations; copy it to every node's `tls.crl`, then SIGHUP.
+    Revoke {
+        /// The node whose certificate to revoke.
+        name: String,
+        /// Directory holding the CA and the node's certificate.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -34,7 +46,13 @@ pub(super) enum TlsCommand {
 pub(super) fn run(cmd: TlsCommand) -> anyhow::Result<ExitCode> {
     let written = match cmd {
         TlsCommand::Init { dir, cluster } => tls::init_ca(&dir, &cluster)?,
-        TlsCommand::Issue { name, dir, ips } => tls::issue(&dir, &name, &ips)?,
+        TlsCommand::Issue {
+            name,
+            dir,
+            ips,
+            days,
+        } => tls::issue_days(&dir, &name, &ips, days)?,
+        TlsCommand::Revoke { name, dir } => vec![tls::revoke(&dir, &name)?],
     };
     for path in written {
         println!("wrote {}", path.display());

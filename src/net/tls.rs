@@ -25,16 +25,18 @@ use rcgen::{
     SanType,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{
     CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
 };
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use x509_parser::prelude::FromDer;
 
 use crate::wire::NodeName;
 
@@ -190,6 +192,22 @@ pub enum TlsError {
     /// quinn refused the rustls configuration.
     #[error("cannot use the TLS configuration for QUIC: {0}")]
     Quic(NoInitialCipherSuite),
+    /// A revocation list that does not parse, or that no CA in `tls.ca` signed.
+    #[error("tls.crl: {}: {reason}; write it with `swimd tls revoke NAME --dir CA_DIR`", .path.display())]
+    BadCrl {
+        /// The CRL file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate `swimd tls revoke` could not read.
+    #[error("{}: {reason}", .path.display())]
+    Unreadable {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 // By hand rather than `#[from]`: each message already shows its cause, and a `#[from]` cause
@@ -245,16 +263,76 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>, TlsError> {
     Ok(vec![cert_path, key_path])
 }
 
-/// Issues a certificate for node `name` (reachable at `ips`) from the CA in `dir`; the files written.
+/// The CA in `dir`, ready to sign: its certificate, and an issuer rebuilt from it.
+struct Ca {
+    path: PathBuf,
+    cert: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn open(dir: &Path) -> Result<Ca, TlsError> {
+        let ca_path = dir.join(CA_CERT_FILE);
+        let ca_key_path = dir.join(CA_KEY_FILE);
+        if fs::symlink_metadata(&ca_path).is_err() {
+            return Err(TlsError::NoCa(dir.to_owned()));
+        }
+        let ca_cert = read_certs(&ca_path, "CA certificate")?.swap_remove(0);
+        check_key_permissions(&ca_key_path, "CA key")?;
+        let ca_key_der = read_key(&ca_key_path, "CA key")?;
+        let provider = provider();
+        keys_match(&ca_cert, &ca_key_der, &provider).map_err(|error| TlsError::KeyMismatch {
+            setting: "CA key",
+            key: ca_key_path.clone(),
+            cert: ca_path.clone(),
+            error: Box::new(error),
+        })?;
+        let ca_key = KeyPair::try_from(&ca_key_der)?;
+        // The issuer is rebuilt from the CA's common name (as `init_ca` made it); what it
+        // signs is checked against the CA certificate itself before it is written.
+        let ca_name = cert_parts(&ca_cert)
+            .and_then(|(subject, _)| common_name(subject))
+            .and_then(|(tag, value)| dn_value(tag, value))
+            .ok_or_else(|| TlsError::UnusableCa {
+                path: ca_path.clone(),
+                reason: "its subject has no readable common name".into(),
+            })?;
+        Ok(Ca {
+            path: ca_path,
+            cert: ca_cert,
+            issuer: Issuer::new(ca_params(ca_name), ca_key),
+        })
+    }
+
+    fn unusable(&self, reason: String) -> TlsError {
+        TlsError::UnusableCa {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+/// Issues a certificate for node `name` (reachable at `ips`) from the CA in `dir`, valid for
+/// five years; the files written.
 pub fn issue(dir: &Path, name: &str, ips: &[IpAddr]) -> Result<Vec<PathBuf>, TlsError> {
+    issue_days(dir, name, ips, None)
+}
+
+/// [`issue`], valid for `days` (`None`: five years).
+pub fn issue_days(
+    dir: &Path,
+    name: &str,
+    ips: &[IpAddr],
+    days: Option<u32>,
+) -> Result<Vec<PathBuf>, TlsError> {
     NodeName::validate(name).map_err(|reason| TlsError::InvalidName {
         name: name.to_owned(),
         reason,
     })?;
-    if name == "ca" {
+    if name == "ca" || name == "crl" {
         return Err(TlsError::InvalidName {
             name: name.to_owned(),
-            reason: "its files would be the CA's own (ca.pem, ca-key.pem)",
+            reason: "its files would be the CA's own (ca.pem, ca-key.pem, crl.pem)",
         });
     }
     let files = [
@@ -262,38 +340,14 @@ pub fn issue(dir: &Path, name: &str, ips: &[IpAddr]) -> Result<Vec<PathBuf>, Tls
         dir.join(format!("{name}-key.pem")),
     ];
     refuse_existing(&files)?;
-
-    let ca_path = dir.join(CA_CERT_FILE);
-    let ca_key_path = dir.join(CA_KEY_FILE);
-    if fs::symlink_metadata(&ca_path).is_err() {
-        return Err(TlsError::NoCa(dir.to_owned()));
-    }
-    let ca_cert = read_certs(&ca_path, "CA certificate")?.swap_remove(0);
-    check_key_permissions(&ca_key_path, "CA key")?;
-    let ca_key_der = read_key(&ca_key_path, "CA key")?;
-    let provider = provider();
-    keys_match(&ca_cert, &ca_key_der, &provider).map_err(|error| TlsError::KeyMismatch {
-        setting: "CA key",
-        key: ca_key_path.clone(),
-        cert: ca_path.clone(),
-        error: Box::new(error),
-    })?;
-    let ca_key = KeyPair::try_from(&ca_key_der)?;
-    // rcgen cannot read a certificate without x509-parser, so the issuer is rebuilt from the
-    // CA's common name; the chain check below proves the rebuilt issuer name matches exactly.
-    let unusable = |reason: &str| TlsError::UnusableCa {
-        path: ca_path.clone(),
-        reason: reason.to_owned(),
-    };
-    let ca_name = cert_parts(&ca_cert)
-        .and_then(|(subject, _)| common_name(subject))
-        .and_then(|(tag, value)| dn_value(tag, value))
-        .ok_or_else(|| unusable("its subject has no readable common name"))?;
-    let issuer = Issuer::new(ca_params(ca_name), ca_key);
+    let ca = Ca::open(dir)?;
 
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
-    set_validity(&mut params, NODE_VALIDITY);
+    let lifetime = days.map_or(NODE_VALIDITY, |d| {
+        Duration::from_secs(u64::from(d) * 86_400)
+    });
+    set_validity(&mut params, lifetime);
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names = std::iter::once(SanType::DnsName(name.try_into()?))
@@ -305,18 +359,18 @@ pub fn issue(dir: &Path, name: &str, ips: &[IpAddr]) -> Result<Vec<PathBuf>, Tls
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, &issuer)?;
+    // A random serial, so that a revocation list can name this certificate alone.
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
+    let cert = params.signed_by(&key, &ca.issuer)?;
 
     let mut roots = RootCertStore::empty();
-    roots.add(ca_cert).map_err(|e| unusable(&e.to_string()))?;
-    let verifier = ClusterServerVerifier {
-        roots: Arc::new(roots),
-        algorithms: provider.signature_verification_algorithms,
-    };
-    verifier
-        .verify_chain(cert.der(), &[], UnixTime::now())
+    roots
+        .add(ca.cert.clone())
+        .map_err(|e| ca.unusable(e.to_string()))?;
+    cluster_verifier(Arc::new(roots), &[], &provider())?
+        .verify_client_cert(cert.der(), &[], UnixTime::now())
         .map_err(|e| {
-            unusable(&format!(
+            ca.unusable(format!(
                 "a certificate issued from it does not verify ({e})"
             ))
         })?;
@@ -329,10 +383,113 @@ pub fn issue(dir: &Path, name: &str, ips: &[IpAddr]) -> Result<Vec<PathBuf>, Tls
     Ok(vec![cert_path, key_path])
 }
 
+/// Revokes node `name`'s certificate (`DIR/NAME.pem`) with the CA in `dir`: writes
+/// `DIR/crl.pem`, keeping what it already revoked, with a higher CRL number. The file to copy
+/// to every node's `tls.crl`.
+pub fn revoke(dir: &Path, name: &str) -> Result<PathBuf, TlsError> {
+    NodeName::validate(name).map_err(|reason| TlsError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })?;
+    let ca = Ca::open(dir)?;
+    let cert_path = dir.join(format!("{name}.pem"));
+    let cert = read_certs(&cert_path, "certificate to revoke")?.swap_remove(0);
+    let unreadable = |path: &Path, reason: String| TlsError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
+        .map_err(|e| unreadable(&cert_path, format!("not a certificate ({e})")))?;
+    let ca_parsed = x509_parser::parse_x509_certificate(&ca.cert)
+        .map_err(|e| ca.unusable(format!("not a certificate ({e})")))?
+        .1;
+    if parsed.issuer() != ca_parsed.subject()
+        || parsed
+            .verify_signature(Some(ca_parsed.public_key()))
+            .is_err()
+    {
+        return Err(unreadable(
+            &cert_path,
+            format!("issued by {}, not by this CA", parsed.issuer()),
+        ));
+    }
+    let at = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
+    let now = at(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+    let serial = parsed.raw_serial().to_vec();
+    let crl_path = dir.join("crl.pem");
+    let mut revoked = Vec::new();
+    let mut number = 1u64;
+    if fs::symlink_metadata(&crl_path).is_ok() {
+        for der in read_crls(&crl_path, std::slice::from_ref(&ca.cert))? {
+            let (_, old) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+                .map_err(|e| unreadable(&crl_path, format!("does not parse ({e})")))?;
+            let old_number = old
+                .crl_number()
+                .and_then(|n| u64::try_from(n.clone()).ok())
+                .unwrap_or(0);
+            number = number.max(old_number.saturating_add(1));
+            for entry in old.iter_revoked_certificates() {
+                if entry.raw_serial() != serial.as_slice() {
+                    revoked.push(rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(entry.raw_serial()),
+                        revocation_time: at(entry.revocation_date.timestamp()),
+                        reason_code: None,
+                        invalidity_date: None,
+                    });
+                }
+            }
+        }
+    }
+    revoked.push(rcgen::RevokedCertParams {
+        serial_number: rcgen::SerialNumber::from_slice(&serial),
+        revocation_time: now,
+        reason_code: None,
+        invalidity_date: None,
+    });
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        // Nodes do not enforce it (a stale list still revokes); a year leaves room.
+        next_update: now + time::Duration::days(365),
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca.issuer)?;
+    // Checked as nodes will check it: it parses, and the CA signed it.
+    let pem = crl.pem()?;
+    let tmp = dir.join(".crl.pem.tmp");
+    let _ = fs::remove_file(&tmp);
+    write_new(&[(&tmp, &pem, 0o644)])?;
+    read_crls(&tmp, std::slice::from_ref(&ca.cert))?;
+    fs::rename(&tmp, &crl_path).map_err(io_error(&crl_path))?;
+    Ok(crl_path)
+}
+
+/// 16 random bytes, the top bit clear (a serial number is a positive integer).
+fn random_serial() -> Result<[u8; 16], TlsError> {
+    use ring::rand::SecureRandom;
+    let mut serial = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| TlsError::Generate(rcgen::Error::RingUnspecified))?;
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    Ok(serial)
+}
+
 /// A node's certificate, key and cluster CA, checked to belong together and to the node.
 pub struct TlsIdentity {
     name: NodeName,
     roots: Arc<RootCertStore>,
+    /// Revocation lists from `tls.crl`, each checked against a CA in `tls.ca`.
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    /// When our certificate and the CA certificate that expires first stop being valid.
+    expiry: Expiry,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     provider: Arc<CryptoProvider>,
@@ -349,23 +506,62 @@ impl fmt::Debug for TlsIdentity {
     }
 }
 
+/// Unix seconds after which a certificate is no longer valid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Our own certificate.
+    pub cert: i64,
+    /// The CA certificate in `tls.ca` that expires first.
+    pub ca: i64,
+}
+
 /// Loads and checks the identity of node `name`: files as set by `tls.ca`, `tls.cert`, `tls.key`.
 pub fn load(ca: &Path, cert: &Path, key: &Path, name: &NodeName) -> Result<TlsIdentity, TlsError> {
+    load_with_crl(ca, cert, key, None, name)
+}
+
+/// [`load`], with the revocation lists in `crl` (`tls.crl`): each must be signed by a CA in
+/// `ca`, and our own certificate must not be on one.
+pub fn load_with_crl(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crl: Option<&Path>,
+    name: &NodeName,
+) -> Result<TlsIdentity, TlsError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     // Every certificate in the CA file is trusted, so a new CA can be rolled in beside the old.
-    for ca_cert in read_certs(ca, "tls.ca")? {
-        roots.add(ca_cert).map_err(|e| TlsError::UnusableCa {
-            path: ca.to_owned(),
-            reason: format!("not a usable CA certificate ({e})"),
-        })?;
+    let ca_certs = read_certs(ca, "tls.ca")?;
+    for ca_cert in &ca_certs {
+        roots
+            .add(ca_cert.clone())
+            .map_err(|e| TlsError::UnusableCa {
+                path: ca.to_owned(),
+                reason: format!("not a usable CA certificate ({e})"),
+            })?;
     }
+    let crls = match crl {
+        Some(path) => read_crls(path, &ca_certs)?,
+        None => Vec::new(),
+    };
     let chain = read_certs(cert, "tls.cert")?;
     check_key_permissions(key, "tls.key")?;
     let key_der = read_key(key, "tls.key")?;
+    let not_after = |der: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| c.validity().not_after.timestamp())
+            .unwrap_or(0)
+    };
+    let expiry = Expiry {
+        cert: chain.first().map_or(0, not_after),
+        ca: ca_certs.iter().map(not_after).min().unwrap_or(0),
+    };
     let identity = TlsIdentity {
         name: name.clone(),
         roots: Arc::new(roots),
+        crls,
+        expiry,
         chain,
         key: key_der,
         provider,
@@ -381,7 +577,7 @@ pub fn load(ca: &Path, cert: &Path, key: &Path, name: &NodeName) -> Result<TlsId
         error: Box::new(error),
     };
     identity
-        .server_verifier()
+        .server_verifier()?
         .verify_chain(leaf, intermediates, now)
         .map_err(not_signed)?;
     identity
@@ -411,6 +607,25 @@ impl TlsIdentity {
         &self.name
     }
 
+    /// When our certificate and the CA expire.
+    pub fn expiry(&self) -> Expiry {
+        self.expiry
+    }
+
+    /// Does a peer's certificate chain still verify, with these CAs and revocation lists,
+    /// now? (Connections made under an earlier configuration are checked again on reload.)
+    pub fn peer_still_valid(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        self.client_verifier()
+            .and_then(|v| {
+                v.verify_client_cert(leaf, intermediates, UnixTime::now())
+                    .map_err(TlsError::Config)
+            })
+            .is_ok()
+    }
+
     /// TLS 1.3 server side: requires a client certificate from the cluster CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
@@ -426,7 +641,7 @@ impl TlsIdentity {
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(self.server_verifier()))
+            .with_custom_certificate_verifier(Arc::new(self.server_verifier()?))
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
@@ -438,7 +653,7 @@ impl TlsIdentity {
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(self.server_verifier()))
+            .with_custom_certificate_verifier(Arc::new(self.server_verifier()?))
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = QuicClientConfig::try_from(config)?;
@@ -457,18 +672,15 @@ impl TlsIdentity {
         Ok(quinn::ClientConfig::new(Arc::new(crypto)))
     }
 
-    fn server_verifier(&self) -> ClusterServerVerifier {
-        ClusterServerVerifier {
-            roots: self.roots.clone(),
+    fn server_verifier(&self) -> Result<ClusterServerVerifier, TlsError> {
+        Ok(ClusterServerVerifier {
+            chain: self.client_verifier()?,
             algorithms: self.provider.signature_verification_algorithms,
-        }
+        })
     }
 
     fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-        Ok(
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), self.provider.clone())
-                .build()?,
-        )
+        cluster_verifier(self.roots.clone(), &self.crls, &self.provider)
     }
 }
 
@@ -500,27 +712,83 @@ pub fn name_of(cert: &CertificateDer<'_>) -> Option<NodeName> {
 /// by: seeds are dialed by address, and the peer's name is bound afterwards by [`peer_name`].
 #[derive(Debug)]
 struct ClusterServerVerifier {
-    roots: Arc<RootCertStore>,
+    /// A member's certificate serves both ends of its connections: the client check
+    /// (chain, validity, revocation, clientAuth) applies to it as a server too.
+    chain: Arc<dyn ClientCertVerifier>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ClusterServerVerifier {
-    /// Checks that `end_entity` chains to the cluster CA and may serve TLS; names are not checked.
+    /// Checks that `end_entity` chains to the cluster CA, is not revoked, and may act as a
+    /// member; names are not checked.
     fn verify_chain(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)
+            .map(|_| ())
     }
+}
+
+/// The check every member certificate passes: it chains to a CA in `roots`, is valid now,
+/// and is on none of `crls` (a CA without a list revokes nothing; only the member's own
+/// certificate is looked up, as swimd's CAs issue no intermediates).
+fn cluster_verifier(
+    roots: Arc<RootCertStore>,
+    crls: &[CertificateRevocationListDer<'static>],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    Ok(
+        WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .with_crls(crls.iter().cloned())
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
+            .build()?,
+    )
+}
+
+/// The revocation lists in a PEM file, each signed by one of `cas`.
+fn read_crls(
+    path: &Path,
+    cas: &[CertificateDer<'static>],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bad = |reason: String| TlsError::BadCrl {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = fs::read(path).map_err(read_error(path, "tls.crl"))?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("no readable revocation list ({e})")))?;
+    if crls.is_empty() {
+        return Err(bad("no revocation list in it".into()));
+    }
+    let cas: Vec<_> = cas
+        .iter()
+        .filter_map(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, c)| c)
+        })
+        .collect();
+    for (i, der) in crls.iter().enumerate() {
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+            .map_err(|e| bad(format!("revocation list {} does not parse ({e})", i + 1)))?;
+        let signed = cas.iter().any(|ca| {
+            ca.subject() == crl.issuer() && crl.verify_signature(ca.public_key()).is_ok()
+        });
+        if !signed {
+            return Err(bad(format!(
+                "revocation list {} (issuer {}) is not signed by a CA in tls.ca",
+                i + 1,
+                crl.issuer()
+            )));
+        }
+    }
+    Ok(crls)
 }
 
 impl ServerCertVerifier for ClusterServerVerifier {
@@ -1170,12 +1438,98 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_revoked_member_is_refused_both_ways_and_its_own_agent_will_not_load() {
+        let tmp = TempDir::new("revoke");
+        let nodes = cluster(&tmp.0, &["node-a", "node-b", "node-c"]);
+        let crl = revoke(&tmp.0, "node-b").unwrap();
+        let with_crl = |name: &str| {
+            load_with_crl(
+                &tmp.0.join(CA_CERT_FILE),
+                &cert_path(&tmp.0, name),
+                &key_path(&tmp.0, name),
+                Some(&crl),
+                &NodeName::new(name),
+            )
+        };
+        let a = with_crl("node-a").unwrap();
+        let err = with_crl("node-b").unwrap_err();
+        assert!(err.to_string().contains("Revoked"), "{err}");
+        assert!(!a.peer_still_valid(&nodes[1].chain));
+        assert!(a.peer_still_valid(&nodes[2].chain));
+        // A member holding the list refuses the revoked one as client and as server.
+        let (server, client) = handshake(&a, &nodes[1]).await;
+        assert!(refused(server).await && refused(client).await);
+        let (server, client) = handshake(&nodes[1], &a).await;
+        assert!(refused(client).await && refused(server).await);
+        let (server, client) = handshake(&a, &nodes[2]).await;
+        assert!(server.is_ok() && client.is_ok(), "others are unaffected");
+        // A second revocation keeps the first.
+        revoke(&tmp.0, "node-c").unwrap();
+        let a = with_crl("node-a").unwrap();
+        assert!(!a.peer_still_valid(&nodes[1].chain) && !a.peer_still_valid(&nodes[2].chain));
+        assert!(a.peer_still_valid(&nodes[0].chain));
+    }
+
+    #[test]
+    fn a_crl_that_does_not_parse_or_that_another_ca_signed_is_refused_at_load() {
+        let ours = TempDir::new("crl-ours");
+        let theirs = TempDir::new("crl-theirs");
+        cluster(&ours.0, &["node-a"]);
+        cluster(&theirs.0, &["node-x"]);
+        let foreign = revoke(&theirs.0, "node-x").unwrap();
+        let garbage = ours.0.join("garbage.pem");
+        fs::write(
+            &garbage,
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        let empty = ours.0.join("empty.pem");
+        fs::write(&empty, "").unwrap();
+        for crl in [&foreign, &garbage, &empty] {
+            let err = load_with_crl(
+                &ours.0.join(CA_CERT_FILE),
+                &cert_path(&ours.0, "node-a"),
+                &key_path(&ours.0, "node-a"),
+                Some(crl),
+                &NodeName::new("node-a"),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, TlsError::BadCrl { .. }) && err.to_string().starts_with("tls.crl: "),
+                "{}: {err}",
+                crl.display()
+            );
+        }
+        // Revoking a certificate another CA issued is refused too.
+        fs::copy(cert_path(&theirs.0, "node-x"), cert_path(&ours.0, "node-x")).unwrap();
+        let err = revoke(&ours.0, "node-x").unwrap_err();
+        assert!(err.to_string().contains("not by this CA"), "{err}");
+    }
+
+    #[test]
+    fn issue_days_sets_the_validity_the_expiry_reports() {
+        let tmp = TempDir::new("days");
+        init_ca(&tmp.0, "test").unwrap();
+        issue_days(&tmp.0, "node-a", &[], Some(30)).unwrap();
+        let id = load_node(&tmp.0, "node-a").unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let left = id.expiry().cert - now;
+        assert!((29 * 86_400..=30 * 86_400).contains(&left), "{left} s left");
+        assert!(id.expiry().ca > id.expiry().cert);
+    }
+
     /// An identity that trusts `trusting`'s CA but presents `presenting`'s certificate, so only
     /// the peer's verifier can refuse it.
     fn impostor(trusting: &TlsIdentity, presenting: &TlsIdentity) -> TlsIdentity {
         TlsIdentity {
             name: presenting.name.clone(),
             roots: trusting.roots.clone(),
+            crls: trusting.crls.clone(),
+            expiry: presenting.expiry,
             chain: presenting.chain.clone(),
             key: presenting.key.clone_key(),
             provider: presenting.provider.clone(),

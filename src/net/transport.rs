@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -289,6 +290,43 @@ impl Transport {
         if let Some(Slot::Connected { conn, .. }) = removed {
             conn.close(0u32.into(), b"port unreachable");
         }
+    }
+
+    /// Closes every connection whose peer's certificate no longer verifies under `identity`
+    /// (its CA was removed, it was revoked, or it expired); the names of those closed. New
+    /// handshakes with such a peer fail from then on.
+    pub fn revalidate(&self, identity: &TlsIdentity) -> Vec<String> {
+        let stale: Vec<(SocketAddr, quinn::Connection)> = {
+            let mut pool = lock(&self.shared.pool);
+            let addrs: Vec<SocketAddr> = pool
+                .peers
+                .iter()
+                .filter_map(|(addr, slot)| match slot {
+                    Slot::Connected { conn, .. } => {
+                        let chain = conn
+                            .peer_identity()
+                            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
+                        let valid = chain.is_some_and(|c| identity.peer_still_valid(&c));
+                        (!valid).then_some(*addr)
+                    }
+                    _ => None,
+                })
+                .collect();
+            addrs
+                .into_iter()
+                .filter_map(|addr| match pool.peers.remove(&addr) {
+                    Some(Slot::Connected { conn, .. }) => Some((addr, conn)),
+                    _ => None,
+                })
+                .collect()
+        };
+        stale
+            .into_iter()
+            .map(|(addr, conn)| {
+                conn.close(0u32.into(), b"certificate no longer trusted");
+                tls::peer_name(&conn).map_or_else(|| addr.to_string(), |n| n.to_string())
+            })
+            .collect()
     }
 
     /// Uses new certificates for connections made from now on (SIGHUP).

@@ -35,7 +35,7 @@ pub struct MemberJson {
     /// In maintenance: the reason given (possibly empty); `null` otherwise.
     #[serde(default)]
     pub maintenance: Option<String>,
-    /// What it runs, as it advertised; `null` for releases before 0.2.
+    /// What it runs, as it advertised; `null` for v0.1.0 agents.
     #[serde(default)]
     pub software: Option<SoftwareJson>,
 }
@@ -43,7 +43,7 @@ pub struct MemberJson {
 /// A member's release and the packet format versions it writes and reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SoftwareJson {
-    /// Its release, e.g. `0.2.0`.
+    /// Its release and build, e.g. `0.2.0 (1a2b3c4d5e6f)`.
     pub release: String,
     /// The format version it writes.
     pub writes: u8,

@@ -52,7 +52,7 @@ pub(super) struct MembersArgs {
     #[arg(long, value_enum, default_value = "table")]
     format: MembersFormat,
     /// Table: also each member's release and packet format versions (`w1 r1-1`: writes
-    /// version 1, reads 1 to 1; `-` for releases before 0.2)
+    /// version 1, reads 1 to 1; `-` for v0.1.0 agents)
     #[arg(long)]
     detailed: bool,
 }

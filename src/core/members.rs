@@ -28,7 +28,7 @@ pub struct MemberInfo {
     pub failing: Vec<String>,
     /// In planned maintenance, for this reason (`swimd maint on`).
     pub maintenance: Option<String>,
-    /// What it runs, as it advertised (`None`: a release before 0.2, or not heard yet).
+    /// What it runs, as it advertised (`None`: a v0.1.0 agent, or not heard yet).
     pub software: Option<Software>,
     /// Position on the hash ring.
     pub(crate) ring_hash: u64,

@@ -89,7 +89,7 @@ wire_struct! {
         /// For `alive`: the member is in planned maintenance, for this reason (possibly
         /// empty); `None` when it is not.
         pub maintenance: Option<String>,
-        /// For `alive`: the software the member runs (`None` from releases before 0.2).
+        /// For `alive`: the software the member runs (`None` from v0.1.0 agents).
         pub software: Option<Software>,
     }
 }
@@ -101,7 +101,7 @@ wire_struct! {
     /// What a member runs, so that a rolling upgrade can be watched: its release and the
     /// packet format versions (the header's first byte) it writes and reads.
     pub struct Software {
-        /// Its release, e.g. `0.2.0`.
+        /// Its release and build, as `swimd --version` prints them, e.g. `0.2.0 (1a2b3c4d5e6f)`.
         pub release: String,
         /// The format version it writes.
         pub writes: u8,
@@ -116,7 +116,8 @@ impl Software {
     /// This build.
     pub fn current() -> Software {
         Software {
-            release: env!("CARGO_PKG_VERSION").to_string(),
+            // The build too: between two releases, upgraded hosts are told apart by it.
+            release: crate::VERSION.to_string(),
             writes: super::codec::VERSION,
             reads_from: super::codec::VERSION,
             reads_to: super::codec::VERSION,

@@ -162,15 +162,15 @@ start() {
 for i in 1 2 3 4; do start "$i"; done
 say "started node-1..4 (${release[1]}, ${release[2]}, ${release[3]}, ${release[4]}): pids ${pids[*]:1}"
 
-# `swimd members --format json` of observer $1, as one member per line: name state
-# incarnation maintenance software-release (null: not in maintenance, not advertised, or
+# `swimd members --format json` of observer $1, as one member per line, tab-separated (a
+# reason or a release may hold spaces): name state incarnation maintenance software-release (null: not in maintenance, not advertised, or
 # not known to that release).
 members() {
     "${bin[$1]}" members --api "$(api "$1")" --format json 2> /dev/null |
-        jq -r '.members[] | "\(.name) \(.state) \(.incarnation) \(.maintenance // null | tojson) \(.software.release // null | tojson)"' ||
+        jq -r '.members[] | "\(.name)\t\(.state)\t\(.incarnation)\t\(.maintenance // null | tojson)\t\(.software.release // null | tojson)"' ||
         true
 }
-field() { members "$1" | awk -v n="$2" -v f="$3" '$1 == n { print $f }'; }
+field() { members "$1" | awk -F '\t' -v n="$2" -v f="$3" '$1 == n { print $f }'; }
 now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
@@ -215,7 +215,7 @@ if $converged; then
     declare -A wrong=()
     while [ "$(since "$watch_start" | cut -d. -f1)" -lt "$maint_watch" ]; do
         for o in 1 2 3 4; do
-            read -r _ state incarnation reason _ <<< "$(members "$o" | awk '$1 == "node-3"')"
+            IFS=$'\t' read -r _ state incarnation reason _ <<< "$(members "$o" | awk '$1 == "node-3"')"
             last[$o]=${incarnation:-0}
             if [ "$state" != alive ]; then
                 wrong[$o]="listed node-3 ${state:-as nothing}"
@@ -243,7 +243,7 @@ fi
 # --detailed`); an old agent relays those claims without it.
 if $converged; then
     for o in 1 2 3 4; do
-        seen=$(members "$o" | awk '{ printf " %s=%s", $1, $5 }')
+        seen=$(members "$o" | awk -F '\t' '{ printf " %s=%s", $1, $5 }')
         say "software as node-$o (${release[$o]}) lists it:$seen"
         if [ "${release[$o]}" = new ]; then
             for s in 3 4; do

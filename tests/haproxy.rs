@@ -523,6 +523,15 @@ fn setup_with(mode: Mode, test: &str, net: u8, checks: bool) -> Option<Setup> {
     })
 }
 
+/// Kills web host node-2: its agent (SIGKILL) and its backend at the same instant.
+fn kill_web_host(c: &mut Cluster, backends: &mut [Backend; 2]) {
+    if let Some(pid) = c.nodes[1].pid() {
+        signal(pid, libc::SIGKILL);
+    }
+    backends[0].stop();
+    c.kill(1);
+}
+
 fn failover(mode: Mode, test: &str, net: u8) {
     let total = Instant::now();
     let Some(Setup {
@@ -537,11 +546,7 @@ fn failover(mode: Mode, test: &str, net: u8) {
 
     // Kill web host node-2: its agent (SIGKILL) and its backend at the same instant.
     let killed = Instant::now();
-    if let Some(pid) = c.nodes[1].pid() {
-        signal(pid, libc::SIGKILL);
-    }
-    backends[0].stop();
-    c.kill(1);
+    kill_web_host(&mut c, &mut backends);
     let mut detected = None;
     let mut marked = None;
     while detected.is_none() || marked.is_none() {
@@ -887,11 +892,7 @@ fn maintenance(mode: Mode, test: &str, net: u8) {
     // Killed during the planned work: the LB agent sees it failed, in maintenance, and
     // nothing fails over.
     let killed = Instant::now();
-    if let Some(pid) = c.nodes[1].pid() {
-        signal(pid, libc::SIGKILL);
-    }
-    backends[0].stop();
-    c.kill(1);
+    kill_web_host(&mut c, &mut backends);
     c.wait_state(&[0], "node-2", "failed", secs(20))
         .expect("the LB agent sees node-2 failed");
     let lb_api = c.nodes[0].api();

@@ -97,6 +97,10 @@ impl StateDir {
         file.sync_all().map_err(err)?;
         fs::rename(&tmp, &path).map_err(err)?;
         // The rename is durable only once the directory entry is.
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<(), StateError> {
         fs::File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|source| StateError {
@@ -194,12 +198,7 @@ impl StateDir {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                     Err(source) => return Err(StateError { path, source }),
                 }
-                fs::File::open(&self.dir)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(|source| StateError {
-                        path: self.dir.clone(),
-                        source,
-                    })
+                self.sync_dir()
             }
         }
     }

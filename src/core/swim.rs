@@ -422,14 +422,9 @@ impl Swim {
                 limit: self.config.max_tags_bytes,
             });
         }
-        let me = self.my_info();
-        let info = Arc::new(
-            MemberInfo::new(me.name.clone(), me.addr, tags)
-                .with_failing(me.failing.clone())
-                .with_maintenance(me.maintenance.clone())
-                .with_software(me.software.clone()),
-        );
-        self.members.set_info(self.me, info);
+        let mut info = MemberInfo::clone(self.my_info());
+        info.tags = tags;
+        self.members.set_info(self.me, Arc::new(info));
         let incarnation = self.incarnation().next();
         self.members
             .set_state(self.me, State::Alive, incarnation, now);
@@ -1969,19 +1964,7 @@ impl Swim {
                         .with_maintenance(update.maintenance)
                         .with_software(update.software);
                     after = fresh.health();
-                    if (
-                        &info.addr,
-                        &info.tags,
-                        &info.failing,
-                        &info.maintenance,
-                        &info.software,
-                    ) != (
-                        &fresh.addr,
-                        &fresh.tags,
-                        &fresh.failing,
-                        &fresh.maintenance,
-                        &fresh.software,
-                    ) {
+                    if *info != fresh {
                         changed = true;
                         self.members.set_info(slot, Arc::new(fresh));
                     }

@@ -675,33 +675,24 @@ fn an_older_agent_relaying_our_claim_without_maintenance_is_not_refuted() {
     swim.set_maintenance(now, Some("rack move".into()));
     let current = swim.incarnation();
     let me = swim.member("n0").expect("ourselves");
-    // What a pre-maintenance agent re-encodes: everything but the field it does not know.
-    let relayed = Update {
+    let claim = |maintenance: Option<&str>| Update {
         name: NodeName::new("n0"),
         incarnation: current,
         state: State::Alive,
         addr: Some(WireAddr(me.info.addr)),
         tags: Some(me.info.tags.clone()),
         failing: Some(Vec::new()),
-        maintenance: None,
+        maintenance: maintenance.map(str::to_string),
         ..Update::default()
     };
-    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![relayed]));
+    // What a pre-maintenance agent re-encodes: everything but the field it does not know.
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![claim(None)]));
     assert_eq!(
         swim.incarnation(),
         current,
         "no refutation storm in a mixed cluster"
     );
-    let forged = Update {
-        name: NodeName::new("n0"),
-        incarnation: current,
-        state: State::Alive,
-        addr: Some(WireAddr(me.info.addr)),
-        tags: Some(me.info.tags.clone()),
-        failing: Some(Vec::new()),
-        maintenance: Some("not mine".into()),
-        ..Update::default()
-    };
+    let forged = claim(Some("not mine"));
     swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![forged]));
     assert!(swim.incarnation() > current, "a different reason is outbid");
 }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::agent::handle::{AgentHandle, Command, MemberJson};
+use crate::model::{Health, State};
 
 /// How long HAProxy gets to name the member.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,27 +42,32 @@ pub async fn serve(listener: TcpListener, handle: AgentHandle, max_failed_fracti
 }
 
 /// The answer for a member in `state` with `health` (`None`: unknown).
-pub fn reply(state: Option<&str>, health: &str) -> &'static str {
-    match state {
-        Some("alive" | "suspect") if health == "maintenance" => "drain\n",
-        Some("alive" | "suspect") if health == "critical" => "down\n",
-        Some("alive" | "suspect") => "up ready\n",
-        Some("left") => "drain\n",
-        Some("failed") => "maint\n",
-        _ => "down\n",
+pub fn reply(member: Option<(State, Health)>) -> &'static str {
+    match member {
+        Some((State::Alive | State::Suspect, Health::Maintenance)) => "drain\n",
+        Some((State::Alive | State::Suspect, Health::Critical)) => "down\n",
+        Some((State::Alive | State::Suspect, Health::Passing)) => "up ready\n",
+        Some((State::Left, _)) => "drain\n",
+        Some((State::Failed, _)) => "maint\n",
+        None => "down\n",
     }
+}
+
+/// Is the member out of service in our view (failed, or its checks fail) and not gone for
+/// good (a member that left is drained, never counted against the cap)?
+fn is_out(m: &MemberJson) -> bool {
+    m.state != State::Left && (m.state == State::Failed || m.health == Health::Critical)
 }
 
 /// Is `member` one of those kept out under the cap? Members out (failed or critical) are
 /// ranked by how long they have been out; only the first `fraction` of all known members
 /// (left ones aside) stay out.
 pub fn held_out(members: &[MemberJson], member: &str, fraction: f64) -> bool {
-    let is_out = |m: &MemberJson| m.state == "failed" || m.health == "critical";
-    let known = members.iter().filter(|m| m.state != "left").count();
+    let known = members.iter().filter(|m| m.state != State::Left).count();
     let allowed = (fraction * known as f64).floor() as usize;
     let mut out: Vec<&MemberJson> = members
         .iter()
-        .filter(|m| m.state != "left" && is_out(m))
+        .filter(|m| is_out(m))
         .collect();
     out.sort_by(|a, b| {
         b.state_age_s
@@ -99,14 +105,13 @@ async fn answer(
         handle.ask(Command::Members).await.unwrap_or_default()
     };
     let answer = match members.iter().find(|m| m.name == name) {
-        None => reply(None, ""),
+        None => reply(None),
         Some(m) => {
-            let out = m.state == "failed" || m.health == "critical";
-            if out && m.state != "left" && !held_out(&members, name, max_failed_fraction) {
+            if is_out(m) && !held_out(&members, name, max_failed_fraction) {
                 warn!(member = %name, "agent check answers up: max_failed_fraction reached");
                 "up ready\n"
             } else {
-                reply(Some(&m.state), &m.health)
+                reply(Some((m.state, m.health)))
             }
         }
     };
@@ -120,36 +125,38 @@ mod tests {
 
     #[test]
     fn states_map_to_haproxy_words() {
-        assert_eq!(reply(Some("alive"), "passing"), "up ready\n");
-        assert_eq!(reply(Some("suspect"), "passing"), "up ready\n");
-        assert_eq!(reply(Some("alive"), "critical"), "down\n");
-        assert_eq!(reply(Some("alive"), "maintenance"), "drain\n");
-        assert_eq!(reply(Some("suspect"), "maintenance"), "drain\n");
-        assert_eq!(reply(Some("failed"), "maintenance"), "maint\n");
-        assert_eq!(reply(Some("left"), "passing"), "drain\n");
-        assert_eq!(reply(Some("failed"), "critical"), "maint\n");
-        assert_eq!(reply(None, ""), "down\n");
+        use Health::*;
+        use State::*;
+        assert_eq!(reply(Some((Alive, Passing))), "up ready\n");
+        assert_eq!(reply(Some((Suspect, Passing))), "up ready\n");
+        assert_eq!(reply(Some((Alive, Critical))), "down\n");
+        assert_eq!(reply(Some((Alive, Maintenance))), "drain\n");
+        assert_eq!(reply(Some((Suspect, Maintenance))), "drain\n");
+        assert_eq!(reply(Some((Failed, Maintenance))), "maint\n");
+        assert_eq!(reply(Some((Left, Passing))), "drain\n");
+        assert_eq!(reply(Some((Failed, Critical))), "maint\n");
+        assert_eq!(reply(None), "down\n");
     }
 
     #[test]
     fn at_most_the_fraction_is_held_out_longest_out_first() {
-        let m = |name: &str, state: &str, age: f64| MemberJson {
+        let m = |name: &str, state: State, age: f64| MemberJson {
             name: name.into(),
             addr: String::new(),
-            state: state.into(),
+            state,
             incarnation: 0,
             tags: Default::default(),
             state_age_s: age,
-            health: "passing".into(),
+            health: Health::Passing,
             failing_checks: Vec::new(),
             maintenance: None,
             software: None,
         };
         let members = [
-            m("lb", "alive", 100.0),
-            m("web-1", "failed", 5.0),
-            m("web-2", "failed", 9.0),
-            m("gone", "left", 50.0),
+            m("lb", State::Alive, 100.0),
+            m("web-1", State::Failed, 5.0),
+            m("web-2", State::Failed, 9.0),
+            m("gone", State::Left, 50.0),
         ];
         assert!(held_out(&members, "web-2", 0.5), "out longest: stays out");
         assert!(!held_out(&members, "web-1", 0.5), "beyond the cap: kept in");

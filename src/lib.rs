@@ -14,7 +14,10 @@ pub mod core;
 pub mod haproxy;
 pub mod hooks;
 pub mod metrics;
+pub mod model;
 pub mod net;
+pub mod process;
+pub mod serve;
 pub mod sim;
 pub mod wire;
 

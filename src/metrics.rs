@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
-use crate::agent::handle::StateCounts;
-use crate::core::{EventKind, Health, MemberView, Stats};
-use crate::wire::{KIND_NAMES, State};
+use crate::core::Stats;
+use crate::model::{EventKind, Health, MemberView, StateCounts};
+use crate::model::State;
+use crate::wire::KIND_NAMES;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -400,7 +401,7 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metrics are registered once");
-        for state in STATE_NAMES {
+        for state in State::ALL.map(State::as_str) {
             metrics.members.with_label_values(&[state]);
             metrics.members_maintenance.with_label_values(&[state]);
             metrics.transitions.with_label_values(&[state]);
@@ -460,24 +461,16 @@ impl Metrics {
         rtt_samples: impl Iterator<Item = Duration>,
         confirmation_samples: impl Iterator<Item = u32>,
     ) {
-        let counts = snapshot.members;
-        for (state, count) in
-            STATE_NAMES
-                .into_iter()
-                .zip([counts.alive, counts.suspect, counts.failed, counts.left])
-        {
-            self.members.with_label_values(&[state]).set(gauge(count));
-        }
-        let maint = snapshot.maintenance_members;
-        for (state, count) in
-            STATE_NAMES
-                .into_iter()
-                .zip([maint.alive, maint.suspect, maint.failed, maint.left])
-        {
+        for state in State::ALL {
+            let label = [state.as_str()];
+            let count = snapshot.members.of(state);
+            self.members.with_label_values(&label).set(gauge(count));
+            let count = snapshot.maintenance_members.of(state);
             self.members_maintenance
-                .with_label_values(&[state])
+                .with_label_values(&label)
                 .set(gauge(count));
         }
+        let (counts, maint) = (snapshot.members, snapshot.maintenance_members);
         let in_maintenance = maint.alive.min(counts.alive);
         let critical = snapshot.critical_members.min(counts.alive - in_maintenance);
         for (health, count) in Health::ALL.into_iter().zip([
@@ -673,263 +666,6 @@ pub fn render(registry: &Registry) -> String {
         .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
 }
 
-/// Service check metrics, shared with the check tasks.
-#[derive(Clone)]
-pub struct CheckMetrics {
-    status: IntGaugeVec,
-    duration: HistogramVec,
-    runs: IntCounterVec,
-}
-
-/// Results of a check run (`swimd_check_runs_total{result}`).
-const CHECK_RESULTS: [&str; 3] = ["pass", "fail", "timeout"];
-
-impl CheckMetrics {
-    /// Registers the check metrics in `registry`.
-    pub fn new(registry: &Registry) -> CheckMetrics {
-        CheckMetrics {
-            status: register(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "swimd_check_status",
-                        "1 if the local check is passing, 0 if critical (after rise/fall)",
-                    ),
-                    &["check"],
-                ),
-            ),
-            duration: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "swimd_check_duration_seconds",
-                        "Time one run of a local check took",
-                    )
-                    .buckets(vec![
-                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    ]),
-                    &["check"],
-                ),
-            ),
-            runs: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "swimd_check_runs_total",
-                        "Runs of a local check by result (pass, fail, timeout: killed at its timeout)",
-                    ),
-                    &["check", "result"],
-                ),
-            ),
-        }
-    }
-
-    /// Creates a check's series (passing until it falls).
-    pub fn init(&self, check: &str) {
-        self.status.with_label_values(&[check]).set(1);
-        self.duration.with_label_values(&[check]);
-        for result in CHECK_RESULTS {
-            self.runs.with_label_values(&[check, result]);
-        }
-    }
-
-    /// Removes a check that is no longer configured.
-    pub fn remove(&self, check: &str) {
-        let _ = self.status.remove_label_values(&[check]);
-        let _ = self.duration.remove_label_values(&[check]);
-        for result in CHECK_RESULTS {
-            let _ = self.runs.remove_label_values(&[check, result]);
-        }
-    }
-
-    /// Records one run.
-    pub fn ran(&self, check: &str, took: Duration, passed: bool, timed_out: bool) {
-        self.duration
-            .with_label_values(&[check])
-            .observe(took.as_secs_f64());
-        let result = match (passed, timed_out) {
-            (true, _) => "pass",
-            (false, true) => "timeout",
-            (false, false) => "fail",
-        };
-        self.runs.with_label_values(&[check, result]).inc();
-    }
-
-    /// Sets the state after rise/fall.
-    pub fn status(&self, check: &str, passing: bool) {
-        self.status
-            .with_label_values(&[check])
-            .set(i64::from(passing));
-    }
-}
-
-/// Delivery outcomes (`swimd_hook_deliveries_total{outcome}`).
-pub const HOOK_OUTCOMES: [&str; 5] = ["success", "retry", "failed", "gone", "lost"];
-
-/// Hook metrics, shared by the agent task (suppressions) and the hook runner.
-#[derive(Clone)]
-pub struct HookMetrics {
-    deliveries: IntCounterVec,
-    duration: HistogramVec,
-    depth: IntGaugeVec,
-    dead_letters: IntCounterVec,
-    last_success: GaugeVec,
-    suppressed: IntCounterVec,
-    enabled: IntGaugeVec,
-}
-
-impl HookMetrics {
-    /// Registers the hook metrics in `registry`.
-    pub fn new(registry: &Registry) -> HookMetrics {
-        HookMetrics {
-            deliveries: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "swimd_hook_deliveries_total",
-                        "Hook delivery attempts by outcome (success, retry, failed, gone, lost)",
-                    ),
-                    &["hook", "outcome"],
-                ),
-            ),
-            duration: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "swimd_hook_delivery_duration_seconds",
-                        "Time one hook delivery attempt took",
-                    )
-                    .buckets(vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]),
-                    &["hook"],
-                ),
-            ),
-            depth: register(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "swimd_hook_outbox_depth",
-                        "Deliveries waiting in the durable outbox",
-                    ),
-                    &["hook"],
-                ),
-            ),
-            dead_letters: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "swimd_hook_dead_letters_total",
-                        "Deliveries moved to the dead letters (given up)",
-                    ),
-                    &["hook"],
-                ),
-            ),
-            last_success: register(
-                registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "swimd_hook_last_success_timestamp_seconds",
-                        "Unix time of the hook's last successful delivery (0: none yet)",
-                    ),
-                    &["hook"],
-                ),
-            ),
-            suppressed: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "swimd_hook_suppressed_total",
-                        "Events not delivered on purpose, by reason (already_out, \
-                         max_failed_fraction, flap_damped, minority, still_critical)",
-                    ),
-                    &["hook", "reason"],
-                ),
-            ),
-            enabled: register(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "swimd_hook_enabled",
-                        "0 once a receiver answered 410 Gone (until a reload), else 1",
-                    ),
-                    &["hook"],
-                ),
-            ),
-        }
-    }
-
-    /// Creates every series of a hook at zero.
-    pub fn init(&self, hook: &str) {
-        for outcome in HOOK_OUTCOMES {
-            self.deliveries.with_label_values(&[hook, outcome]);
-        }
-        for reason in crate::hooks::policy::SUPPRESS_REASONS {
-            self.suppressed.with_label_values(&[hook, reason]);
-        }
-        self.duration.with_label_values(&[hook]);
-        self.depth.with_label_values(&[hook]);
-        self.dead_letters.with_label_values(&[hook]);
-        self.last_success.with_label_values(&[hook]);
-        self.enabled.with_label_values(&[hook]).set(1);
-    }
-
-    /// Removes every series of a hook that is no longer configured.
-    pub fn remove(&self, hook: &str) {
-        for outcome in HOOK_OUTCOMES {
-            let _ = self.deliveries.remove_label_values(&[hook, outcome]);
-        }
-        for reason in crate::hooks::policy::SUPPRESS_REASONS {
-            let _ = self.suppressed.remove_label_values(&[hook, reason]);
-        }
-        let _ = self.duration.remove_label_values(&[hook]);
-        let _ = self.depth.remove_label_values(&[hook]);
-        let _ = self.dead_letters.remove_label_values(&[hook]);
-        let _ = self.last_success.remove_label_values(&[hook]);
-        let _ = self.enabled.remove_label_values(&[hook]);
-    }
-
-    /// Counts an attempt's outcome.
-    pub fn outcome(&self, hook: &str, outcome: &str) {
-        self.deliveries.with_label_values(&[hook, outcome]).inc();
-    }
-
-    /// Observes an attempt's duration.
-    pub fn duration(&self, hook: &str, took: Duration) {
-        self.duration
-            .with_label_values(&[hook])
-            .observe(took.as_secs_f64());
-    }
-
-    /// Sets the outbox depth.
-    pub fn depth(&self, hook: &str, depth: usize) {
-        self.depth.with_label_values(&[hook]).set(gauge(depth));
-    }
-
-    /// Counts a dead letter.
-    pub fn dead_letter(&self, hook: &str) {
-        self.dead_letters.with_label_values(&[hook]).inc();
-    }
-
-    /// Records a success time.
-    pub fn last_success(&self, hook: &str, unix: f64) {
-        self.last_success.with_label_values(&[hook]).set(unix);
-    }
-
-    /// Counts a suppressed event.
-    pub fn suppressed(&self, hook: &str, reason: &str) {
-        self.suppressed.with_label_values(&[hook, reason]).inc();
-    }
-
-    /// Sets whether the hook is enabled.
-    pub fn enabled(&self, hook: &str, enabled: bool) {
-        self.enabled
-            .with_label_values(&[hook])
-            .set(i64::from(enabled));
-    }
-}
-
-const STATE_NAMES: [&str; 4] = ["alive", "suspect", "failed", "left"];
 /// `swimd_dropped_messages_total` reasons, in [`Metrics::update`]'s order.
 const DROP_REASONS: [&str; 11] = [
     "decode_error",
@@ -945,9 +681,9 @@ const DROP_REASONS: [&str; 11] = [
     "member_table_full",
 ];
 
-/// Registers a metric whose definition is fixed in this file: an error is a programming
+/// Registers a metric whose definition is fixed in the code: an error is a programming
 /// mistake (a bad name or a duplicate), caught by the tests.
-fn register<M: prometheus::core::Collector + Clone + 'static>(
+pub(crate) fn register<M: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     metric: prometheus::Result<M>,
 ) -> M {
@@ -966,7 +702,8 @@ fn advance_to(counter: &IntCounter, total: u64) {
     }
 }
 
-fn gauge(value: usize) -> i64 {
+/// A count as a gauge value (saturating: a gauge is signed).
+pub(crate) fn gauge(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::core::{EventKind, MemberView};
-use crate::wire::{Software, Tags};
+pub use crate::model::StateCounts;
+use crate::model::{EventKind, Health, MemberView, Software, State, Tags};
 
 /// A member as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +19,8 @@ pub struct MemberJson {
     /// Gossip address.
     pub addr: String,
     /// `alive`, `suspect`, `failed` or `left`.
-    pub state: String,
+    #[serde(with = "crate::model::state_word")]
+    pub state: State,
     /// The member's incarnation.
     pub incarnation: u64,
     /// Its tags.
@@ -27,8 +28,8 @@ pub struct MemberJson {
     /// Seconds since it entered its state (as this agent saw it).
     pub state_age_s: f64,
     /// Its service health: `passing`, `critical` (its checks fail) or `maintenance`.
-    #[serde(default = "passing")]
-    pub health: String,
+    #[serde(default)]
+    pub health: Health,
     /// The checks failing on it (empty when passing).
     #[serde(default)]
     pub failing_checks: Vec<String>,
@@ -91,22 +92,17 @@ pub fn check_maintenance_reason(reason: &str) -> Result<(), String> {
     }
 }
 
-/// The health a member has when its JSON does not say (older agents): `passing`.
-pub(crate) fn passing() -> String {
-    "passing".into()
-}
-
 impl MemberJson {
     /// Converts a core snapshot; `age` is how long ago it entered its state.
     pub fn from_view(m: &MemberView, now: std::time::Instant) -> Self {
         MemberJson {
             name: m.info.name.to_string(),
             addr: m.info.addr.to_string(),
-            state: m.state.as_str().to_string(),
+            state: m.state,
             incarnation: m.incarnation.0,
             tags: m.info.tags.clone(),
             state_age_s: (now.saturating_duration_since(m.since).as_millis() as f64) / 1000.0,
-            health: m.info.health().as_str().to_string(),
+            health: m.info.health(),
             failing_checks: m.info.failing.clone(),
             maintenance: m.info.maintenance.clone(),
             software: m.info.software.as_ref().map(SoftwareJson::from),
@@ -156,19 +152,6 @@ pub struct TransportJson {
     pub handshakes: u64,
 }
 
-/// Members per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateCounts {
-    /// Alive members.
-    pub alive: usize,
-    /// Suspect members.
-    pub suspect: usize,
-    /// Failed members.
-    pub failed: usize,
-    /// Members that left.
-    pub left: usize,
-}
-
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthJson {
@@ -191,7 +174,8 @@ pub struct EventJson {
     /// The member after the change.
     pub member: MemberJson,
     /// Its state before the change, if it was known.
-    pub previous_state: Option<String>,
+    #[serde(with = "crate::model::option_state_word")]
+    pub previous_state: Option<State>,
     /// The agent that observed it.
     pub observed_by: String,
 }
@@ -314,7 +298,7 @@ pub fn event_json(
     id: u64,
     kind: EventKind,
     member: &MemberView,
-    previous: Option<crate::wire::State>,
+    previous: Option<State>,
     observer: &str,
 ) -> EventJson {
     let now = std::time::Instant::now();
@@ -323,7 +307,7 @@ pub fn event_json(
         kind: kind.as_str().to_string(),
         timestamp: unix_now(),
         member: MemberJson::from_view(member, now),
-        previous_state: previous.map(|s| s.as_str().to_string()),
+        previous_state: previous,
         observed_by: observer.to_string(),
     }
 }

@@ -14,14 +14,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::checks::{CheckChange, Checks};
+use crate::checks::{CheckChange, CheckMetrics, Checks};
 use crate::config::{self, AgentConfig, Seed};
 use crate::core::{Channel, Health, Identity, Swim};
 use crate::hooks::payload::{HookEvent, PayloadMember};
 use crate::hooks::policy::{Action, Brief, Policy, View};
 use crate::hooks::spec::{Hook, HookSpec};
-use crate::hooks::{self, Hooks};
-use crate::metrics::{CheckMetrics, HookMetrics};
+use crate::hooks::{self, HookMetrics, Hooks};
 use crate::metrics::{Metrics, Snapshot};
 use crate::net::http::ServeStats;
 use crate::net::tls::{self, TlsIdentity};
@@ -59,30 +58,9 @@ pub enum AgentError {
         /// The error.
         source: std::io::Error,
     },
-    /// The API listener.
-    #[error("cannot listen for the API on {addr}: {source}")]
-    Api {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The read-only metrics listener.
-    #[error("cannot listen for metrics on {addr}: {source}")]
-    Metrics {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The HAProxy agent-check listener.
-    #[error("cannot listen for HAProxy agent checks on {addr}: {source}")]
-    Haproxy {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// The signal handlers (SIGTERM, SIGINT, SIGHUP).
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
     /// The hook outbox.
     #[error(transparent)]
     Outbox(#[from] hooks::outbox::OutboxError),
@@ -118,9 +96,22 @@ impl DropCounters {
 /// Changes the log filter at run time (SIGHUP); returns false if the level is invalid.
 pub type LogReloader = Box<dyn Fn(&str) -> bool + Send>;
 
-/// Runs the agent until it has left (signal or API) and returns.
-pub async fn run(config: AgentConfig, reload_log: LogReloader) -> Result<(), AgentError> {
-    let mut agent = Agent::start(config, reload_log).await?;
+/// What serves the agent to the outside (its API, metrics and HAProxy listeners, see
+/// the `serve` module): bound before the agent starts, served once its handle exists.
+pub trait Serve {
+    /// Connections each HTTP listener (API, metrics) turned away, for the metrics.
+    fn stats(&self) -> [Arc<ServeStats>; 2];
+    /// Starts serving `handle`; dropping what it returns stops the HTTP listeners.
+    fn serve(self: Box<Self>, handle: AgentHandle) -> std::io::Result<Box<dyn Send>>;
+}
+
+/// Runs the agent, served by `listeners`, until it has left (signal or API) and returns.
+pub async fn run(
+    config: AgentConfig,
+    reload_log: LogReloader,
+    listeners: Box<dyn Serve>,
+) -> Result<(), AgentError> {
+    let mut agent = Agent::start(config, reload_log, listeners).await?;
     agent.run().await
 }
 
@@ -160,14 +151,18 @@ struct Agent {
     check_changes: mpsc::UnboundedReceiver<CheckChange>,
     check_sender: mpsc::UnboundedSender<CheckChange>,
     failing: std::collections::BTreeSet<String>,
-    _api_shutdown: oneshot::Sender<()>,
-    _metrics_shutdown: Option<oneshot::Sender<()>>,
+    /// The listeners serving our handle; dropped, they stop.
+    _serving: Box<dyn Send>,
     /// Connections the API and metrics listeners turned away.
     http: [Arc<ServeStats>; 2],
 }
 
 impl Agent {
-    async fn start(config: AgentConfig, reload_log: LogReloader) -> Result<Agent, AgentError> {
+    async fn start(
+        config: AgentConfig,
+        reload_log: LogReloader,
+        listeners: Box<dyn Serve>,
+    ) -> Result<Agent, AgentError> {
         let state = StateDir::open(&config.state.dir)?;
         let identity = tls::load_with_crl(
             &config.tls.ca,
@@ -240,28 +235,6 @@ impl Agent {
             commands: command_tx,
             events: events.clone(),
         };
-        let listener = bind_http(config.api.listen).map_err(|source| AgentError::Api {
-            addr: config.api.listen,
-            source,
-        })?;
-        let metrics_listener = match config.metrics.listen {
-            Some(addr) => {
-                Some(bind_http(addr).map_err(|source| AgentError::Metrics { addr, source })?)
-            }
-            None => None,
-        };
-        let http_limits = crate::api::Limits {
-            max_connections: config.api.max_connections,
-            header_timeout: config.api.header_timeout,
-        };
-        let (api_http, metrics_http) = (Arc::<ServeStats>::default(), Arc::<ServeStats>::default());
-        if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
-            warn!(
-                api = %config.api.listen,
-                "the API listens beyond loopback without a token: anyone who reaches it can \
-                 make this agent leave; set [api] token or listen on 127.0.0.1"
-            );
-        }
         let mut metrics = Metrics::new(config.metrics.member_up);
         metrics.tls_expiry(identity.expiry());
         for member in swim.members() {
@@ -285,30 +258,9 @@ impl Agent {
             check_sender.clone(),
             check_metrics.clone(),
         );
-        if let Some(haproxy) = &config.haproxy_agent {
-            let addr = haproxy.listen;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| AgentError::Haproxy { addr, source })?;
-            tokio::spawn(crate::haproxy::serve(
-                listener,
-                handle.clone(),
-                haproxy.max_failed_fraction,
-            ));
-        }
-
-        let (api_shutdown, api_stop) = oneshot::channel::<()>();
-        let (metrics_shutdown, metrics_stop) = oneshot::channel::<()>();
-        let metrics_shutdown = metrics_listener.is_some().then_some(metrics_shutdown);
-        let http = HttpServers {
-            api: listener,
-            metrics: metrics_listener,
-            handle,
-            token: config.api.token.clone(),
-            limits: http_limits,
-            stats: [api_http.clone(), metrics_http.clone()],
-        };
-        http.start(api_stop, metrics_stop)
+        let http = listeners.stats();
+        let serving = listeners
+            .serve(handle)
             .map_err(|source| AgentError::Thread {
                 name: "swimd-http",
                 source,
@@ -367,25 +319,15 @@ impl Agent {
             check_changes,
             check_sender,
             failing: Default::default(),
-            _api_shutdown: api_shutdown,
-            _metrics_shutdown: metrics_shutdown,
-            http: [api_http, metrics_http],
+            _serving: serving,
+            http,
         })
     }
 
     async fn run(&mut self) -> Result<(), AgentError> {
-        let mut terminate = signal(SignalKind::terminate()).map_err(|source| AgentError::Api {
-            addr: self.config.api.listen,
-            source,
-        })?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| AgentError::Api {
-            addr: self.config.api.listen,
-            source,
-        })?;
-        let mut hangup = signal(SignalKind::hangup()).map_err(|source| AgentError::Api {
-            addr: self.config.api.listen,
-            source,
-        })?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+        let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
         // Under systemd (Type=notify): ready once listeners are bound, which they are now;
         // the watchdog is fed from this loop, at half its interval.
         notify(&[NotifyState::Ready, NotifyState::Status("running")]);
@@ -553,8 +495,8 @@ impl Agent {
                     &json.kind,
                     json.timestamp,
                     &self.config.node.cluster,
-                    PayloadMember::from(&json.member),
-                    json.previous_state.clone(),
+                    PayloadMember::from(m),
+                    event.previous,
                     &observer,
                 ));
             }
@@ -746,8 +688,8 @@ impl Agent {
                     &kind,
                     handle::unix_now(),
                     &self.config.node.cluster,
-                    PayloadMember::from(&MemberJson::from_view(&m, now)),
-                    Some(m.state.as_str().to_string()),
+                    PayloadMember::from(&m),
+                    Some(m.state),
                     self.config.node.name.as_str(),
                 );
                 self.hooks.send(hooks::Request::Test(name, event, reply));
@@ -844,11 +786,11 @@ impl Agent {
             .unwrap_or_else(|| MemberJson {
                 name: self.config.node.name.to_string(),
                 addr: self.config.gossip.advertise_addr().to_string(),
-                state: "alive".into(),
+                state: State::Alive,
                 incarnation: self.swim.incarnation().0,
                 tags: self.config.node.tags.clone(),
                 state_age_s: 0.0,
-                health: "passing".into(),
+                health: Health::Passing,
                 failing_checks: Vec::new(),
                 maintenance: None,
                 software: Some(handle::SoftwareJson::from(&wire::Software::current())),
@@ -1067,82 +1009,6 @@ async fn resolve_join(
         let _ = reply.send(Err(format!("none of {addrs:?} could be resolved")));
     } else if let Err(mpsc::error::SendError((_, reply))) = agent.send((resolved, reply)).await {
         let _ = reply.send(Err("the agent is stopping".to_string()));
-    }
-}
-
-/// Binds an HTTP listener; the sockets are served on the HTTP thread's runtime.
-fn bind_http(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-/// The API and metrics listeners, served on a thread and runtime of their own: a flood of
-/// HTTP clients then costs that thread, not the SWIM loop's probes and acks.
-struct HttpServers {
-    api: std::net::TcpListener,
-    metrics: Option<std::net::TcpListener>,
-    handle: AgentHandle,
-    token: Option<String>,
-    limits: crate::api::Limits,
-    stats: [Arc<ServeStats>; 2],
-}
-
-impl HttpServers {
-    fn start(
-        self,
-        api_stop: oneshot::Receiver<()>,
-        metrics_stop: oneshot::Receiver<()>,
-    ) -> std::io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("swimd-http".into())
-            .spawn(move || runtime.block_on(self.serve(api_stop, metrics_stop)))?;
-        Ok(())
-    }
-
-    async fn serve(self, api_stop: oneshot::Receiver<()>, metrics_stop: oneshot::Receiver<()>) {
-        let HttpServers {
-            api,
-            metrics,
-            handle,
-            token,
-            limits,
-            stats: [api_stats, metrics_stats],
-        } = self;
-        let metrics = async {
-            let Some(listener) = metrics else { return };
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    let router = crate::api::read_only_router(handle.clone());
-                    let stop = async move {
-                        let _ = metrics_stop.await;
-                    };
-                    let drain = Duration::from_secs(1);
-                    crate::net::http::serve(listener, router, limits, metrics_stats, stop, drain)
-                        .await;
-                }
-                Err(e) => error!(error = %e, "metrics listener stopped"),
-            }
-        };
-        let api = async {
-            let stop = async move {
-                let _ = api_stop.await;
-            };
-            let served = match tokio::net::TcpListener::from_std(api) {
-                Ok(listener) => {
-                    crate::api::serve(listener, handle.clone(), token, limits, api_stats, stop)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = served {
-                error!(error = %e, "API server stopped");
-            }
-        };
-        tokio::join!(api, metrics);
     }
 }
 

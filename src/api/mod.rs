@@ -25,9 +25,6 @@ use crate::wire::Tags;
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive comments on the event stream, so proxies and clients see a live connection.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// The member states a `?state=` filter accepts.
-const STATES: [&str; 4] = ["alive", "suspect", "failed", "left"];
-
 /// `GET /v1/members`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MembersJson {
@@ -264,7 +261,7 @@ pub(crate) fn has_tags(member: &MemberJson, tags: &[(String, String)]) -> bool {
 /// `GET /v1/members` filters.
 #[derive(Debug, Default, PartialEq)]
 struct MemberQuery {
-    state: Option<String>,
+    state: Option<crate::model::State>,
     tags: Vec<(String, String)>,
 }
 
@@ -276,13 +273,15 @@ impl MemberQuery {
                 "state" if query.state.is_some() => {
                     return Err(ApiError::bad_request("state may be given only once"));
                 }
-                "state" if STATES.contains(&value.as_str()) => query.state = Some(value),
-                "state" => {
-                    return Err(ApiError::bad_request(format!(
-                        "state must be one of {}, got '{value}'",
-                        STATES.join(", ")
-                    )));
-                }
+                "state" => match value.parse() {
+                    Ok(state) => query.state = Some(state),
+                    Err(_) => {
+                        return Err(ApiError::bad_request(format!(
+                            "state must be one of {}, got '{value}'",
+                            crate::model::State::ALL.map(|s| s.as_str()).join(", ")
+                        )));
+                    }
+                },
                 "tag" => query
                     .tags
                     .push(parse_tag_filter(&value).map_err(ApiError::bad_request)?),
@@ -765,7 +764,7 @@ pub(crate) mod testing {
         MemberJson {
             name: name.to_string(),
             addr: format!("10.0.0.{}:7946", name.len()),
-            state: state.to_string(),
+            state: state.parse().expect("a test state is a state word"),
             incarnation,
             tags: tags
                 .iter()
@@ -775,7 +774,7 @@ pub(crate) mod testing {
                 })
                 .collect(),
             state_age_s: 1.5,
-            health: "passing".into(),
+            health: crate::model::Health::Passing,
             failing_checks: Vec::new(),
             maintenance: None,
             software: None,
@@ -805,7 +804,7 @@ pub(crate) mod testing {
             kind: kind.to_string(),
             timestamp: 1_700_000_000.25,
             member: member(name, state, id, &["role=web"]),
-            previous_state: previous.map(str::to_string),
+            previous_state: previous.map(|p| p.parse().expect("a test state is a state word")),
             observed_by: "alpha".to_string(),
         }
     }
@@ -978,7 +977,7 @@ pub(crate) mod testing {
                 Command::ForceLeave(name, reply) => {
                     state.actions.push(format!("force-leave {name}"));
                     let answer = match members.iter().find(|m| m.name == name) {
-                        Some(m) if m.state == "failed" => Ok(()),
+                        Some(m) if m.state == crate::model::State::Failed => Ok(()),
                         Some(m) => Err(format!("{name} is {}, not failed", m.state)),
                         None => Err(format!("no member named {name}")),
                     };

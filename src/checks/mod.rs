@@ -2,6 +2,8 @@
 //! Each check runs in its own task and never blocks gossip; the agent learns only state
 //! changes, and publishes the failing checks with the member's state.
 
+mod metrics;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -10,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::hooks::deliver::{CommandEnd, run_bounded};
-use crate::metrics::CheckMetrics;
+use crate::process::{CommandEnd, run_bounded};
+pub use metrics::CheckMetrics;
 use crate::net::http::LazyClient;
 
 /// A `[[checks]]` entry.
@@ -79,7 +81,7 @@ pub const MAX_CHECK_NAME: usize = 64;
 impl CheckSpec {
     /// Checks what serde could not; the error names the key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        crate::hooks::spec::check_name(&self.name, MAX_CHECK_NAME)?;
+        crate::model::check_name(&self.name, MAX_CHECK_NAME)?;
         if self.interval < Duration::from_millis(100) {
             return Err(("interval", "must be at least 100ms".into()));
         }

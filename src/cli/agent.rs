@@ -66,7 +66,16 @@ pub(super) fn agent(args: AgentArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::agent::run(config, reload_log)) {
+    // Bound before the agent starts: a port in use is the first thing reported.
+    let listeners = match crate::serve::Listeners::bind(&config) {
+        Ok(listeners) => Box::new(listeners),
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("swimd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::agent::run(config, reload_log, listeners)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(crate::agent::AgentError::Interrupted) => ExitCode::from(130),
         Err(e) => {

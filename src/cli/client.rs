@@ -679,7 +679,7 @@ impl MemberFilter {
     fn matches(&self, member: &MemberJson) -> bool {
         self.state
             .as_ref()
-            .is_none_or(|state| state.is_match(&member.state))
+            .is_none_or(|state| state.is_match(member.state.as_str()))
             && has_tags(member, &self.tags)
     }
 
@@ -707,14 +707,14 @@ fn render_table(members: &[MemberJson], detailed: bool) -> String {
                 None => m.failing_checks.join(","),
             };
             let health = if why.is_empty() {
-                printable(&m.health)
+                printable(m.health.as_str())
             } else {
                 printable(&format!("{} ({why})", m.health))
             };
             let mut row = vec![
                 printable(&m.name),
                 printable(&m.addr),
-                printable(&m.state),
+                printable(m.state.as_str()),
                 health,
                 m.incarnation.to_string(),
             ];
@@ -772,8 +772,8 @@ fn event_line(event: &EventJson) -> String {
         utc_time(event.timestamp),
         printable(&event.kind),
         printable(&event.member.name),
-        printable(event.previous_state.as_deref().unwrap_or("-")),
-        printable(&event.member.state),
+        event.previous_state.map_or("-", crate::model::State::as_str),
+        event.member.state,
         event.member.incarnation
     )
 }
@@ -927,10 +927,10 @@ mod tests {
     #[test]
     fn table_aligns_columns_and_lists_tags() {
         let mut critical = member("alpha", "alive", 1, &["role=web", "dc=a"]);
-        critical.health = "critical".into();
+        critical.health = crate::model::Health::Critical;
         critical.failing_checks = vec!["web".into()];
         let mut drained = member("bravo", "failed", 3, &[]);
-        drained.health = "maintenance".into();
+        drained.health = crate::model::Health::Maintenance;
         drained.maintenance = Some("disk swap".into());
         let members = [critical, drained, member("charlie-long", "failed", 12, &[])];
         assert_eq!(

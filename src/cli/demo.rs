@@ -193,7 +193,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     wait_for(&client, &survivors, Duration::from_secs(20), |members| {
         members
             .iter()
-            .any(|m| m.name == victim.name && m.state == "alive" && m.incarnation > 0)
+            .any(|m| m.name == victim.name && m.state == crate::model::State::Alive && m.incarnation > 0)
     })
     .await
     .context("the restarted agent did not rejoin")?;

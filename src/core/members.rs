@@ -84,10 +84,12 @@ impl MemberInfo {
     }
 }
 
-/// What a member says of its own service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a member says of its own service; serde writes the word (`"passing"`, …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
-    /// Every check passes.
+    /// Every check passes (also what older agents, which do not say, are taken to be).
+    #[default]
     Passing,
     /// Some check fails.
     Critical,
@@ -106,6 +108,12 @@ impl Health {
             Health::Critical => "critical",
             Health::Maintenance => "maintenance",
         }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -6,6 +6,7 @@
 //! timeouts, exponential backoff with jitter, `Retry-After`, and dead letters.
 
 pub mod deliver;
+mod metrics;
 pub mod outbox;
 pub mod payload;
 pub mod policy;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::metrics::HookMetrics;
+pub use metrics::HookMetrics;
 use crate::net::http::LazyClient;
 use deliver::Outcome;
 use outbox::{Delivery, Outbox, OutboxError};
@@ -486,7 +487,7 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             tags: Tags::new(),
             incarnation: 0,
-            health: "passing".into(),
+            health: crate::model::Health::Passing,
             failing_checks: Vec::new(),
             maintenance: None,
         };

@@ -277,7 +277,7 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 tags: Default::default(),
                 incarnation: 1,
-                health: "passing".into(),
+                health: crate::model::Health::Passing,
                 failing_checks: Vec::new(),
                 maintenance: None,
             },

@@ -7,7 +7,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::wire::Tags;
+use crate::model::{Health, MemberView, State, Tags};
 
 /// A member as a hook payload shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,8 +21,8 @@ pub struct PayloadMember {
     /// Incarnation the event is about.
     pub incarnation: u64,
     /// Its service health: `passing`, `critical` or `maintenance`.
-    #[serde(default = "crate::agent::handle::passing")]
-    pub health: String,
+    #[serde(default)]
+    pub health: Health,
     /// Its failing checks.
     #[serde(default)]
     pub failing_checks: Vec<String>,
@@ -31,16 +31,16 @@ pub struct PayloadMember {
     pub maintenance: Option<String>,
 }
 
-impl From<&crate::agent::handle::MemberJson> for PayloadMember {
-    fn from(m: &crate::agent::handle::MemberJson) -> Self {
+impl From<&MemberView> for PayloadMember {
+    fn from(m: &MemberView) -> Self {
         PayloadMember {
-            name: m.name.clone(),
-            addr: m.addr.clone(),
-            tags: m.tags.clone(),
-            incarnation: m.incarnation,
-            health: m.health.clone(),
-            failing_checks: m.failing_checks.clone(),
-            maintenance: m.maintenance.clone(),
+            name: m.info.name.to_string(),
+            addr: m.info.addr.to_string(),
+            tags: m.info.tags.clone(),
+            incarnation: m.incarnation.0,
+            health: m.info.health(),
+            failing_checks: m.info.failing.clone(),
+            maintenance: m.info.maintenance.clone(),
         }
     }
 }
@@ -65,7 +65,8 @@ pub struct EventData {
     /// The member.
     pub member: PayloadMember,
     /// Its state before, if known.
-    pub previous_state: Option<String>,
+    #[serde(with = "crate::model::option_state_word")]
+    pub previous_state: Option<State>,
     /// The agent that saw it.
     pub observed_by: String,
     /// Idempotency key per (cluster, member, incarnation, event): the `webhook-id`.
@@ -80,7 +81,7 @@ impl HookEvent {
         timestamp: f64,
         cluster: &str,
         member: PayloadMember,
-        previous_state: Option<String>,
+        previous_state: Option<State>,
         observed_by: &str,
     ) -> HookEvent {
         let id = event_id(cluster, &member.name, member.incarnation, kind);
@@ -188,7 +189,7 @@ impl HookEvent {
             "cluster" => self.data.cluster.clone(),
             "timestamp" => format!("{:.3}", self.timestamp),
             "observed_by" => self.data.observed_by.clone(),
-            "previous_state" => self.data.previous_state.clone().unwrap_or_default(),
+            "previous_state" => self.data.previous_state.map_or("", State::as_str).into(),
             "member.name" => member.name.clone(),
             "member.addr" => member.addr.clone(),
             "member.host" => host,
@@ -212,11 +213,14 @@ impl HookEvent {
             ),
             (
                 "SWIMD_PREVIOUS_STATE".to_string(),
-                self.data.previous_state.clone().unwrap_or_default(),
+                self.data.previous_state.map_or("", State::as_str).into(),
             ),
             ("SWIMD_CLUSTER".to_string(), self.data.cluster.clone()),
             ("SWIMD_SELF_NAME".to_string(), self_name.to_string()),
-            ("SWIMD_MEMBER_HEALTH".to_string(), member.health.clone()),
+            (
+                "SWIMD_MEMBER_HEALTH".to_string(),
+                member.health.as_str().into(),
+            ),
         ];
         if let Some(reason) = &member.maintenance {
             // Control characters are refused where the reason is set; a NUL from an older
@@ -330,11 +334,11 @@ mod tests {
                 addr: "10.0.0.1:7946".into(),
                 tags: [("role".to_string(), "web".to_string())].into(),
                 incarnation: 3,
-                health: "passing".into(),
+                health: crate::model::Health::Passing,
                 failing_checks: Vec::new(),
                 maintenance: None,
             },
-            Some("suspect".into()),
+            Some(State::Suspect),
             "web-2",
         )
     }

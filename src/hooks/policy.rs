@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::payload::HookEvent;
 use super::spec::{Hook, Scope};
-use crate::core::Health;
+use crate::model::Health;
 use crate::wire::{State, Tags};
 
 /// A member as the policy needs it.
@@ -120,7 +120,7 @@ fn is_recovery(kind: &str) -> bool {
 /// Was the member in planned maintenance when this happened? Then the operator took it out,
 /// and only `maint off` (`member.ready`) puts it back.
 fn in_maintenance(event: &HookEvent) -> bool {
-    event.data.member.health == Health::Maintenance.as_str()
+    event.data.member.health == Health::Maintenance
 }
 
 impl Policy {
@@ -217,7 +217,7 @@ impl Policy {
                 } else if is_recovery(&event.kind) {
                     let key = (name.clone(), member.to_string());
                     // Back from a failure but its service still down: it stays out.
-                    if event.data.member.health == "critical"
+                    if event.data.member.health == Health::Critical
                         && self.trackers.get(&key).is_some_and(|t| t.out)
                     {
                         actions.push(Action::Suppressed {
@@ -472,7 +472,7 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 tags: Tags::new(),
                 incarnation,
-                health: "passing".into(),
+                health: crate::model::Health::Passing,
                 failing_checks: Vec::new(),
                 maintenance: None,
             },
@@ -537,7 +537,7 @@ mod tests {
         };
         let maintained = |kind: &str, incarnation| {
             let mut e = event(kind, "a", incarnation);
-            e.data.member.health = "maintenance".into();
+            e.data.member.health = crate::model::Health::Maintenance;
             e.data.member.maintenance = Some("disk swap".into());
             e
         };

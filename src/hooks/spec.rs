@@ -181,27 +181,10 @@ pub type SpecProblem = (&'static str, String);
 /// Longest hook name, so note keys stay short.
 pub const MAX_HOOK_NAME: usize = 64;
 
-/// A hook or check name: 1 to `max` characters of a-z, A-Z, 0-9, '-', '_', '.' (names
-/// become metric labels, outbox keys and gossiped check names).
-pub fn check_name(name: &str, max: usize) -> Result<(), (&'static str, String)> {
-    if name.is_empty()
-        || name.len() > max
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err((
-            "name",
-            format!("{name:?} must be 1 to {max} characters of a-z, A-Z, 0-9, '-', '_', '.'"),
-        ));
-    }
-    Ok(())
-}
-
 impl HookSpec {
     /// Checks everything serde could not; the error names the key at fault.
     pub fn check(self) -> Result<Hook, SpecProblem> {
-        check_name(&self.name, MAX_HOOK_NAME)?;
+        crate::model::check_name(&self.name, MAX_HOOK_NAME)?;
         if self.events.is_empty() {
             return Err((
                 "events",

@@ -102,6 +102,9 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order metrics and tables list them.
+    pub const ALL: [State; 4] = [State::Alive, State::Suspect, State::Failed, State::Left];
+
     /// The vocabulary word: `alive`, `suspect`, `failed` or `left`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -65,10 +65,7 @@ fn is_out(m: &MemberJson) -> bool {
 pub fn held_out(members: &[MemberJson], member: &str, fraction: f64) -> bool {
     let known = members.iter().filter(|m| m.state != State::Left).count();
     let allowed = (fraction * known as f64).floor() as usize;
-    let mut out: Vec<&MemberJson> = members
-        .iter()
-        .filter(|m| is_out(m))
-        .collect();
+    let mut out: Vec<&MemberJson> = members.iter().filter(|m| is_out(m)).collect();
     out.sort_by(|a, b| {
         b.state_age_s
             .total_cmp(&a.state_age_s)

@@ -9,8 +9,8 @@ use prometheus::{
 };
 
 use crate::core::Stats;
-use crate::model::{EventKind, Health, MemberView, StateCounts};
 use crate::model::State;
+use crate::model::{EventKind, Health, MemberView, StateCounts};
 use crate::wire::KIND_NAMES;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.

@@ -123,7 +123,15 @@ mod tests {
             serde_json::from_str(r#"{"state":"left","previous":null,"health":"critical"}"#)
                 .expect("null previous");
         assert_eq!(none.previous, None);
-        assert!(serde_json::from_str::<Sample>(r#"{"state":"dead","previous":null,"health":"passing"}"#).is_err());
-        assert!(serde_json::from_str::<Sample>(r#"{"state":"alive","previous":null,"health":"fine"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Sample>(
+                r#"{"state":"dead","previous":null,"health":"passing"}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Sample>(r#"{"state":"alive","previous":null,"health":"fine"}"#)
+                .is_err()
+        );
     }
 }

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::net::http::LazyClient;
 use crate::process::{CommandEnd, run_bounded};
 pub use metrics::CheckMetrics;
-use crate::net::http::LazyClient;
 
 /// A `[[checks]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -772,7 +772,9 @@ fn event_line(event: &EventJson) -> String {
         utc_time(event.timestamp),
         printable(&event.kind),
         printable(&event.member.name),
-        event.previous_state.map_or("-", crate::model::State::as_str),
+        event
+            .previous_state
+            .map_or("-", crate::model::State::as_str),
         event.member.state,
         event.member.incarnation
     )

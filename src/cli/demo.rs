@@ -191,9 +191,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     start(&exe, victim, &cluster)?;
     let back = Instant::now();
     wait_for(&client, &survivors, Duration::from_secs(20), |members| {
-        members
-            .iter()
-            .any(|m| m.name == victim.name && m.state == crate::model::State::Alive && m.incarnation > 0)
+        members.iter().any(|m| {
+            m.name == victim.name && m.state == crate::model::State::Alive && m.incarnation > 0
+        })
     })
     .await
     .context("the restarted agent did not rejoin")?;

@@ -85,7 +85,9 @@ impl MemberInfo {
 }
 
 /// What a member says of its own service; serde writes the word (`"passing"`, …).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Every check passes (also what older agents, which do not say, are taken to be).

@@ -2,11 +2,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-
 use super::payload::{HookEvent, sign};
 use super::spec::{Format, Hook, HookKind};
-use crate::process::{CommandEnd, run_bounded, truncate};
 use crate::net::http::LazyClient;
+use crate::process::{CommandEnd, run_bounded, truncate};
 
 /// What an attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +134,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     truncate(text)
 }
-
 
 async fn exec(hook: &Hook, event: &HookEvent, self_name: &str) -> Outcome {
     let Some(argv) = hook.spec.command.as_deref() else {

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-pub use metrics::HookMetrics;
 use crate::net::http::LazyClient;
 use deliver::Outcome;
+pub use metrics::HookMetrics;
 use outbox::{Delivery, Outbox, OutboxError};
 use payload::HookEvent;
 use spec::Hook;

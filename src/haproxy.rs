@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::agent::handle::{AgentHandle, Command, MemberJson};
-use crate::model::{Health, State};
+use crate::agent::handle::{AgentHandle, Command};
+use crate::model::{Health, MemberView, State};
 
 /// How long HAProxy gets to name the member.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,23 +55,25 @@ pub fn reply(member: Option<(State, Health)>) -> &'static str {
 
 /// Is the member out of service in our view (failed, or its checks fail) and not gone for
 /// good (a member that left is drained, never counted against the cap)?
-fn is_out(m: &MemberJson) -> bool {
-    m.state != State::Left && (m.state == State::Failed || m.health == Health::Critical)
+fn is_out(m: &MemberView) -> bool {
+    m.state != State::Left && (m.state == State::Failed || m.info.health() == Health::Critical)
 }
 
 /// Is `member` one of those kept out under the cap? Members out (failed or critical) are
 /// ranked by how long they have been out; only the first `fraction` of all known members
 /// (left ones aside) stay out.
-pub fn held_out(members: &[MemberJson], member: &str, fraction: f64) -> bool {
+pub fn held_out(members: &[MemberView], member: &str, fraction: f64) -> bool {
     let known = members.iter().filter(|m| m.state != State::Left).count();
     let allowed = (fraction * known as f64).floor() as usize;
-    let mut out: Vec<&MemberJson> = members.iter().filter(|m| is_out(m)).collect();
+    let mut out: Vec<&MemberView> = members.iter().filter(|m| is_out(m)).collect();
     out.sort_by(|a, b| {
-        b.state_age_s
-            .total_cmp(&a.state_age_s)
-            .then_with(|| a.name.cmp(&b.name))
+        a.since
+            .cmp(&b.since)
+            .then_with(|| a.info.name.cmp(&b.info.name))
     });
-    out.iter().take(allowed).any(|m| m.name == member)
+    out.iter()
+        .take(allowed)
+        .any(|m| m.info.name.as_str() == member)
 }
 
 async fn answer(
@@ -99,16 +101,20 @@ async fn answer(
     let members = if name.is_empty() {
         Vec::new()
     } else {
-        handle.ask(Command::Members).await.unwrap_or_default()
+        handle
+            .ask(Command::Members)
+            .await
+            .map(|seen| seen.value)
+            .unwrap_or_default()
     };
-    let answer = match members.iter().find(|m| m.name == name) {
+    let answer = match members.iter().find(|m| m.info.name.as_str() == name) {
         None => reply(None),
         Some(m) => {
             if is_out(m) && !held_out(&members, name, max_failed_fraction) {
                 warn!(member = %name, "agent check answers up: max_failed_fraction reached");
                 "up ready\n"
             } else {
-                reply(Some((m.state, m.health)))
+                reply(Some((m.state, m.info.health())))
             }
         }
     };
@@ -137,23 +143,22 @@ mod tests {
 
     #[test]
     fn at_most_the_fraction_is_held_out_longest_out_first() {
-        let m = |name: &str, state: State, age: f64| MemberJson {
-            name: name.into(),
-            addr: String::new(),
+        let now = std::time::Instant::now() + std::time::Duration::from_secs(1000);
+        let m = |name: &str, state: State, age: u64| MemberView {
+            info: std::sync::Arc::new(crate::model::MemberInfo::new(
+                crate::model::NodeName::new(name),
+                "10.0.0.1:7946".parse().expect("addr"),
+                Default::default(),
+            )),
+            incarnation: crate::model::Incarnation(0),
             state,
-            incarnation: 0,
-            tags: Default::default(),
-            state_age_s: age,
-            health: Health::Passing,
-            failing_checks: Vec::new(),
-            maintenance: None,
-            software: None,
+            since: now - std::time::Duration::from_secs(age),
         };
         let members = [
-            m("lb", State::Alive, 100.0),
-            m("web-1", State::Failed, 5.0),
-            m("web-2", State::Failed, 9.0),
-            m("gone", State::Left, 50.0),
+            m("lb", State::Alive, 100),
+            m("web-1", State::Failed, 5),
+            m("web-2", State::Failed, 9),
+            m("gone", State::Left, 50),
         ];
         assert!(held_out(&members, "web-2", 0.5), "out longest: stays out");
         assert!(!held_out(&members, "web-1", 0.5), "beyond the cap: kept in");

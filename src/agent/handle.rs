@@ -1,80 +1,13 @@
-//! How the API (and anything else) talks to the agent task: commands with replies, and a
-//! broadcast of membership events. The JSON shapes here are the API's.
+//! How the API (and anything else) talks to the agent task: commands with typed replies,
+//! and a broadcast of membership events. The API renders them (`api::json`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use crate::model::StateCounts;
-use crate::model::{EventKind, Health, MemberView, Software, State, Tags};
-
-/// A member as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemberJson {
-    /// Unique name.
-    pub name: String,
-    /// Gossip address.
-    pub addr: String,
-    /// `alive`, `suspect`, `failed` or `left`.
-    #[serde(with = "crate::model::state_word")]
-    pub state: State,
-    /// The member's incarnation.
-    pub incarnation: u64,
-    /// Its tags.
-    pub tags: Tags,
-    /// Seconds since it entered its state (as this agent saw it).
-    pub state_age_s: f64,
-    /// Its service health: `passing`, `critical` (its checks fail) or `maintenance`.
-    #[serde(default)]
-    pub health: Health,
-    /// The checks failing on it (empty when passing).
-    #[serde(default)]
-    pub failing_checks: Vec<String>,
-    /// In maintenance: the reason given (possibly empty); `null` otherwise.
-    #[serde(default)]
-    pub maintenance: Option<String>,
-    /// What it runs, as it advertised; `null` for v0.1.0 agents.
-    #[serde(default)]
-    pub software: Option<SoftwareJson>,
-}
-
-/// A member's release and the packet format versions it writes and reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SoftwareJson {
-    /// Its release and build, e.g. `0.2.0 (1a2b3c4d5e6f)`.
-    pub release: String,
-    /// The format version it writes.
-    pub writes: u8,
-    /// The oldest format version it reads.
-    pub reads_from: u8,
-    /// The newest format version it reads.
-    pub reads_to: u8,
-}
-
-impl From<&Software> for SoftwareJson {
-    fn from(s: &Software) -> Self {
-        SoftwareJson {
-            release: s.release.clone(),
-            writes: s.writes,
-            reads_from: s.reads_from,
-            reads_to: s.reads_to,
-        }
-    }
-}
-
-impl From<SoftwareJson> for Software {
-    fn from(s: SoftwareJson) -> Self {
-        Software {
-            release: s.release,
-            writes: s.writes,
-            reads_from: s.reads_from,
-            reads_to: s.reads_to,
-        }
-    }
-}
+use crate::model::{AsOf, Event, Fitness, MemberView, SelfView, Tags};
 
 /// Is this a maintenance reason we may publish: at most 256 bytes, no control characters
 /// (it ends up in logs, tables and hook environments)?
@@ -92,105 +25,17 @@ pub fn check_maintenance_reason(reason: &str) -> Result<(), String> {
     }
 }
 
-impl MemberJson {
-    /// Converts a core snapshot; `age` is how long ago it entered its state.
-    pub fn from_view(m: &MemberView, now: std::time::Instant) -> Self {
-        MemberJson {
-            name: m.info.name.to_string(),
-            addr: m.info.addr.to_string(),
-            state: m.state,
-            incarnation: m.incarnation.0,
-            tags: m.info.tags.clone(),
-            state_age_s: (now.saturating_duration_since(m.since).as_millis() as f64) / 1000.0,
-            health: m.info.health(),
-            failing_checks: m.info.failing.clone(),
-            maintenance: m.info.maintenance.clone(),
-            software: m.info.software.as_ref().map(SoftwareJson::from),
-        }
-    }
-}
-
-/// `GET /v1/self`: this agent's own entry plus its local view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SelfJson {
-    /// Our member entry.
-    pub member: MemberJson,
-    /// The cluster name.
-    pub cluster: String,
-    /// True once another member is known alive (or a seed answered).
-    pub joined: bool,
-    /// Lifeguard local health score (0 = healthy).
-    pub health_score: u32,
-    /// Members by state, ourselves included.
-    pub counts: StateCounts,
-    /// `swimd --version`.
-    pub version: String,
-    /// What the gossip transport has sent and received so far.
-    #[serde(default)]
-    pub transport: TransportJson,
-}
-
-/// Transport totals: UDP (everything QUIC sent, handshakes and ACKs included) and SWIM.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransportJson {
-    /// UDP datagrams sent.
-    pub udp_tx_datagrams: u64,
-    /// UDP payload bytes sent (add 28 per datagram for IPv4 and UDP headers).
-    pub udp_tx_bytes: u64,
-    /// UDP datagrams received.
-    pub udp_rx_datagrams: u64,
-    /// UDP payload bytes received.
-    pub udp_rx_bytes: u64,
-    /// SWIM messages sent (datagrams and streams).
-    pub swim_messages_sent: u64,
-    /// SWIM payload bytes sent.
-    pub swim_bytes_sent: u64,
-    /// Open QUIC connections.
-    pub connections: usize,
-    /// QUIC handshakes completed, either side.
-    #[serde(default)]
-    pub handshakes: u64,
-}
-
-/// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthJson {
-    /// `ok` or `unhealthy`.
-    pub status: String,
-    /// Why not ok (empty when ok).
-    pub reason: String,
-}
-
-/// One membership event as the API and hooks see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventJson {
-    /// Sequence number on this agent (the SSE id).
-    pub id: u64,
-    /// `member.joined`, `member.failed`, …
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Unix time in seconds (with milliseconds).
-    pub timestamp: f64,
-    /// The member after the change.
-    pub member: MemberJson,
-    /// Its state before the change, if it was known.
-    #[serde(with = "crate::model::option_state_word")]
-    pub previous_state: Option<State>,
-    /// The agent that observed it.
-    pub observed_by: String,
-}
-
 /// A request to the agent task.
 #[derive(Debug)]
 pub enum Command {
     /// Every member, ourselves included.
-    Members(oneshot::Sender<Vec<MemberJson>>),
+    Members(oneshot::Sender<AsOf<Vec<MemberView>>>),
     /// One member by name.
-    Member(String, oneshot::Sender<Option<MemberJson>>),
+    Member(String, oneshot::Sender<AsOf<Option<MemberView>>>),
     /// Our own view.
-    SelfInfo(oneshot::Sender<SelfJson>),
+    SelfInfo(oneshot::Sender<SelfView>),
     /// Are we joined and healthy?
-    Health(oneshot::Sender<HealthJson>),
+    Health(oneshot::Sender<Fitness>),
     /// Contact these addresses (`host:port`) to join; replies how many were resolved.
     Join(Vec<String>, oneshot::Sender<Result<usize, String>>),
     /// Leave gracefully, then exit; replies once the leave has been announced.
@@ -228,8 +73,8 @@ const REPLAY: usize = 1024;
 /// copied: the channel and the buffer each keep `REPLAY` of them.
 #[derive(Clone)]
 pub struct EventBus {
-    sender: broadcast::Sender<Arc<EventJson>>,
-    recent: Arc<Mutex<VecDeque<Arc<EventJson>>>>,
+    sender: broadcast::Sender<Arc<Event>>,
+    recent: Arc<Mutex<VecDeque<Arc<Event>>>>,
 }
 
 impl Default for EventBus {
@@ -243,7 +88,7 @@ impl Default for EventBus {
 
 impl EventBus {
     /// Publishes an event to subscribers and the replay buffer.
-    pub fn publish(&self, event: EventJson) {
+    pub fn publish(&self, event: Event) {
         let event = Arc::new(event);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,7 +104,7 @@ impl EventBus {
     pub fn subscribe(
         &self,
         last_id: Option<u64>,
-    ) -> (Vec<Arc<EventJson>>, broadcast::Receiver<Arc<EventJson>>) {
+    ) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let receiver = self.sender.subscribe();
         let replay = match last_id {
@@ -290,25 +135,6 @@ impl AgentHandle {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.ok()?;
         rx.await.ok()
-    }
-}
-
-/// Builds the API's view of a core event.
-pub fn event_json(
-    id: u64,
-    kind: EventKind,
-    member: &MemberView,
-    previous: Option<State>,
-    observer: &str,
-) -> EventJson {
-    let now = std::time::Instant::now();
-    EventJson {
-        id,
-        kind: kind.as_str().to_string(),
-        timestamp: unix_now(),
-        member: MemberJson::from_view(member, now),
-        previous_state: previous,
-        observed_by: observer.to_string(),
     }
 }
 

@@ -22,11 +22,14 @@ use crate::hooks::policy::{Action, Brief, Policy, View};
 use crate::hooks::spec::{Hook, HookSpec};
 use crate::hooks::{self, HookMetrics, Hooks};
 use crate::metrics::{Metrics, Snapshot};
+use crate::model::{
+    AsOf, Event, Fitness, MemberInfo, MemberView, SelfView, StateCounts, TransportTotals,
+};
 use crate::net::http::ServeStats;
 use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
 use crate::wire::{self, ClusterId, DecodeError, State};
-use handle::{AgentHandle, Command, EventBus, HealthJson, MemberJson, SelfJson, StateCounts};
+use handle::{AgentHandle, Command, EventBus};
 use state::{StateDir, StateWriter};
 
 /// How long a graceful leave may take before the agent exits anyway.
@@ -488,19 +491,26 @@ impl Agent {
                 m.incarnation.0
             );
             self.next_event_id += 1;
-            let json =
-                handle::event_json(self.next_event_id, event.kind, m, event.previous, &observer);
+            let published = Event {
+                id: self.next_event_id,
+                kind: event.kind,
+                timestamp: handle::unix_now(),
+                at: Instant::now(),
+                member: event.member.clone(),
+                previous: event.previous,
+                observed_by: self.config.node.name.clone(),
+            };
             if !self.config.hooks.is_empty() {
                 hook_events.push(HookEvent::new(
-                    &json.kind,
-                    json.timestamp,
+                    event.kind.as_str(),
+                    published.timestamp,
                     &self.config.node.cluster,
                     PayloadMember::from(m),
                     event.previous,
                     &observer,
                 ));
             }
-            self.events.publish(json);
+            self.events.publish(published);
         }
         while let Some(key) = self.swim.poll_note() {
             self.policy.on_note(&key);
@@ -599,25 +609,22 @@ impl Agent {
         let now = Instant::now();
         match command {
             Command::Members(reply) => {
-                let _ = reply.send(
-                    self.swim
-                        .members()
-                        .map(|m| MemberJson::from_view(&m, now))
-                        .collect(),
-                );
+                let _ = reply.send(AsOf {
+                    at: now,
+                    value: self.swim.members().collect(),
+                });
             }
             Command::Member(name, reply) => {
-                let _ = reply.send(
-                    self.swim
-                        .member(&name)
-                        .map(|m| MemberJson::from_view(&m, now)),
-                );
+                let _ = reply.send(AsOf {
+                    at: now,
+                    value: self.swim.member(&name),
+                });
             }
             Command::SelfInfo(reply) => {
-                let _ = reply.send(self.self_json(now));
+                let _ = reply.send(self.self_view(now));
             }
             Command::Health(reply) => {
-                let _ = reply.send(self.health());
+                let _ = reply.send(self.fitness());
             }
             Command::Join(addrs, reply) => {
                 // Resolved off the loop: a slow resolver must not hold up probes and acks.
@@ -778,39 +785,40 @@ impl Agent {
         }
     }
 
-    fn self_json(&self, now: Instant) -> SelfJson {
+    fn self_view(&self, now: Instant) -> SelfView {
         let member = self
             .swim
             .member(self.config.node.name.as_str())
-            .map(|m| MemberJson::from_view(&m, now))
-            .unwrap_or_else(|| MemberJson {
-                name: self.config.node.name.to_string(),
-                addr: self.config.gossip.advertise_addr().to_string(),
+            .unwrap_or_else(|| MemberView {
+                info: Arc::new(
+                    MemberInfo::new(
+                        self.config.node.name.clone(),
+                        self.config.gossip.advertise_addr(),
+                        self.config.node.tags.clone(),
+                    )
+                    .with_software(Some(wire::Software::current())),
+                ),
+                incarnation: self.swim.incarnation(),
                 state: State::Alive,
-                incarnation: self.swim.incarnation().0,
-                tags: self.config.node.tags.clone(),
-                state_age_s: 0.0,
-                health: Health::Passing,
-                failing_checks: Vec::new(),
-                maintenance: None,
-                software: Some(handle::SoftwareJson::from(&wire::Software::current())),
+                since: now,
             });
-        SelfJson {
+        SelfView {
+            at: now,
             member,
             cluster: self.config.node.cluster.clone(),
             joined: self.swim.is_joined(),
             health_score: self.swim.health_score(),
             counts: self.state_counts(),
             version: crate::VERSION.to_string(),
-            transport: self.transport_json(),
+            transport: self.transport_totals(),
         }
     }
 
-    fn transport_json(&self) -> handle::TransportJson {
+    fn transport_totals(&self) -> TransportTotals {
         let wire = self.transport.wire_totals();
         let stats = self.transport.stats();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        handle::TransportJson {
+        TransportTotals {
             udp_tx_datagrams: wire.tx_datagrams,
             udp_tx_bytes: wire.tx_bytes,
             udp_rx_datagrams: wire.rx_datagrams,
@@ -822,10 +830,10 @@ impl Agent {
         }
     }
 
-    fn health(&self) -> HealthJson {
+    fn fitness(&self) -> Fitness {
         let degraded =
             self.swim.health_score() * 2 >= self.config.gossip.protocol.awareness_max_multiplier;
-        let reason = if self.swim.is_leaving() {
+        let problem = if self.swim.is_leaving() {
             "leaving the cluster".to_string()
         } else if !self.swim.is_joined() {
             "not joined: no other member known yet".to_string()
@@ -835,12 +843,9 @@ impl Agent {
             let names: Vec<&str> = self.failing.iter().map(String::as_str).collect();
             format!("checks failing: {}", names.join(", "))
         } else {
-            String::new()
+            return Fitness::Fit;
         };
-        HealthJson {
-            status: if reason.is_empty() { "ok" } else { "unhealthy" }.to_string(),
-            reason,
-        }
+        Fitness::Unfit(problem)
     }
 
     /// SIGHUP: re-read the config; apply log level, tags and certificates. An invalid

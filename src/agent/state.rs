@@ -18,7 +18,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
-use super::handle::SoftwareJson;
 use crate::core::{KnownMember, MemberInfo, MemberView};
 use crate::wire::{Incarnation, NodeName, Software, State, Tags};
 
@@ -51,8 +50,8 @@ struct SavedMember {
     failing: Vec<String>,
     #[serde(default)]
     maintenance: Option<String>,
-    #[serde(default)]
-    software: Option<SoftwareJson>,
+    #[serde(with = "crate::model::software_fields", default)]
+    software: Option<Software>,
 }
 
 /// `maintenance.json`: we are in maintenance, for this reason.
@@ -231,7 +230,7 @@ impl StateDir {
                 let info = MemberInfo::new(NodeName::new(&m.name), m.addr, m.tags)
                     .with_failing(m.failing)
                     .with_maintenance(m.maintenance)
-                    .with_software(m.software.map(Software::from));
+                    .with_software(m.software);
                 Some((Arc::new(info), Incarnation(m.incarnation), state))
             })
             .collect())
@@ -361,7 +360,7 @@ fn saved_members(members: &[MemberView]) -> Vec<SavedMember> {
             tags: m.info.tags.clone(),
             failing: m.info.failing.clone(),
             maintenance: m.info.maintenance.clone(),
-            software: m.info.software.as_ref().map(SoftwareJson::from),
+            software: m.info.software.clone(),
         })
         .collect()
 }

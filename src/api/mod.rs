@@ -13,71 +13,24 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::agent::handle::{AgentHandle, Command, EventJson, HealthJson, MemberJson, SelfJson};
+pub mod json;
+
+use crate::agent::handle::{AgentHandle, Command};
+use crate::model::{Event as MemberEvent, Fitness};
 pub use crate::net::http::{Limits, ServeStats};
-use crate::wire::Tags;
+use json::{
+    ErrorJson, EventJson, HealthJson, HookTestRequest, HooksJson, JoinJson, JoinRequest,
+    MaintenanceRequest, MemberJson, MembersJson, ReplayJson, ReplayRequest, SelfJson, StatusJson,
+    TagsRequest,
+};
 
 /// How long a request waits for the agent task before answering 503.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive comments on the event stream, so proxies and clients see a live connection.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// `GET /v1/members`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MembersJson {
-    /// Members sorted by name.
-    pub members: Vec<MemberJson>,
-}
-
-/// `POST /v1/join` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    /// `host:port` addresses to contact.
-    pub addrs: Vec<String>,
-}
-
-/// `POST /v1/join` answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinJson {
-    /// How many addresses the agent resolved and contacted.
-    pub contacted: usize,
-}
-
-/// `PUT /v1/self/tags` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TagsRequest {
-    /// The complete new tag set.
-    pub tags: Tags,
-}
-
-/// `PUT /v1/self/maintenance` body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceRequest {
-    /// Why (shown in `swimd members`, hook payloads and logs); at most 256 bytes.
-    #[serde(default)]
-    pub reason: String,
-}
-
-/// The answer of the action endpoints (`leaving`, `left`, `updated`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusJson {
-    /// What happened.
-    pub status: String,
-}
-
-/// Every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorJson {
-    /// What went wrong, for a human.
-    pub error: String,
-}
-
 /// Serves the full API on `listener` within `limits` until `shutdown` completes; `token`,
 /// when set, is required as `Authorization: Bearer <token>` on every request.
 pub async fn serve(
@@ -310,8 +263,13 @@ async fn members(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<MembersJson>, ApiError> {
     let query = MemberQuery::parse(query?.0)?;
-    let mut members: Vec<MemberJson> = ask(&handle, Command::Members).await?;
-    members.retain(|m| query.matches(m));
+    let seen = ask(&handle, Command::Members).await?;
+    let mut members: Vec<MemberJson> = seen
+        .value
+        .iter()
+        .map(|m| MemberJson::new(m, seen.at))
+        .filter(|m| query.matches(m))
+        .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(MembersJson { members }))
 }
@@ -321,8 +279,9 @@ async fn member(
     Path(name): Path<String>,
 ) -> Result<Json<MemberJson>, ApiError> {
     let lookup = name.clone();
-    match ask(&handle, |reply| Command::Member(lookup, reply)).await? {
-        Some(member) => Ok(Json(member)),
+    let seen = ask(&handle, |reply| Command::Member(lookup, reply)).await?;
+    match &seen.value {
+        Some(member) => Ok(Json(MemberJson::new(member, seen.at))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no member named {name}"),
@@ -331,19 +290,20 @@ async fn member(
 }
 
 async fn self_info(State(handle): State<AgentHandle>) -> Result<Json<SelfJson>, ApiError> {
-    Ok(Json(ask(&handle, Command::SelfInfo).await?))
+    Ok(Json(SelfJson::from(
+        &ask(&handle, Command::SelfInfo).await?,
+    )))
 }
 
 async fn health(
     State(handle): State<AgentHandle>,
 ) -> Result<(StatusCode, Json<HealthJson>), ApiError> {
-    let health = ask(&handle, Command::Health).await?;
-    let status = if health.status == "ok" {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let fitness = ask(&handle, Command::Health).await?;
+    let status = match fitness {
+        Fitness::Fit => StatusCode::OK,
+        Fitness::Unfit(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    Ok((status, Json(health)))
+    Ok((status, Json(HealthJson::from(&fitness))))
 }
 
 async fn join(
@@ -417,41 +377,6 @@ async fn set_tags(
         })),
         Err(message) => Err(ApiError::bad_request(message)),
     }
-}
-
-/// `GET /v1/hooks`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HooksJson {
-    /// Every configured hook.
-    pub hooks: Vec<crate::hooks::HookStatus>,
-}
-
-/// `POST /v1/hooks/{name}/test` body (both optional).
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HookTestRequest {
-    /// Event type (default: the hook's first).
-    #[serde(default)]
-    pub event: Option<String>,
-    /// Member the sample is about (default: this agent).
-    #[serde(default)]
-    pub member: Option<String>,
-}
-
-/// `POST /v1/hooks/replay` body (optional).
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayRequest {
-    /// Only this hook's dead letters.
-    #[serde(default)]
-    pub hook: Option<String>,
-}
-
-/// `POST /v1/hooks/replay` answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReplayJson {
-    /// Dead letters moved back to the outbox.
-    pub replayed: usize,
 }
 
 async fn hooks_list(State(handle): State<AgentHandle>) -> Result<Json<HooksJson>, ApiError> {
@@ -548,18 +473,18 @@ async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, 
 
 /// One subscriber's events: the replayed ones first, then live ones.
 struct EventFeed {
-    replay: std::vec::IntoIter<Arc<EventJson>>,
+    replay: std::vec::IntoIter<Arc<MemberEvent>>,
     /// The last replayed id: a live event may also have made it into the replay (it is
     /// buffered before it is broadcast), and must not be sent twice.
     replayed_up_to: Option<u64>,
-    live: broadcast::Receiver<Arc<EventJson>>,
+    live: broadcast::Receiver<Arc<MemberEvent>>,
     stopped: watch::Receiver<bool>,
 }
 
 impl EventFeed {
     fn new(
-        replay: Vec<Arc<EventJson>>,
-        live: broadcast::Receiver<Arc<EventJson>>,
+        replay: Vec<Arc<MemberEvent>>,
+        live: broadcast::Receiver<Arc<MemberEvent>>,
         stopped: watch::Receiver<bool>,
     ) -> Self {
         let replayed_up_to = replay.last().map(|e| e.id);
@@ -597,7 +522,8 @@ impl EventFeed {
 }
 
 /// `id: <id>`, `event: <type>`, `data: <EventJson>`.
-fn sse_event(event: &EventJson) -> Event {
+fn sse_event(event: &MemberEvent) -> Event {
+    let event = EventJson::from(event);
     // axum panics on a line break in a field; types are ours, but a panic must not be
     // one bad string away.
     let kind: String = event
@@ -605,7 +531,7 @@ fn sse_event(event: &EventJson) -> Event {
         .chars()
         .filter(|c| *c != '\n' && *c != '\r')
         .collect();
-    let data = serde_json::to_string(event)
+    let data = serde_json::to_string(&event)
         .unwrap_or_else(|e| format!("{{\"error\":\"unencodable event: {e}\"}}"));
     Event::default()
         .id(event.id.to_string())
@@ -743,288 +669,7 @@ impl SseDecoder {
 
 /// A fake agent behind a real API server, for the API's and the CLI's tests.
 #[cfg(test)]
-pub(crate) mod testing {
-    /// Limits for test servers: the defaults of `[api]`.
-    pub(crate) const TEST_LIMITS: super::Limits = super::Limits {
-        max_connections: 256,
-        header_timeout: std::time::Duration::from_secs(5),
-    };
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
-
-    use tokio::sync::{mpsc, oneshot};
-    use tokio::task::JoinHandle;
-
-    use crate::agent::handle::{
-        AgentHandle, Command, EventBus, EventJson, HealthJson, MemberJson, SelfJson, StateCounts,
-    };
-
-    /// A member with tags given as `k=v` strings.
-    pub(crate) fn member(name: &str, state: &str, incarnation: u64, tags: &[&str]) -> MemberJson {
-        MemberJson {
-            name: name.to_string(),
-            addr: format!("10.0.0.{}:7946", name.len()),
-            state: state.parse().expect("a test state is a state word"),
-            incarnation,
-            tags: tags
-                .iter()
-                .map(|t| {
-                    let (k, v) = t.split_once('=').expect("test tags are k=v");
-                    (k.to_string(), v.to_string())
-                })
-                .collect(),
-            state_age_s: 1.5,
-            health: crate::model::Health::Passing,
-            failing_checks: Vec::new(),
-            maintenance: None,
-            software: None,
-        }
-    }
-
-    /// The canned cluster, deliberately not in name order.
-    pub(crate) fn cluster() -> Vec<MemberJson> {
-        vec![
-            member("delta", "left", 2, &[]),
-            member("bravo", "suspect", 3, &["role=db", "dc=a"]),
-            member("alpha", "alive", 1, &["role=web", "dc=a"]),
-            member("charlie", "failed", 7, &["role=web", "dc=b"]),
-        ]
-    }
-
-    /// An event about a canned member.
-    pub(crate) fn event(
-        id: u64,
-        kind: &str,
-        name: &str,
-        previous: Option<&str>,
-        state: &str,
-    ) -> EventJson {
-        EventJson {
-            id,
-            kind: kind.to_string(),
-            timestamp: 1_700_000_000.25,
-            member: member(name, state, id, &["role=web"]),
-            previous_state: previous.map(|p| p.parse().expect("a test state is a state word")),
-            observed_by: "alpha".to_string(),
-        }
-    }
-
-    /// What the fake agent answers and what it was asked to do.
-    #[derive(Debug)]
-    pub(crate) struct FakeState {
-        /// The `Health` answer.
-        pub health: HealthJson,
-        /// Actions taken, e.g. `join a:1,b:2`, `leave`, `force-leave charlie`, `tags k=v`.
-        pub actions: Vec<String>,
-    }
-
-    impl Default for FakeState {
-        fn default() -> Self {
-            FakeState {
-                health: HealthJson {
-                    status: "ok".to_string(),
-                    reason: String::new(),
-                },
-                actions: Vec::new(),
-            }
-        }
-    }
-
-    /// A task answering agent commands with the canned cluster.
-    pub(crate) fn fake_agent() -> (mpsc::Sender<Command>, Arc<Mutex<FakeState>>) {
-        let state = Arc::new(Mutex::new(FakeState::default()));
-        let (commands, inbox) = mpsc::channel(16);
-        tokio::spawn(answer(inbox, state.clone()));
-        (commands, state)
-    }
-
-    /// A running API server with a fake agent behind it.
-    pub(crate) struct FakeApi {
-        /// Where the API listens.
-        pub addr: SocketAddr,
-        /// The bus the server streams from; publish here to emit events.
-        pub events: EventBus,
-        /// The fake agent's state.
-        pub state: Arc<Mutex<FakeState>>,
-        stop: Option<oneshot::Sender<()>>,
-        server: JoinHandle<std::io::Result<()>>,
-    }
-
-    impl FakeApi {
-        /// Starts a server on 127.0.0.1 (any port) with a fake agent behind it.
-        pub(crate) async fn start(token: Option<&str>) -> FakeApi {
-            Self::start_on(
-                "127.0.0.1:0".parse().expect("address"),
-                token,
-                EventBus::default(),
-                true,
-            )
-            .await
-        }
-
-        /// Starts a server whose agent task is already gone.
-        pub(crate) async fn start_without_agent() -> FakeApi {
-            Self::start_on(
-                "127.0.0.1:0".parse().expect("address"),
-                None,
-                EventBus::default(),
-                false,
-            )
-            .await
-        }
-
-        /// Starts a server at `addr`, streaming from `events`.
-        pub(crate) async fn start_on(
-            addr: SocketAddr,
-            token: Option<&str>,
-            events: EventBus,
-            with_agent: bool,
-        ) -> FakeApi {
-            crate::net::tls::install_crypto_provider();
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .expect("bind the test API");
-            let addr = listener.local_addr().expect("local address");
-            let (commands, state) = if with_agent {
-                fake_agent()
-            } else {
-                let (commands, _gone) = mpsc::channel(1);
-                (commands, Arc::new(Mutex::new(FakeState::default())))
-            };
-            let handle = AgentHandle {
-                commands,
-                events: events.clone(),
-            };
-            let (stop, stopped) = oneshot::channel::<()>();
-            let server = tokio::spawn(super::serve(
-                listener,
-                handle,
-                token.map(str::to_string),
-                TEST_LIMITS,
-                Arc::default(),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            FakeApi {
-                addr,
-                events,
-                state,
-                stop: Some(stop),
-                server,
-            }
-        }
-
-        /// `http://<addr>`.
-        pub(crate) fn url(&self, path: &str) -> String {
-            format!("http://{}{path}", self.addr)
-        }
-
-        /// Shuts the server down gracefully and waits until it has stopped.
-        pub(crate) async fn shutdown(mut self) {
-            if let Some(stop) = self.stop.take() {
-                let _ = stop.send(());
-            }
-            (&mut self.server)
-                .await
-                .expect("server task")
-                .expect("server result");
-        }
-    }
-
-    async fn answer(mut inbox: mpsc::Receiver<Command>, state: Arc<Mutex<FakeState>>) {
-        let members = cluster();
-        while let Some(command) = inbox.recv().await {
-            let mut state = state.lock().expect("fake state");
-            match command {
-                Command::Members(reply) => {
-                    let _ = reply.send(members.clone());
-                }
-                Command::Member(name, reply) => {
-                    let _ = reply.send(members.iter().find(|m| m.name == name).cloned());
-                }
-                Command::SelfInfo(reply) => {
-                    let _ = reply.send(SelfJson {
-                        member: members[2].clone(),
-                        cluster: "test".to_string(),
-                        joined: true,
-                        health_score: 0,
-                        counts: StateCounts {
-                            alive: 1,
-                            suspect: 1,
-                            failed: 1,
-                            left: 1,
-                        },
-                        version: "test".to_string(),
-                        transport: Default::default(),
-                    });
-                }
-                Command::Health(reply) => {
-                    let _ = reply.send(state.health.clone());
-                }
-                Command::Join(addrs, reply) => {
-                    state.actions.push(format!("join {}", addrs.join(",")));
-                    let answer = match addrs.iter().find(|a| !a.contains(':')) {
-                        Some(bad) => Err(format!("cannot resolve '{bad}': expected host:port")),
-                        None => Ok(addrs.len()),
-                    };
-                    let _ = reply.send(answer);
-                }
-                Command::Leave(reply) => {
-                    state.actions.push("leave".to_string());
-                    let _ = reply.send(());
-                }
-                Command::ForceLeave(name, reply) => {
-                    state.actions.push(format!("force-leave {name}"));
-                    let answer = match members.iter().find(|m| m.name == name) {
-                        Some(m) if m.state == crate::model::State::Failed => Ok(()),
-                        Some(m) => Err(format!("{name} is {}, not failed", m.state)),
-                        None => Err(format!("no member named {name}")),
-                    };
-                    let _ = reply.send(answer);
-                }
-                Command::SetTags(tags, reply) => {
-                    let answer = if tags.keys().any(String::is_empty) {
-                        Err("tag keys must not be empty".to_string())
-                    } else {
-                        let listed: Vec<String> =
-                            tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        state.actions.push(format!("tags {}", listed.join(",")));
-                        Ok(())
-                    };
-                    let _ = reply.send(answer);
-                }
-                Command::SetMaintenance(maintenance, reply) => {
-                    let answer = match &maintenance {
-                        Some(reason) => crate::agent::handle::check_maintenance_reason(reason)
-                            .map(|()| state.actions.push(format!("maint on {reason}"))),
-                        None => {
-                            state.actions.push("maint off".to_string());
-                            Ok(())
-                        }
-                    };
-                    let _ = reply.send(answer);
-                }
-                Command::Metrics(reply) => {
-                    let registry = prometheus::Registry::new();
-                    let gauge = prometheus::IntGauge::new("swimd_health_score", "score")
-                        .expect("a valid gauge");
-                    registry.register(Box::new(gauge)).expect("registered once");
-                    let _ = reply.send(registry);
-                }
-                Command::Hooks(reply) => {
-                    let _ = reply.send(Vec::new());
-                }
-                Command::HookTest { name, reply, .. } => {
-                    let _ = reply.send(Err(format!("no hook named {name}")));
-                }
-                Command::HookReplay(_, reply) => {
-                    let _ = reply.send(Ok(0));
-                }
-            }
-        }
-    }
-}
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
@@ -1131,10 +776,7 @@ mod tests {
         let (status, body) = get(&api.url("/v1/health")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"status": "ok", "reason": ""}));
-        api.state.lock().expect("state").health = HealthJson {
-            status: "unhealthy".to_string(),
-            reason: "not joined".to_string(),
-        };
+        api.state.lock().expect("state").health = Fitness::Unfit("not joined".to_string());
         let (status, body) = get(&api.url("/v1/health")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, json!({"status": "unhealthy", "reason": "not joined"}));
@@ -1510,7 +1152,8 @@ mod tests {
         }
     }
 
-    fn assert_event(received: Option<SseEvent>, expected: &EventJson) {
+    fn assert_event(received: Option<SseEvent>, expected: &MemberEvent) {
+        let expected = &EventJson::from(expected);
         let received = received.expect("an event");
         assert_eq!(received.id, Some(expected.id.to_string()));
         assert_eq!(received.event, expected.kind);
@@ -1540,7 +1183,7 @@ mod tests {
     #[tokio::test]
     async fn events_resume_after_last_event_id() {
         let api = FakeApi::start(None).await;
-        let events: Vec<EventJson> = (1..=3)
+        let events: Vec<MemberEvent> = (1..=3)
             .map(|id| event(id, "member.updated", "alpha", Some("alive"), "alive"))
             .collect();
         for e in &events {

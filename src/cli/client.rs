@@ -11,10 +11,10 @@ use regex::Regex;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::agent::handle::{EventJson, HealthJson, MemberJson};
-use crate::api::{
-    ErrorJson, JoinJson, JoinRequest, MembersJson, SseDecoder, SseEvent, has_tags, parse_tag_filter,
+use crate::api::json::{
+    ErrorJson, EventJson, HealthJson, JoinJson, JoinRequest, MemberJson, MembersJson,
 };
+use crate::api::{SseDecoder, SseEvent, has_tags, parse_tag_filter};
 
 /// How long to wait for the agent to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,7 +169,7 @@ async fn maint_to(command: MaintCommand, out: &mut impl Write) -> anyhow::Result
             // Said here, before the network, as the agent would say it.
             crate::agent::handle::check_maintenance_reason(&reason).map_err(anyhow::Error::msg)?;
             let client = ApiClient::new(&api, Some(REQUEST_TIMEOUT))?;
-            let body = crate::api::MaintenanceRequest { reason };
+            let body = crate::api::json::MaintenanceRequest { reason };
             let _: serde_json::Value = client.call(Method::PUT, &path, Some(&body)).await?;
             print(out, "maintenance on\n")?;
         }
@@ -834,8 +834,9 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::agent::handle::{EventBus, HealthJson};
-    use crate::api::testing::{FakeApi, cluster, event, member};
+    use crate::agent::handle::EventBus;
+    use crate::api::testing::{FakeApi, cluster, event, event_json, member};
+    use crate::model::Fitness;
 
     /// Guards every wait: a hung test fails instead of blocking CI.
     const GUARD: Duration = Duration::from_secs(10);
@@ -947,7 +948,7 @@ mod tests {
     #[test]
     fn detailed_table_shows_each_members_release_and_wire_versions() {
         let mut new = member("alpha", "alive", 1, &[]);
-        new.software = Some(crate::agent::handle::SoftwareJson {
+        new.software = Some(crate::model::Software {
             release: "0.2.0".into(),
             writes: 1,
             reads_from: 1,
@@ -1033,12 +1034,12 @@ mod tests {
     fn event_lines_read_as_a_log() {
         let failed = event(9, "member.failed", "bravo", Some("suspect"), "failed");
         assert_eq!(
-            event_line(&failed),
+            event_line(&event_json(&failed)),
             "2023-11-14T22:13:20.250Z member.failed bravo suspect→failed incarnation=9"
         );
         let joined = event(1, "member.joined", "delta", None, "alive");
         assert_eq!(
-            event_line(&joined),
+            event_line(&event_json(&joined)),
             "2023-11-14T22:13:20.250Z member.joined delta -→alive incarnation=1"
         );
     }
@@ -1305,10 +1306,7 @@ mod tests {
             .await,
             Ok(ExitCode::SUCCESS)
         );
-        fake.state.lock().expect("state").health = HealthJson {
-            status: "unhealthy".to_string(),
-            reason: "not joined".to_string(),
-        };
+        fake.state.lock().expect("state").health = Fitness::Unfit("not joined".to_string());
         assert_eq!(
             guarded(health_to(
                 HealthArgs {
@@ -1475,6 +1473,7 @@ mod tests {
         let joined = event(1, "member.joined", "echo", None, "alive");
         fake.events.publish(joined.clone());
         let line = watcher.line().await;
+        let joined = event_json(&joined);
         assert_eq!(
             serde_json::from_str::<EventJson>(&line).expect("EventJson"),
             joined

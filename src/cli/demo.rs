@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 
-use crate::agent::handle::{EventJson, MemberJson};
+use crate::api::json::{EventJson, MemberJson};
 use crate::net::tls;
 
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use reqwest::Method;
 
 use super::client::{ApiArgs, ApiClient, REQUEST_TIMEOUT, print, printable, utc_time};
-use crate::api::{HookTestRequest, HooksJson, ReplayJson, ReplayRequest};
+use crate::api::json::{HookTestRequest, HooksJson, ReplayJson, ReplayRequest};
 
 /// `swimd hooks`.
 #[derive(Debug, clap::Subcommand)]
@@ -61,7 +61,7 @@ async fn run_to(command: HooksCommand, out: &mut impl Write) -> anyhow::Result<E
         } => {
             let client = ApiClient::new(&api, Some(REQUEST_TIMEOUT))?;
             let body = HookTestRequest { event, member };
-            let status: crate::api::StatusJson = client
+            let status: crate::api::json::StatusJson = client
                 .call(
                     Method::POST,
                     &["v1", "hooks", name.as_str(), "test"],

@@ -87,6 +87,26 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in the vocabulary's order.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Joined,
+        EventKind::Updated,
+        EventKind::Suspect,
+        EventKind::Failed,
+        EventKind::Recovered,
+        EventKind::Left,
+        EventKind::Reaped,
+        EventKind::Critical,
+        EventKind::Passing,
+        EventKind::Maintenance,
+        EventKind::Ready,
+    ];
+
+    /// The kind named `name` (e.g. `member.failed`), if there is one.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The vocabulary name, e.g. `member.failed`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -7,22 +7,42 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::core::{ForceLeaveError, TagsError};
+use crate::hooks::{HookStatus, HookTestError, outbox::OutboxError};
 use crate::model::{AsOf, Event, Fitness, MemberView, SelfView, Tags};
+use crate::wire::MAX_MAINTENANCE_REASON;
 
-/// Is this a maintenance reason we may publish: at most 256 bytes, no control characters
-/// (it ends up in logs, tables and hook environments)?
-pub fn check_maintenance_reason(reason: &str) -> Result<(), String> {
-    if reason.len() > crate::wire::MAX_MAINTENANCE_REASON {
-        Err(format!(
-            "the maintenance reason is {} bytes; at most {} are allowed",
-            reason.len(),
-            crate::wire::MAX_MAINTENANCE_REASON
-        ))
+/// A maintenance reason we will not publish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReasonError {
+    /// Longer than a reason may be on the wire.
+    #[error("the maintenance reason is {0} bytes; at most {max} are allowed", max = MAX_MAINTENANCE_REASON)]
+    TooLong(usize),
+    /// It ends up in logs, tables and hook environments.
+    #[error("the maintenance reason must not contain control characters")]
+    ControlCharacters,
+}
+
+/// Is this a maintenance reason we may publish: at most 256 bytes, no control characters?
+pub fn check_maintenance_reason(reason: &str) -> Result<(), ReasonError> {
+    if reason.len() > MAX_MAINTENANCE_REASON {
+        Err(ReasonError::TooLong(reason.len()))
     } else if reason.chars().any(char::is_control) {
-        Err("the maintenance reason must not contain control characters".to_string())
+        Err(ReasonError::ControlCharacters)
     } else {
         Ok(())
     }
+}
+
+/// Why a join contacted nobody.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// No address resolved.
+    #[error("none of {0:?} could be resolved")]
+    Unresolved(Vec<String>),
+    /// The agent stopped before it could contact them.
+    #[error("the agent is stopping")]
+    Stopping,
 }
 
 /// A request to the agent task.
@@ -37,19 +57,19 @@ pub enum Command {
     /// Are we joined and healthy?
     Health(oneshot::Sender<Fitness>),
     /// Contact these addresses (`host:port`) to join; replies how many were resolved.
-    Join(Vec<String>, oneshot::Sender<Result<usize, String>>),
+    Join(Vec<String>, oneshot::Sender<Result<usize, JoinError>>),
     /// Leave gracefully, then exit; replies once the leave has been announced.
     Leave(oneshot::Sender<()>),
     /// Mark a failed member as left everywhere.
-    ForceLeave(String, oneshot::Sender<Result<(), String>>),
+    ForceLeave(String, oneshot::Sender<Result<(), ForceLeaveError>>),
     /// Publish new tags.
-    SetTags(Tags, oneshot::Sender<Result<(), String>>),
+    SetTags(Tags, oneshot::Sender<Result<(), TagsError>>),
     /// Enter maintenance with this reason (`Some`) or leave it (`None`).
-    SetMaintenance(Option<String>, oneshot::Sender<Result<(), String>>),
+    SetMaintenance(Option<String>, oneshot::Sender<Result<(), ReasonError>>),
     /// The metrics registry, brought up to date: the asker renders it (on its own thread).
     Metrics(oneshot::Sender<prometheus::Registry>),
     /// The configured hooks and their delivery state.
-    Hooks(oneshot::Sender<Vec<crate::hooks::HookStatus>>),
+    Hooks(oneshot::Sender<Vec<HookStatus>>),
     /// One attempt of a hook with a sample event (`event` defaults to the hook's first,
     /// `member` to this agent).
     HookTest {
@@ -60,10 +80,10 @@ pub enum Command {
         /// The member the sample is about.
         member: Option<String>,
         /// What happened.
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, HookTestError>>,
     },
     /// Moves dead letters (of one hook, or all) back to the outbox.
-    HookReplay(Option<String>, oneshot::Sender<Result<usize, String>>),
+    HookReplay(Option<String>, oneshot::Sender<Result<usize, OutboxError>>),
 }
 
 /// Events kept for `Last-Event-ID` resumption.

@@ -20,7 +20,7 @@ use crate::core::{Channel, Health, Identity, Swim};
 use crate::hooks::payload::{HookEvent, PayloadMember};
 use crate::hooks::policy::{Action, Brief, Policy, View};
 use crate::hooks::spec::{Hook, HookSpec};
-use crate::hooks::{self, HookMetrics, Hooks};
+use crate::hooks::{self, HookMetrics, HookTestError, Hooks};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{
     AsOf, Event, Fitness, MemberInfo, MemberView, SelfView, StateCounts, TransportTotals,
@@ -29,7 +29,7 @@ use crate::net::http::ServeStats;
 use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
 use crate::wire::{self, ClusterId, DecodeError, State};
-use handle::{AgentHandle, Command, EventBus};
+use handle::{AgentHandle, Command, EventBus, JoinError};
 use state::{StateDir, StateWriter};
 
 /// How long a graceful leave may take before the agent exits anyway.
@@ -378,7 +378,10 @@ impl Agent {
                 }
                 Some(command) = self.commands.recv() => self.command(command).await,
                 Some(key) = self.confirmations.recv() => {
-                    self.swim.publish_note(Instant::now(), key);
+                    // Known already: a standby's own note, or one a peer spread first.
+                    if let Err(e) = self.swim.publish_note(Instant::now(), key) {
+                        debug!(error = %e, "cluster-hook confirmation not published");
+                    }
                 }
                 Some(change) = self.check_changes.recv() => self.check_changed(change),
                 Some((resolved, reply)) = self.joins.recv() => {
@@ -635,21 +638,10 @@ impl Agent {
                 let _ = self.begin_leave("API");
             }
             Command::ForceLeave(name, reply) => {
-                let result = if self.swim.force_leave(now, &name) {
-                    Ok(())
-                } else {
-                    match self.swim.member(&name) {
-                        None => Err(format!("no member named {name}")),
-                        Some(m) => Err(format!(
-                            "{name} is {}, not failed: only failed members can be forced out",
-                            m.state
-                        )),
-                    }
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.swim.force_leave(now, &name));
             }
             Command::SetTags(tags, reply) => {
-                let _ = reply.send(self.swim.set_tags(now, tags).map_err(|e| e.to_string()));
+                let _ = reply.send(self.swim.set_tags(now, tags));
             }
             Command::SetMaintenance(maintenance, reply) => {
                 let result = maintenance
@@ -681,14 +673,14 @@ impl Agent {
                 reply,
             } => {
                 let Some(spec) = self.config.hooks.iter().find(|h| h.name == name) else {
-                    let _ = reply.send(Err(format!("no hook named {name}")));
+                    let _ = reply.send(Err(HookTestError::NoSuchHook(name)));
                     return;
                 };
                 let kind =
                     event.unwrap_or_else(|| spec.events.first().cloned().unwrap_or_default());
                 let subject = member.unwrap_or_else(|| self.config.node.name.to_string());
                 let Some(m) = self.swim.member(&subject) else {
-                    let _ = reply.send(Err(format!("no member named {subject}")));
+                    let _ = reply.send(Err(HookTestError::NoSuchMember(subject)));
                     return;
                 };
                 let event = HookEvent::new(
@@ -978,7 +970,7 @@ fn return_freed_memory() -> std::io::Result<()> {
         .map(drop)
 }
 
-type ResolvedJoin = (Vec<SocketAddr>, oneshot::Sender<Result<usize, String>>);
+type ResolvedJoin = (Vec<SocketAddr>, oneshot::Sender<Result<usize, JoinError>>);
 
 /// How long `swimd join` waits for each name to resolve.
 const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -987,7 +979,7 @@ const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// the request with the error itself.
 async fn resolve_join(
     addrs: Vec<String>,
-    reply: oneshot::Sender<Result<usize, String>>,
+    reply: oneshot::Sender<Result<usize, JoinError>>,
     agent: mpsc::Sender<ResolvedJoin>,
 ) {
     let lookups = addrs.iter().map(|addr| async move {
@@ -1011,9 +1003,9 @@ async fn resolve_join(
         .flatten()
         .collect();
     if resolved.is_empty() {
-        let _ = reply.send(Err(format!("none of {addrs:?} could be resolved")));
+        let _ = reply.send(Err(JoinError::Unresolved(addrs)));
     } else if let Err(mpsc::error::SendError((_, reply))) = agent.send((resolved, reply)).await {
-        let _ = reply.send(Err("the agent is stopping".to_string()));
+        let _ = reply.send(Err(JoinError::Stopping));
     }
 }
 

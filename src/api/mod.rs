@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 pub mod json;
 
 use crate::agent::handle::{AgentHandle, Command};
+use crate::hooks::HookTestError;
 use crate::model::{Event as MemberEvent, Fitness};
 pub use crate::net::http::{Limits, ServeStats};
 use json::{
@@ -318,7 +319,7 @@ async fn join(
     }
     match ask(&handle, |reply| Command::Join(addrs, reply)).await? {
         Ok(contacted) => Ok(Json(JoinJson { contacted })),
-        Err(message) => Err(ApiError::bad_request(message)),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
     }
 }
 
@@ -337,7 +338,7 @@ async fn force_leave(
         Ok(()) => Ok(Json(StatusJson {
             status: "left".to_string(),
         })),
-        Err(message) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
     }
 }
 
@@ -362,7 +363,7 @@ async fn set_maintenance(
         Ok(()) => Ok(Json(StatusJson {
             status: status.to_string(),
         })),
-        Err(message) => Err(ApiError::bad_request(message)),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
     }
 }
 
@@ -375,7 +376,7 @@ async fn set_tags(
         Ok(()) => Ok(Json(StatusJson {
             status: "updated".to_string(),
         })),
-        Err(message) => Err(ApiError::bad_request(message)),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
     }
 }
 
@@ -408,10 +409,12 @@ async fn hook_test(
     .await?;
     match result {
         Ok(status) => Ok(Json(StatusJson { status })),
-        Err(message) if message.starts_with("no ") => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, message))
+        Err(e @ (HookTestError::NoSuchHook(_) | HookTestError::NoSuchMember(_))) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
         }
-        Err(message) => Err(ApiError::new(StatusCode::BAD_GATEWAY, message)),
+        Err(e @ HookTestError::Failed { .. }) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))
+        }
     }
 }
 
@@ -422,7 +425,10 @@ async fn hooks_replay(
     let request = body.map(|Json(b)| b).unwrap_or_default();
     match ask(&handle, |reply| Command::HookReplay(request.hook, reply)).await? {
         Ok(replayed) => Ok(Json(ReplayJson { replayed })),
-        Err(message) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
     }
 }
 
@@ -802,7 +808,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
             response.json::<Value>().await.expect("body"),
-            json!({"error": "cannot resolve 'nohost': expected host:port"})
+            json!({"error": "none of [\"nohost\"] could be resolved"})
         );
         let response = post(json!({"adrs": ["10.0.0.2:7946"]}))
             .await
@@ -892,7 +898,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::CONFLICT);
         assert_eq!(
             response.json::<Value>().await.expect("body"),
-            json!({"error": "alpha is alive, not failed"})
+            json!({"error": "alpha is alive, not failed: only failed members can be forced out"})
         );
         api.shutdown().await;
     }
@@ -910,11 +916,13 @@ mod tests {
             response.json::<Value>().await.expect("body"),
             json!({"status": "updated"})
         );
-        let response = put(json!({"tags": {"": "x"}})).await.expect("tags");
+        let response = put(json!({"tags": {"note": "x".repeat(40)}}))
+            .await
+            .expect("tags");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
             response.json::<Value>().await.expect("body"),
-            json!({"error": "tag keys must not be empty"})
+            json!({"error": "tags take 47 bytes encoded, more than gossip.max_tags_bytes (32)"})
         );
         assert_eq!(
             api.state.lock().expect("state").actions,

@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::json::{EventJson, MemberJson};
-use crate::agent::handle::{AgentHandle, Command, EventBus};
+use crate::agent::handle::{AgentHandle, Command, EventBus, JoinError};
+use crate::core::{ForceLeaveError, TagsError};
+use crate::hooks::HookTestError;
 use crate::model::{
     AsOf, Event, EventKind, Fitness, Incarnation, MemberInfo, MemberView, NodeName, SelfView,
     StateCounts,
@@ -20,6 +22,9 @@ pub(crate) const TEST_LIMITS: super::Limits = super::Limits {
     max_connections: 256,
     header_timeout: Duration::from_secs(5),
 };
+
+/// The fake agent's `gossip.max_tags_bytes`: small, so a test can exceed it.
+const FAKE_MAX_TAGS_BYTES: usize = 32;
 
 /// When the canned members entered their states; the fake agent answers 1.5 s later.
 fn since() -> Instant {
@@ -258,7 +263,7 @@ async fn answer(mut inbox: mpsc::Receiver<Command>, state: Arc<Mutex<FakeState>>
             Command::Join(addrs, reply) => {
                 state.actions.push(format!("join {}", addrs.join(",")));
                 let answer = match addrs.iter().find(|a| !a.contains(':')) {
-                    Some(bad) => Err(format!("cannot resolve '{bad}': expected host:port")),
+                    Some(bad) => Err(JoinError::Unresolved(vec![bad.clone()])),
                     None => Ok(addrs.len()),
                 };
                 let _ = reply.send(answer);
@@ -271,14 +276,21 @@ async fn answer(mut inbox: mpsc::Receiver<Command>, state: Arc<Mutex<FakeState>>
                 state.actions.push(format!("force-leave {name}"));
                 let answer = match members.iter().find(|m| m.info.name.as_str() == name) {
                     Some(m) if m.state == crate::model::State::Failed => Ok(()),
-                    Some(m) => Err(format!("{name} is {}, not failed", m.state)),
-                    None => Err(format!("no member named {name}")),
+                    Some(m) => Err(ForceLeaveError::NotFailed {
+                        name: name.clone(),
+                        state: m.state,
+                    }),
+                    None => Err(ForceLeaveError::Unknown(name.clone())),
                 };
                 let _ = reply.send(answer);
             }
             Command::SetTags(tags, reply) => {
-                let answer = if tags.keys().any(String::is_empty) {
-                    Err("tag keys must not be empty".to_string())
+                let len = crate::wire::tags_len(&tags);
+                let answer = if len > FAKE_MAX_TAGS_BYTES {
+                    Err(TagsError {
+                        len,
+                        limit: FAKE_MAX_TAGS_BYTES,
+                    })
                 } else {
                     let listed: Vec<String> =
                         tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -309,7 +321,7 @@ async fn answer(mut inbox: mpsc::Receiver<Command>, state: Arc<Mutex<FakeState>>
                 let _ = reply.send(Vec::new());
             }
             Command::HookTest { name, reply, .. } => {
-                let _ = reply.send(Err(format!("no hook named {name}")));
+                let _ = reply.send(Err(HookTestError::NoSuchHook(name)));
             }
             Command::HookReplay(_, reply) => {
                 let _ = reply.send(Ok(0));

@@ -1270,7 +1270,7 @@ mod tests {
         };
         assert_eq!(
             guarded(join_to(args, &mut out)).await,
-            Err("cannot resolve 'nohost': expected host:port".to_string())
+            Err("none of [\"nohost\"] could be resolved".to_string())
         );
         let args = ForceLeaveArgs {
             api: api(&fake, None),
@@ -1278,7 +1278,7 @@ mod tests {
         };
         assert_eq!(
             guarded(force_leave_to(args, &mut out)).await,
-            Err("alpha is alive, not failed".to_string())
+            Err("alpha is alive, not failed: only failed members can be forced out".to_string())
         );
         let args = ForceLeaveArgs {
             api: api(&fake, None),

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 pub use config::{Config, ConfigError, Profile};
 pub use members::{Health, MemberInfo};
-pub use swim::{Identity, Swim, TagsError};
+pub use swim::{ForceLeaveError, Identity, NoteError, Swim, TagsError};
 pub use trace::{Step, TraceEntry};
 
 pub use crate::wire::{Incarnation, NodeName, State, Tags};

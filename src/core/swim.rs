@@ -46,6 +46,33 @@ pub struct TagsError {
     pub limit: usize,
 }
 
+/// Why [`Swim::force_leave`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForceLeaveError {
+    /// No member has this name.
+    #[error("no member named {0}")]
+    Unknown(String),
+    /// Only a failed member can be forced out (ourselves never is, in our own view).
+    #[error("{name} is {state}, not failed: only failed members can be forced out")]
+    NotFailed {
+        /// The member.
+        name: String,
+        /// Its state in our view.
+        state: State,
+    },
+}
+
+/// Why [`Swim::publish_note`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// Longer than a note may be.
+    #[error("note of {0} bytes, more than {max}", max = wire::MAX_NOTE_LEN)]
+    TooLong(usize),
+    /// Already known here (published, or learnt from a peer).
+    #[error("note already known")]
+    Known,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Probe,
@@ -491,20 +518,19 @@ impl Swim {
     }
 
     /// Forgets a failed member at once (`swimd force-leave`): it is marked `left` everywhere.
-    /// Returns false if the member is unknown, ourselves, or not failed.
-    pub fn force_leave(&mut self, now: Instant, name: &str) -> bool {
-        let Some(slot) = self.members.find(name) else {
-            return false;
-        };
-        let Some(member) = self.members.get(slot) else {
-            return false;
-        };
+    pub fn force_leave(&mut self, now: Instant, name: &str) -> Result<(), ForceLeaveError> {
+        let unknown = || ForceLeaveError::Unknown(name.to_string());
+        let slot = self.members.find(name).ok_or_else(unknown)?;
+        let member = self.members.get(slot).ok_or_else(unknown)?;
         if slot == self.me || member.state != State::Failed {
-            return false;
+            return Err(ForceLeaveError::NotFailed {
+                name: name.to_string(),
+                state: member.state,
+            });
         }
         let incarnation = member.incarnation;
         self.transition(now, slot, State::Left, incarnation, Source::Gossip);
-        true
+        Ok(())
     }
 
     /// Handles a decoded packet that arrived from `from`.
@@ -606,14 +632,16 @@ impl Swim {
         self.events.pop_front()
     }
 
-    /// Spreads an application note (at most [`wire::MAX_NOTE_LEN`] bytes) to every member;
-    /// false if it is too long or already known.
-    pub fn publish_note(&mut self, now: Instant, key: String) -> bool {
-        if key.len() > wire::MAX_NOTE_LEN || !self.notes.publish(key) {
-            return false;
+    /// Spreads an application note (at most [`wire::MAX_NOTE_LEN`] bytes) to every member.
+    pub fn publish_note(&mut self, now: Instant, key: String) -> Result<(), NoteError> {
+        if key.len() > wire::MAX_NOTE_LEN {
+            return Err(NoteError::TooLong(key.len()));
+        }
+        if !self.notes.publish(key) {
+            return Err(NoteError::Known);
         }
         self.schedule_gossip(now);
-        true
+        Ok(())
     }
 
     /// Turns the trace of why views change on or off (see [`Swim::poll_trace`]).

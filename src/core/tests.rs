@@ -701,11 +701,26 @@ fn an_older_agent_relaying_our_claim_without_maintenance_is_not_refuted() {
 fn force_leave_only_applies_to_failed_members() {
     let now = Instant::now();
     let mut swim = core(3, now);
-    assert!(
-        !swim.force_leave(now, "n1"),
+    assert_eq!(
+        swim.force_leave(now, "n1"),
+        Err(ForceLeaveError::NotFailed {
+            name: "n1".into(),
+            state: State::Alive
+        }),
         "alive members cannot be forced out"
     );
-    assert!(!swim.force_leave(now, "nobody"));
+    assert_eq!(
+        swim.force_leave(now, "n0"),
+        Err(ForceLeaveError::NotFailed {
+            name: "n0".into(),
+            state: State::Alive
+        }),
+        "nor can we"
+    );
+    assert_eq!(
+        swim.force_leave(now, "nobody"),
+        Err(ForceLeaveError::Unknown("nobody".into()))
+    );
     swim.handle_packet(
         now,
         addr(3),
@@ -726,7 +741,10 @@ fn force_leave_only_applies_to_failed_members() {
     );
     run_until(&mut swim, now + Duration::from_secs(30));
     assert_eq!(swim.member("n1").map(|m| m.state), Some(State::Failed));
-    assert!(swim.force_leave(now + Duration::from_secs(30), "n1"));
+    assert_eq!(
+        swim.force_leave(now + Duration::from_secs(30), "n1"),
+        Ok(())
+    );
     assert_eq!(swim.member("n1").map(|m| m.state), Some(State::Left));
 }
 

@@ -35,6 +35,25 @@ const MAX_IN_FLIGHT_PER_HOOK: usize = 16;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// Why a test delivery (`swimd hooks test`) did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookTestError {
+    /// No hook has this name.
+    #[error("no hook named {0}")]
+    NoSuchHook(String),
+    /// The sample's member is not known.
+    #[error("no member named {0}")]
+    NoSuchMember(String),
+    /// The attempt failed.
+    #[error("{hook}: {error}")]
+    Failed {
+        /// The hook.
+        hook: String,
+        /// What the attempt reported.
+        error: String,
+    },
+}
+
 /// A request to the runner.
 #[derive(Debug)]
 pub enum Request {
@@ -52,9 +71,13 @@ pub enum Request {
     /// `GET /v1/hooks`.
     List(oneshot::Sender<Vec<HookStatus>>),
     /// `POST /v1/hooks/{name}/test`: one attempt with a sample event, not via the outbox.
-    Test(String, HookEvent, oneshot::Sender<Result<String, String>>),
+    Test(
+        String,
+        HookEvent,
+        oneshot::Sender<Result<String, HookTestError>>,
+    ),
     /// `POST /v1/hooks/replay`: dead letters (of one hook, or all) back to pending.
-    Replay(Option<String>, oneshot::Sender<Result<usize, String>>),
+    Replay(Option<String>, oneshot::Sender<Result<usize, OutboxError>>),
 }
 
 /// A hook as `swimd hooks list` shows it.
@@ -236,7 +259,7 @@ impl Runner {
             }
             Request::Test(name, event, reply) => {
                 let Some(hook) = self.hooks.iter().find(|h| h.spec.name == name).cloned() else {
-                    let _ = reply.send(Err(format!("no hook named {name}")));
+                    let _ = reply.send(Err(HookTestError::NoSuchHook(name)));
                     return;
                 };
                 let client = self.client.clone();
@@ -246,9 +269,12 @@ impl Runner {
                     let result = match deliver::attempt(&hook, &event, &client, &me).await {
                         Outcome::Success => Ok(format!("{name}: delivered {}", event.data.id)),
                         Outcome::Retry { error, .. } | Outcome::Failed(error) => {
-                            Err(format!("{name}: {error}"))
+                            Err(HookTestError::Failed { hook: name, error })
                         }
-                        Outcome::Gone => Err(format!("{name}: the receiver answered 410 Gone")),
+                        Outcome::Gone => Err(HookTestError::Failed {
+                            hook: name,
+                            error: "the receiver answered 410 Gone".to_string(),
+                        }),
                     };
                     let _ = reply.send(result);
                 });
@@ -257,7 +283,6 @@ impl Runner {
                 let result = self
                     .outbox
                     .replay(hook.as_deref(), now_ms())
-                    .map_err(|e| e.to_string())
                     .map(|replayed| {
                         let n = replayed.len();
                         for d in replayed {

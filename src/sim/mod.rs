@@ -442,7 +442,7 @@ impl Simulator {
             .nodes
             .get_mut(i)
             .and_then(|n| n.swim.as_mut())
-            .is_some_and(|swim| swim.publish_note(now, key.to_string()));
+            .is_some_and(|swim| swim.publish_note(now, key.to_string()).is_ok());
         self.after_step(i);
         published
     }

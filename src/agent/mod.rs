@@ -2,6 +2,7 @@
 //! and its single timer; the transport, the API and signals talk to it by message.
 
 pub mod handle;
+mod signals;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -30,6 +30,7 @@ use crate::net::tls::{self, TlsIdentity};
 use crate::net::transport::{Inbound, Transport, TransportConfig};
 use crate::wire::{self, ClusterId, DecodeError, State};
 use handle::{AgentHandle, Command, EventBus, JoinError};
+use signals::{Signal, Signals, Watchdog, notify};
 use state::{StateDir, StateWriter};
 
 /// How long a graceful leave may take before the agent exits anyway.
@@ -40,6 +41,8 @@ const SAVE_AFTER_CHANGE: Duration = Duration::from_millis(500);
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
 /// How often open connections' peer certificates are checked again (they expire).
 const REVALIDATE_EVERY: Duration = Duration::from_secs(60);
+/// The loop's longest sleep when nothing at all is due (the core always has a timer).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -328,84 +331,39 @@ impl Agent {
     }
 
     async fn run(&mut self) -> Result<(), AgentError> {
-        let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-        let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-        // Under systemd (Type=notify): ready once listeners are bound, which they are now;
-        // the watchdog is fed from this loop, at half its interval.
+        let mut signals = Signals::install().map_err(AgentError::Signals)?;
+        // Under systemd (Type=notify): ready once listeners are bound, which they are now.
         notify(&[NotifyState::Ready, NotifyState::Status("running")]);
-        let watchdog = sd_notify::watchdog_enabled().map(|interval| interval / 2);
-        let mut next_watchdog = Instant::now();
+        let mut watchdog = Watchdog::from_systemd();
         loop {
-            if let Some(every) = watchdog
-                && Instant::now() >= next_watchdog
-            {
-                notify(&[NotifyState::Watchdog]);
-                next_watchdog = Instant::now() + every;
-            }
-            let deadline = self
-                .swim
-                .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-            let deadline = match watchdog {
-                Some(_) => deadline.min(next_watchdog),
-                None => deadline,
-            };
-            let deadline = match self.leave_started {
-                Some(started) => deadline.min(started + LEAVE_BOUND),
-                None => deadline,
-            };
-            let deadline = match self.policy.poll_timeout() {
-                Some(at) => deadline.min(at),
-                None => deadline,
-            };
-            // Wake up to save changed members even if nothing else happens.
-            let deadline = if self.members_changed {
-                deadline.min(self.last_save + SAVE_AFTER_CHANGE)
-            } else {
-                deadline
-            };
+            watchdog.feed();
+            let deadline = self.next_deadline(watchdog.due());
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     self.swim.handle_timeout(Instant::now());
                 }
                 Some(inbound) = self.inbound.recv() => self.receive(inbound),
-                Some(addr) = self.unreachable.recv() => {
-                    // Nothing listens there now: a connection to it is dead, and kept it
-                    // would stand in for a restarted process's new one.
-                    self.transport.disconnect(addr);
-                    self.swim.handle_unreachable(Instant::now(), addr);
-                }
+                Some(addr) = self.unreachable.recv() => self.port_unreachable(addr),
                 Some(command) = self.commands.recv() => self.command(command).await,
-                Some(key) = self.confirmations.recv() => {
-                    // Known already: a standby's own note, or one a peer spread first.
-                    if let Err(e) = self.swim.publish_note(Instant::now(), key) {
-                        debug!(error = %e, "cluster-hook confirmation not published");
-                    }
-                }
+                Some(key) = self.confirmations.recv() => self.hook_confirmed(key),
                 Some(change) = self.check_changes.recv() => self.check_changed(change),
                 Some((resolved, reply)) = self.joins.recv() => {
                     let n = resolved.len();
                     self.swim.join(Instant::now(), resolved);
                     let _ = reply.send(Ok(n));
                 }
-                Some(seeds) = self.resolved_seeds.recv() => {
-                    if !seeds.is_empty() {
-                        info!(seeds = ?seeds, "joining through seeds");
-                        self.swim.join(Instant::now(), seeds);
+                Some(seeds) = self.resolved_seeds.recv() => self.join_seeds(seeds),
+                signal = signals.next() => match signal {
+                    Signal::Terminate | Signal::Interrupt => {
+                        if self.begin_leave(signal.name()) {
+                            return Err(AgentError::Interrupted);
+                        }
                     }
-                }
-                _ = terminate.recv() => if self.begin_leave("SIGTERM") { return Err(AgentError::Interrupted) },
-                _ = interrupt.recv() => if self.begin_leave("SIGINT") { return Err(AgentError::Interrupted) },
-                _ = hangup.recv() => self.reload(),
+                    Signal::Hangup => self.reload(),
+                },
             }
             self.flush();
-            if self.last_metrics_update.elapsed() >= METRICS_REFRESH {
-                self.update_metrics();
-            }
-            if self.last_revalidation.elapsed() >= REVALIDATE_EVERY {
-                self.revalidate_peers();
-            }
+            self.housekeeping();
             if let Some(started) = self.leave_started
                 && (self.swim.leave_done() || started.elapsed() >= LEAVE_BOUND)
             {
@@ -423,6 +381,58 @@ impl Agent {
         }
         self.transport.shutdown().await;
         Ok(())
+    }
+
+    /// The earliest of what the loop must wake up for without any input: the core's timer,
+    /// the watchdog, the leave's bound, the hook policy's timer and a pending save.
+    fn next_deadline(&self, watchdog: Option<Instant>) -> Instant {
+        let save = self
+            .members_changed
+            .then(|| self.last_save + SAVE_AFTER_CHANGE);
+        let leave = self.leave_started.map(|started| started + LEAVE_BOUND);
+        [
+            self.swim.poll_timeout(),
+            watchdog,
+            leave,
+            self.policy.poll_timeout(),
+            save,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + IDLE_WAKE)
+    }
+
+    /// Nothing listens on `addr` now: a connection to it is dead, and kept it would stand
+    /// in for a restarted process's new one; the core weighs the evidence.
+    fn port_unreachable(&mut self, addr: SocketAddr) {
+        self.transport.disconnect(addr);
+        self.swim.handle_unreachable(Instant::now(), addr);
+    }
+
+    /// A cluster hook's delivery was confirmed: gossip the note so standbys stand down.
+    fn hook_confirmed(&mut self, key: String) {
+        // Known already: a standby's own note, or one a peer spread first.
+        if let Err(e) = self.swim.publish_note(Instant::now(), key) {
+            debug!(error = %e, "cluster-hook confirmation not published");
+        }
+    }
+
+    fn join_seeds(&mut self, seeds: Vec<SocketAddr>) {
+        if !seeds.is_empty() {
+            info!(seeds = ?seeds, "joining through seeds");
+            self.swim.join(Instant::now(), seeds);
+        }
+    }
+
+    /// What is due now and then, not on an event: metrics, certificate revalidation.
+    fn housekeeping(&mut self) {
+        if self.last_metrics_update.elapsed() >= METRICS_REFRESH {
+            self.update_metrics();
+        }
+        if self.last_revalidation.elapsed() >= REVALIDATE_EVERY {
+            self.revalidate_peers();
+        }
     }
 
     /// Starts the graceful leave; true if one was already under way (exit at once).
@@ -466,33 +476,32 @@ impl Agent {
         }
     }
 
-    /// Sends what the core produced and publishes its events.
+    /// After every wake-up, the core's output leaves in this order: packets, then events
+    /// (logs, metrics, the event bus, hooks), then notes; then changed members are saved.
     fn flush(&mut self) {
+        self.drive_transmits();
+        let hook_events = self.forward_events();
+        self.forward_notes();
+        self.run_hooks(hook_events);
+        self.save(false);
+    }
+
+    fn drive_transmits(&mut self) {
         while let Some(t) = self.swim.poll_transmit() {
             self.metrics.message_sent(t.kind);
             self.transport
                 .send(t.to, t.to_name.as_ref(), t.channel, t.payload);
         }
-        let observer = self.config.node.name.to_string();
+    }
+
+    /// Logs, counts and publishes each membership event; returns what the hooks must see.
+    fn forward_events(&mut self) -> Vec<HookEvent> {
         let mut hook_events = Vec::new();
         while let Some(event) = self.swim.poll_event() {
             self.members_changed = true;
             let m = &event.member;
             self.metrics.on_event(event.kind, m, event.previous);
-            let previous = event.previous.map_or("none", State::as_str);
-            info!(
-                event = event.kind.as_str(),
-                member = %m.info.name,
-                previous,
-                state = m.state.as_str(),
-                incarnation = m.incarnation.0,
-                "{} {} {} -> {} (incarnation {})",
-                event.kind.as_str(),
-                m.info.name,
-                previous,
-                m.state.as_str(),
-                m.incarnation.0
-            );
+            log_event(&event);
             self.next_event_id += 1;
             let published = Event {
                 id: self.next_event_id,
@@ -510,16 +519,19 @@ impl Agent {
                     &self.config.node.cluster,
                     PayloadMember::from(m),
                     event.previous,
-                    &observer,
+                    self.config.node.name.as_str(),
                 ));
             }
             self.events.publish(published);
         }
+        hook_events
+    }
+
+    /// Notes learnt from peers: cluster-hook confirmations for the policy's standbys.
+    fn forward_notes(&mut self) {
         while let Some(key) = self.swim.poll_note() {
             self.policy.on_note(&key);
         }
-        self.run_hooks(hook_events);
-        self.save(false);
     }
 
     /// A local check changed state: publish the failing checks with our state.
@@ -943,13 +955,6 @@ fn check_hooks(specs: &[HookSpec]) -> Arc<Vec<Hook>> {
     )
 }
 
-/// Tells systemd (when it started us with `NOTIFY_SOCKET`); a failure is logged, not fatal.
-fn notify(state: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(state) {
-        warn!(error = %e, "cannot notify systemd");
-    }
-}
-
 /// Gives the heap's free pages back to the system every 10 s, on a small thread of its
 /// own (trimming walks the heap: not work for the SWIM loop's thread). glibc keeps what a
 /// burst freed (a handshake flood: ~12 MiB of connection state) otherwise.
@@ -1007,6 +1012,25 @@ async fn resolve_join(
     } else if let Err(mpsc::error::SendError((_, reply))) = agent.send((resolved, reply)).await {
         let _ = reply.send(Err(JoinError::Stopping));
     }
+}
+
+/// One log line per membership event, with its fields for structured logs.
+fn log_event(event: &crate::core::Event) {
+    let m = &event.member;
+    let previous = event.previous.map_or("none", State::as_str);
+    info!(
+        event = event.kind.as_str(),
+        member = %m.info.name,
+        previous,
+        state = m.state.as_str(),
+        incarnation = m.incarnation.0,
+        "{} {} {} -> {} (incarnation {})",
+        event.kind.as_str(),
+        m.info.name,
+        previous,
+        m.state.as_str(),
+        m.incarnation.0
+    );
 }
 
 /// Resolves the configured seeds (A/AAAA or SRV), retrying until some resolve.

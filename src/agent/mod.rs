@@ -459,7 +459,7 @@ impl Agent {
             Channel::Datagram => wire::MAX_DATAGRAM_LEN,
             Channel::Stream => wire::MAX_STREAM_LEN,
         };
-        match wire::decode(self.cluster, &inbound.payload, limit) {
+        match wire::decode_received(self.cluster, &inbound.payload, limit) {
             Ok(packet) if packet.from != inbound.peer => {
                 self.drops.identity_mismatch.fetch_add(1, Ordering::Relaxed);
                 debug!(peer = %inbound.peer, claimed = %packet.from, "dropped a packet whose sender differs from its certificate");

@@ -17,8 +17,8 @@ use super::suspicion::Suspicion;
 use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
-    self, Ack, ClusterId, Digest, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack, NodeName,
-    Packet, Ping, PingReq, PushPull, Software, State, Tags, Update, WireAddr,
+    self, Ack, ClusterId, Digest, Encoded, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack,
+    NodeName, Ping, PingReq, PushPull, Received, Software, State, Tags, Update, WireAddr,
 };
 
 /// Who this member is.
@@ -533,8 +533,10 @@ impl Swim {
         Ok(())
     }
 
-    /// Handles a decoded packet that arrived from `from`.
-    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+    /// Handles a decoded packet that arrived from `from`. Its updates are decoded one at a
+    /// time as they are applied (a [`wire::Packet`] is encoded for this: tests and tools).
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: impl Into<Received>) {
+        let packet: Received = packet.into();
         let sender = packet.from;
         if !self.closed_ports.is_empty()
             && let Some(slot) = self.members.find(sender.as_str())
@@ -542,11 +544,11 @@ impl Swim {
             // It spoke: something listens on its port after all.
             self.closed_ports.remove(&slot);
         }
-        for update in packet.updates {
+        for update in packet.updates.iter() {
             self.apply_update(now, update, Some(&sender), Source::Gossip);
         }
         if !packet.notes.is_empty() {
-            for note in packet.notes {
+            for note in packet.notes.iter() {
                 self.notes.receive(note.key);
             }
             if !self.notes.is_empty() {
@@ -559,7 +561,9 @@ impl Swim {
             Message::PingReq(req) => self.on_ping_req(now, from, sender, req),
             Message::Nack(nack) => self.on_nack(nack, &sender),
             Message::Gossip => {}
-            Message::PushPull(push_pull) => self.on_push_pull(now, from, &sender, push_pull),
+            Message::PushPull(push_pull) => {
+                self.on_push_pull(now, from, &sender, push_pull, &packet.members)
+            }
         }
     }
 
@@ -2577,16 +2581,18 @@ impl Swim {
         from: SocketAddr,
         sender: &NodeName,
         push_pull: PushPull,
+        members: &Encoded<Update>,
     ) {
+        // A received push-pull's members are in `members`, still encoded.
         let PushPull {
             join,
             reply,
-            members,
+            members: _,
             digest,
             buckets,
         } = push_pull;
         let before = *self.members.digest();
-        for update in members {
+        for update in members.iter() {
             self.apply_update(now, update, Some(sender), Source::Sync);
         }
         let taught = before != *self.members.digest();

@@ -714,7 +714,7 @@ impl Simulator {
         let Some(swim) = self.nodes.get_mut(to).and_then(|n| n.swim.as_mut()) else {
             return;
         };
-        match wire::decode(cluster, payload, limit) {
+        match wire::decode_received(cluster, payload, limit) {
             Ok(packet) => swim.handle_packet(now, from, packet),
             Err(_) => self.decode_errors += 1,
         }

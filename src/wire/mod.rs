@@ -1,14 +1,16 @@
 //! The wire format: message types and their compact MessagePack encoding.
 
 mod codec;
+mod decode;
 mod message;
 mod types;
 
 pub use codec::{
-    ClusterId, DecodeError, HEADER_LEN, MAX_DATAGRAM_LEN, MAX_ELEMENTS, MAX_PEER_TAGS_LEN,
-    MAX_STREAM_LEN, VERSION, append_notes, check_structure, decode, encode, encode_head,
-    encode_note, encode_packet, encode_update, encode_updates_len, encoded_len, tags_len,
+    ClusterId, DecodeError, HEADER_LEN, MAX_DATAGRAM_LEN, MAX_PEER_TAGS_LEN, MAX_STREAM_LEN,
+    VERSION, append_notes, encode, encode_head, encode_note, encode_packet, encode_update,
+    encode_updates_len, encoded_len, tags_len,
 };
+pub use decode::{Encoded, MAX_ELEMENTS, Received, check_structure, decode, decode_received};
 pub use message::{
     Ack, Digest, KIND_NAMES, MAX_CLOSED_WITNESSES, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN,
     MAX_RELEASE_LEN, Message, Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,

@@ -1,37 +1,35 @@
 //! The agent's HTTP API (JSON over axum): members, self, health, join/leave/force-leave,
 //! tags, and the membership event stream as server-sent events. The CLI is its main client.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRef, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
+mod auth;
 pub mod json;
+mod sse;
 
 use crate::agent::handle::{AgentHandle, Command};
 use crate::hooks::HookTestError;
-use crate::model::{Event as MemberEvent, Fitness};
+use crate::model::Fitness;
 pub use crate::net::http::{Limits, ServeStats};
+use auth::{BearerCheck, refuse_browsers, require_token};
 use json::{
-    ErrorJson, EventJson, HealthJson, HookTestRequest, HooksJson, JoinJson, JoinRequest,
-    MaintenanceRequest, MemberJson, MembersJson, ReplayJson, ReplayRequest, SelfJson, StatusJson,
-    TagsRequest,
+    ErrorJson, HealthJson, HookTestRequest, HooksJson, JoinJson, JoinRequest, MaintenanceRequest,
+    MemberJson, MembersJson, ReplayJson, ReplayRequest, SelfJson, StatusJson, TagsRequest,
 };
+use sse::events;
 
 /// How long a request waits for the agent task before answering 503.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keep-alive comments on the event stream, so proxies and clients see a live connection.
-const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Serves the full API on `listener` within `limits` until `shutdown` completes; `token`,
 /// when set, is required as `Authorization: Bearer <token>` on every request.
 pub async fn serve(
@@ -67,25 +65,6 @@ pub async fn serve(
 
 /// How long open API requests may run on once the agent stops.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
-
-/// Browsers send `Origin` (and `Sec-Fetch-Site`) with every cross-site request, including
-/// the "simple" POSTs no CORS preflight guards; the CLI, curl and scripts send neither. So a
-/// web page the operator visits cannot make the agent leave or change its tags.
-async fn refuse_browsers(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let cross_site = headers.contains_key(header::ORIGIN)
-        || headers
-            .get("sec-fetch-site")
-            .is_some_and(|site| site != "none" && site != "same-origin");
-    if cross_site {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "requests from web pages are refused (Origin or Sec-Fetch-Site header present)",
-        )
-        .into_response();
-    }
-    next.run(request).await
-}
 
 /// The public, unauthenticated subset (`GET /v1/health` and `GET /metrics`) for load
 /// balancers, probes and Prometheus.
@@ -453,226 +432,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// `GET /v1/events`: the event stream, resumed after `Last-Event-ID` when given.
-async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let last_id = match headers.get("last-event-id") {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|id| id.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("Last-Event-ID must be an event id (a number)")
-                })?,
-        ),
-    };
-    let (replay, live) = api.handle.events.subscribe(last_id);
-    let feed = EventFeed::new(replay, live, api.streams_stopped);
-    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
-        feed.next().await.map(|event| (event, feed))
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
-        .into_response())
-}
-
-/// One subscriber's events: the replayed ones first, then live ones.
-struct EventFeed {
-    replay: std::vec::IntoIter<Arc<MemberEvent>>,
-    /// The last replayed id: a live event may also have made it into the replay (it is
-    /// buffered before it is broadcast), and must not be sent twice.
-    replayed_up_to: Option<u64>,
-    live: broadcast::Receiver<Arc<MemberEvent>>,
-    stopped: watch::Receiver<bool>,
-}
-
-impl EventFeed {
-    fn new(
-        replay: Vec<Arc<MemberEvent>>,
-        live: broadcast::Receiver<Arc<MemberEvent>>,
-        stopped: watch::Receiver<bool>,
-    ) -> Self {
-        let replayed_up_to = replay.last().map(|e| e.id);
-        EventFeed {
-            replay: replay.into_iter(),
-            replayed_up_to,
-            live,
-            stopped,
-        }
-    }
-
-    /// The next SSE event, or `None` when the stream should end.
-    async fn next(&mut self) -> Option<Result<Event, Infallible>> {
-        if let Some(event) = self.replay.next() {
-            return Some(Ok(sse_event(&event)));
-        }
-        loop {
-            let received = tokio::select! {
-                received = self.live.recv() => received,
-                // Ends on shutdown, and also if the sender is gone.
-                _ = self.stopped.wait_for(|stopped| *stopped) => return None,
-            };
-            match received {
-                Ok(event) if self.replayed_up_to.is_some_and(|id| event.id <= id) => continue,
-                Ok(event) => return Some(Ok(sse_event(&event))),
-                Err(RecvError::Lagged(missed)) => {
-                    return Some(Ok(Event::default()
-                        .event("lagged")
-                        .data(missed.to_string())));
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    }
-}
-
-/// `id: <id>`, `event: <type>`, `data: <EventJson>`.
-fn sse_event(event: &MemberEvent) -> Event {
-    let event = EventJson::from(event);
-    // axum panics on a line break in a field; types are ours, but a panic must not be
-    // one bad string away.
-    let kind: String = event
-        .kind
-        .chars()
-        .filter(|c| *c != '\n' && *c != '\r')
-        .collect();
-    let data = serde_json::to_string(&event)
-        .unwrap_or_else(|e| format!("{{\"error\":\"unencodable event: {e}\"}}"));
-    Event::default()
-        .id(event.id.to_string())
-        .event(kind)
-        .data(data)
-}
-
-/// Checks bearer tokens without revealing, through timing, how much of a guess was right.
-struct BearerCheck {
-    key: ring::hmac::Key,
-    expected: ring::hmac::Tag,
-}
-
-impl BearerCheck {
-    fn new(token: &str) -> std::io::Result<Self> {
-        if token.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the API token must not be empty",
-            ));
-        }
-        // Comparing MACs under a random key hides both the content and the length of the
-        // token, which a plain constant-time byte comparison would leak.
-        let key =
-            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
-                .map_err(|_| std::io::Error::other("no randomness for the API token check"))?;
-        let expected = ring::hmac::sign(&key, token.as_bytes());
-        Ok(BearerCheck { key, expected })
-    }
-
-    fn accepts(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return false;
-        };
-        let Some((scheme, presented)) = value.as_bytes().split_at_checked(7) else {
-            return false;
-        };
-        scheme.eq_ignore_ascii_case(b"bearer ")
-            && ring::hmac::verify(&self.key, presented, self.expected.as_ref()).is_ok()
-    }
-}
-
-async fn require_token(
-    State(check): State<Arc<BearerCheck>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if check.accepts(request.headers()) {
-        next.run(request).await
-    } else {
-        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-            .into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        response
-    }
-}
-
-/// Client side of the event stream: splits `text/event-stream` bytes into events.
-#[derive(Debug, Default)]
-pub(crate) struct SseDecoder {
-    line: Vec<u8>,
-    event: Option<String>,
-    data: Option<String>,
-    id: Option<String>,
-}
-
-/// One decoded server-sent event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
-    /// The `id:` field, if the event had one.
-    pub id: Option<String>,
-    /// The `event:` field (`message` when absent).
-    pub event: String,
-    /// The `data:` lines joined by `\n`.
-    pub data: String,
-}
-
-/// The longest line the decoder buffers: far above any event, low enough that a broken
-/// server cannot make a client grow without bound.
-const SSE_MAX_LINE: usize = 1 << 20;
-
-impl SseDecoder {
-    /// Feeds bytes as they arrive; returns the events they completed.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
-        let mut events = Vec::new();
-        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
-            self.line.extend_from_slice(&bytes[..end]);
-            bytes = &bytes[end + 1..];
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if let Some(event) = self.line_done(&String::from_utf8_lossy(&line)) {
-                events.push(event);
-            }
-        }
-        self.line.extend_from_slice(bytes);
-        if self.line.len() > SSE_MAX_LINE {
-            return Err(format!(
-                "event stream line longer than {SSE_MAX_LINE} bytes"
-            ));
-        }
-        Ok(events)
-    }
-
-    fn line_done(&mut self, line: &str) -> Option<SseEvent> {
-        if line.is_empty() {
-            let event = self.event.take().unwrap_or_else(|| "message".to_string());
-            let id = self.id.take();
-            return self.data.take().map(|data| SseEvent { id, event, data });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => self.event = Some(value.to_string()),
-            "id" if !value.contains('\0') => self.id = Some(value.to_string()),
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            },
-            _ => {}
-        }
-        None
-    }
-}
-
 /// A fake agent behind a real API server, for the API's and the CLI's tests.
 #[cfg(test)]
 pub(crate) mod testing;
@@ -685,8 +444,11 @@ mod tests {
     use reqwest::StatusCode;
     use serde_json::{Value, json};
 
+    use super::json::EventJson;
     use super::testing::{self, FakeApi, event};
     use super::*;
+    use crate::cli::sse::{SseDecoder, SseEvent};
+    use crate::model::Event as MemberEvent;
 
     /// Guards every wait on the network: a hung test fails instead of blocking CI.
     const GUARD: Duration = Duration::from_secs(10);
@@ -1217,100 +979,6 @@ mod tests {
             .expect("request");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         api.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn a_lagging_subscriber_is_told_how_many_it_missed() {
-        // Drive the feed directly: filling a 1024-event channel over HTTP would only test
-        // socket buffers.
-        let (sender, live) = broadcast::channel(2);
-        let (_stop, stopped) = watch::channel(false);
-        let mut feed = EventFeed::new(Vec::new(), live, stopped);
-        for id in 1..=5 {
-            sender
-                .send(Arc::new(event(
-                    id,
-                    "member.updated",
-                    "alpha",
-                    None,
-                    "alive",
-                )))
-                .expect("send");
-        }
-        let lagged = format!(
-            "{:?}",
-            feed.next().await.expect("lagged").expect("infallible")
-        );
-        assert!(
-            lagged.contains("lagged") && lagged.contains('3'),
-            "{lagged}"
-        );
-        let next = format!(
-            "{:?}",
-            feed.next().await.expect("event").expect("infallible")
-        );
-        assert!(next.contains("id: 4"), "{next}");
-    }
-
-    #[tokio::test]
-    async fn replayed_events_are_not_sent_twice() {
-        let (sender, live) = broadcast::channel(8);
-        let (_stop, stopped) = watch::channel(false);
-        let replay = vec![Arc::new(event(5, "member.updated", "alpha", None, "alive"))];
-        let mut feed = EventFeed::new(replay, live, stopped);
-        // The race the feed guards against: event 5 was buffered for replay and then also
-        // arrived live.
-        sender
-            .send(Arc::new(event(5, "member.updated", "alpha", None, "alive")))
-            .expect("send");
-        sender
-            .send(Arc::new(event(6, "member.updated", "alpha", None, "alive")))
-            .expect("send");
-        let first = format!(
-            "{:?}",
-            feed.next().await.expect("event").expect("infallible")
-        );
-        let second = format!(
-            "{:?}",
-            feed.next().await.expect("event").expect("infallible")
-        );
-        assert!(first.contains("id: 5"), "{first}");
-        assert!(second.contains("id: 6"), "{second}");
-    }
-
-    #[test]
-    fn sse_decoder_handles_split_chunks_comments_and_multiline_data() {
-        let mut decoder = SseDecoder::default();
-        let mut events = decoder
-            .feed(b": keep-alive\n\nid: 7\nevent: member.fa")
-            .expect("feed");
-        assert!(events.is_empty());
-        events.extend(
-            decoder
-                .feed(b"iled\r\ndata: {\"a\":\ndata:1}\n\nevent: lagged\ndata: 3\n\n")
-                .expect("feed"),
-        );
-        assert_eq!(
-            events,
-            [
-                SseEvent {
-                    id: Some("7".into()),
-                    event: "member.failed".into(),
-                    data: "{\"a\":\n1}".into()
-                },
-                SseEvent {
-                    id: None,
-                    event: "lagged".into(),
-                    data: "3".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn sse_decoder_refuses_an_endless_line() {
-        let mut decoder = SseDecoder::default();
-        assert!(decoder.feed(&vec![b'x'; SSE_MAX_LINE + 1]).is_err());
     }
 
     #[test]

@@ -11,10 +11,11 @@ use regex::Regex;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use super::sse::{SseDecoder, SseEvent};
 use crate::api::json::{
     ErrorJson, EventJson, HealthJson, JoinJson, JoinRequest, MemberJson, MembersJson,
 };
-use crate::api::{SseDecoder, SseEvent, has_tags, parse_tag_filter};
+use crate::api::{has_tags, parse_tag_filter};
 
 /// How long to wait for the agent to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

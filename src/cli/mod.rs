@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod hooks;
 mod simulate;
+pub mod sse;
 mod tls;
 
 use std::process::ExitCode;

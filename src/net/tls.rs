@@ -52,8 +52,9 @@ const CA_VALIDITY: Duration = Duration::from_secs(3652 * 86_400);
 const NODE_VALIDITY: Duration = Duration::from_secs(1826 * 86_400);
 /// Certificates start an hour early so nodes whose clocks lag the issuing machine accept them.
 const BACKDATE: Duration = Duration::from_secs(3600);
-/// RFC 5280's upper bound for a common name, less the `"swimd CA "` prefix.
-const MAX_CLUSTER_LEN: usize = 64 - "swimd CA ".len();
+/// Longest cluster name `swimd tls init` accepts: the CA's common name, `swimd CA <cluster>`,
+/// must fit RFC 5280's 64 characters (the configuration allows longer names, `config::MAX_CLUSTER_LEN`).
+const MAX_CA_CLUSTER_LEN: usize = 64 - "swimd CA ".len();
 
 /// Why a CA, certificate or TLS configuration could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +132,7 @@ pub enum TlsError {
     },
     /// A cluster name `swimd tls init` cannot use.
     #[error(
-        "invalid cluster name {0:?}: use 1 to {MAX_CLUSTER_LEN} bytes without control characters"
+        "invalid cluster name {0:?}: use 1 to {MAX_CA_CLUSTER_LEN} bytes without control characters"
     )]
     InvalidCluster(String),
     /// A certificate that does not verify against the cluster CA.
@@ -239,7 +240,7 @@ impl From<NoInitialCipherSuite> for TlsError {
 /// Creates `dir` (mode 0700 if new) and writes a new cluster CA there; the files written.
 pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>, TlsError> {
     if cluster.is_empty()
-        || cluster.len() > MAX_CLUSTER_LEN
+        || cluster.len() > MAX_CA_CLUSTER_LEN
         || cluster.chars().any(char::is_control)
     {
         return Err(TlsError::InvalidCluster(cluster.to_owned()));
@@ -290,9 +291,8 @@ impl Ca {
         let ca_key = KeyPair::try_from(&ca_key_der)?;
         // The issuer is rebuilt from the CA's common name (as `init_ca` made it); what it
         // signs is checked against the CA certificate itself before it is written.
-        let ca_name = cert_parts(&ca_cert)
-            .and_then(|(subject, _)| common_name(subject))
-            .and_then(|(tag, value)| dn_value(tag, value))
+        let ca_name = common_name(&ca_cert)
+            .and_then(|(tag, value)| dn_value(tag, &value))
             .ok_or_else(|| TlsError::UnusableCa {
                 path: ca_path.clone(),
                 reason: "its subject has no readable common name".into(),
@@ -698,14 +698,12 @@ pub fn peer_name(conn: &quinn::Connection) -> Option<NodeName> {
 /// A certificate whose first DNS name is not a valid [`NodeName`] names no node: falling
 /// back to the CN then would let two certificate fields disagree about who the peer is.
 pub fn name_of(cert: &CertificateDer<'_>) -> Option<NodeName> {
-    let (subject, extensions) = cert_parts(cert)?;
-    let raw = match extensions.and_then(first_dns_name) {
+    let name = match first_dns_name(cert) {
         Some(dns) => dns,
-        None => common_name(subject)?.1,
+        None => String::from_utf8(common_name(cert)?.1).ok()?,
     };
-    let name = std::str::from_utf8(raw).ok()?;
-    NodeName::validate(name).ok()?;
-    Some(NodeName::new(name))
+    NodeName::validate(&name).ok()?;
+    Some(NodeName::new(&name))
 }
 
 /// Accepts a server certificate that chains to the cluster CA whatever name it was dialed
@@ -993,128 +991,32 @@ fn keys_match(
 }
 
 /// A DER string value as rcgen's DN value, for the string types a CA's CN comes in.
-fn dn_value(tag: u8, value: &[u8]) -> Option<DnValue> {
+fn dn_value(tag: x509_parser::der_parser::asn1_rs::Tag, value: &[u8]) -> Option<DnValue> {
+    use x509_parser::der_parser::asn1_rs::Tag;
     let text = std::str::from_utf8(value).ok()?;
     match tag {
-        UTF8_STRING => Some(DnValue::Utf8String(text.to_owned())),
-        PRINTABLE_STRING => Some(DnValue::PrintableString(text.try_into().ok()?)),
+        Tag::Utf8String => Some(DnValue::Utf8String(text.to_owned())),
+        Tag::PrintableString => Some(DnValue::PrintableString(text.try_into().ok()?)),
         _ => None,
     }
 }
 
-// A minimal DER reader for the two fields swimd needs from a certificate (SAN DNS name,
-// subject CN): rustls keeps webpki's parsed certificate private, and x509-parser would be a
-// new dependency. Every read is bounds-checked; malformed input yields `None`, never a panic.
-
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
-const OCTET_STRING: u8 = 0x04;
-const UTF8_STRING: u8 = 0x0c;
-const PRINTABLE_STRING: u8 = 0x13;
-/// `[0] EXPLICIT Version` of a TBSCertificate.
-const VERSION_TAG: u8 = 0xa0;
-/// `[3] EXPLICIT Extensions` of a TBSCertificate.
-const EXTENSIONS_TAG: u8 = 0xa3;
-/// `dNSName [2] IA5String` of a GeneralName.
-const DNS_NAME_TAG: u8 = 0x82;
-/// 2.5.29.17, subjectAltName.
-const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-/// 2.5.4.3, commonName.
-const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-
-/// Splits one DER element off `input`: its tag, its contents and what follows it.
-fn der_split(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    // Multi-byte tags never occur in the parts of a certificate read here.
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let width = usize::from(first & 0x7f);
-        if width == 0 || width > 4 || rest.len() < width {
-            return None;
-        }
-        let (len_bytes, rest) = rest.split_at(width);
-        let len = len_bytes
-            .iter()
-            .fold(0usize, |len, &byte| (len << 8) | usize::from(byte));
-        (len, rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, rest) = rest.split_at(len);
-    Some((tag, contents, rest))
+/// A certificate's first subject commonName: its string type (as a DER tag) and bytes.
+fn common_name(cert: &[u8]) -> Option<(x509_parser::der_parser::asn1_rs::Tag, Vec<u8>)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    let value = cn.attr_value();
+    Some((value.tag(), value.data.to_vec()))
 }
 
-/// The contents of one DER element of type `tag`, or `None`.
-fn der_expect(input: &[u8], tag: u8) -> Option<&[u8]> {
-    match der_split(input)? {
-        (found, contents, _) if found == tag => Some(contents),
+/// The first DNS name of a certificate's subjectAltName, if it has one.
+fn first_dns_name(cert: &[u8]) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let san = parsed.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_string()),
         _ => None,
-    }
-}
-
-/// The elements inside a constructed value, in order, stopping at the first malformed one.
-fn der_items(mut input: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    std::iter::from_fn(move || {
-        let (tag, contents, rest) = der_split(input)?;
-        input = rest;
-        Some((tag, contents))
     })
-}
-
-/// A certificate's subject Name and, if present, its Extensions sequence.
-fn cert_parts(cert: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
-    let tbs = der_expect(der_expect(cert, SEQUENCE)?, SEQUENCE)?;
-    let mut fields = der_items(tbs).peekable();
-    if fields.peek()?.0 == VERSION_TAG {
-        fields.next();
-    }
-    // serialNumber, signature, issuer and validity come before the subject.
-    let (tag, subject) = fields.nth(4)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let extensions = fields
-        .find(|&(tag, _)| tag == EXTENSIONS_TAG)
-        .and_then(|(_, explicit)| der_expect(explicit, SEQUENCE));
-    Some((subject, extensions))
-}
-
-/// The first DNS name of the subjectAltName extension.
-fn first_dns_name(extensions: &[u8]) -> Option<&[u8]> {
-    let san = der_items(extensions).find_map(|(tag, extension)| {
-        let mut parts = der_items(extension);
-        match (tag, parts.next()?) {
-            // extnID, then an optional `critical` BOOLEAN, then the OCTET STRING value.
-            (SEQUENCE, (OID, OID_SUBJECT_ALT_NAME)) => parts
-                .find(|&(tag, _)| tag == OCTET_STRING)
-                .map(|(_, value)| value),
-            _ => None,
-        }
-    })?;
-    der_items(der_expect(san, SEQUENCE)?)
-        .find(|&(tag, _)| tag == DNS_NAME_TAG)
-        .map(|(_, name)| name)
-}
-
-/// The tag and bytes of the first commonName in a Name.
-fn common_name(subject: &[u8]) -> Option<(u8, &[u8])> {
-    der_items(subject)
-        .filter(|&(tag, _)| tag == SET)
-        .flat_map(|(_, set)| der_items(set))
-        .find_map(|(tag, attribute)| {
-            let mut parts = der_items(attribute);
-            match (tag, parts.next()?) {
-                (SEQUENCE, (OID, OID_COMMON_NAME)) => parts.next(),
-                _ => None,
-            }
-        })
 }
 
 /// Makes ring the process's rustls provider (the HTTP client finds it there); idempotent.
@@ -1203,8 +1105,7 @@ mod tests {
         identity.quinn_server_config().unwrap();
         identity.quinn_client_config().unwrap();
         let ca = CertificateDer::from_pem_file(tmp.0.join("ca.pem")).unwrap();
-        let (subject, _) = cert_parts(&ca).unwrap();
-        assert_eq!(common_name(subject).unwrap().1, b"swimd CA prod");
+        assert_eq!(common_name(&ca).unwrap().1, b"swimd CA prod");
     }
 
     #[test]

@@ -23,8 +23,6 @@ use super::tls::{self, TlsIdentity};
 use crate::core::Channel;
 use crate::wire::{self, NodeName};
 
-/// ALPN protocol of swimd's gossip.
-pub const ALPN: &[u8] = b"swim/1";
 /// Datagrams queued for one peer while its handshake runs.
 const QUEUE_PER_PEER: usize = 32;
 

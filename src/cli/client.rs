@@ -5,25 +5,20 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use futures_util::StreamExt;
 use regex::Regex;
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
-use serde::de::DeserializeOwned;
+use reqwest::{Method, StatusCode};
 
+use super::http::REQUEST_TIMEOUT;
+use super::http::{ApiClient, describe};
+use super::render::{event_line, print, printable, render_table};
 use super::sse::{SseDecoder, SseEvent};
 use crate::api::json::{
     ErrorJson, EventJson, HealthJson, JoinJson, JoinRequest, MemberJson, MembersJson,
 };
 use crate::api::{has_tags, parse_tag_filter};
 
-/// How long to wait for the agent to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A whole request/answer; above the API's own 10 s wait for the agent task.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Silence on the event stream after which it is considered dead; the API sends a
-/// keep-alive every 15 s.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Exit status of `members` when nothing matches (as grep does).
 const NOTHING_MATCHED: u8 = 2;
 
@@ -470,179 +465,6 @@ impl EventPrinter {
     }
 }
 
-/// Writes to stdout; false (not an error) when the reader has gone away.
-pub(super) fn print(out: &mut impl Write, text: &str) -> anyhow::Result<bool> {
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("cannot write to stdout"),
-    }
-}
-
-/// The agent's API, as the CLI reaches it.
-pub(super) struct ApiClient {
-    /// The address as the user gave it, for messages.
-    api: String,
-    base: Url,
-    token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl ApiClient {
-    /// A client for `args`; `timeout` bounds each whole request (None for streams).
-    pub(super) fn new(args: &ApiArgs, timeout: Option<Duration>) -> anyhow::Result<Self> {
-        let base = api_base_url(&args.api)?;
-        // The API is local (or on a trusted network): a proxy from the environment would
-        // only get in the way.
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT);
-        builder = match timeout {
-            Some(timeout) => builder.timeout(timeout),
-            None => builder.read_timeout(STREAM_IDLE_TIMEOUT),
-        };
-        let http = builder.build().context("cannot set up an HTTP client")?;
-        Ok(ApiClient {
-            api: args.api.clone(),
-            base,
-            token: args.token.clone(),
-            http,
-        })
-    }
-
-    /// A request to the API path made of `segments` (each one percent-encoded).
-    fn request(&self, method: Method, segments: &[&str]) -> anyhow::Result<RequestBuilder> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| anyhow!("--api {} cannot take a path", self.api))?
-            .pop_if_empty()
-            .extend(segments);
-        let request = self.http.request(method, url);
-        Ok(match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        })
-    }
-
-    /// Sends a request; a transport failure becomes the "cannot reach" error.
-    async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
-        request.send().await.map_err(|e| self.unreachable(&e))
-    }
-
-    /// One JSON request and its JSON answer; HTTP errors become their `error` message.
-    pub(super) async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        body: Option<&impl serde::Serialize>,
-    ) -> anyhow::Result<T> {
-        let mut request = self.request(method, segments)?;
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = self.send(request).await?;
-        if !response.status().is_success() {
-            return Err(self.error_from(response).await);
-        }
-        let body = response.bytes().await.map_err(|e| self.broken_answer(&e))?;
-        serde_json::from_slice(&body).map_err(|e| {
-            anyhow!(
-                "the agent API at {} sent an answer this swimd cannot read: {e}",
-                self.api
-            )
-        })
-    }
-
-    /// The error an HTTP error answer stands for.
-    async fn error_from(&self, response: Response) -> anyhow::Error {
-        let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
-        match serde_json::from_slice::<ErrorJson>(&body) {
-            Ok(ErrorJson { error }) if status == StatusCode::UNAUTHORIZED => {
-                anyhow!("{} (set --token or SWIMD_TOKEN)", printable(&error))
-            }
-            Ok(ErrorJson { error }) => anyhow!("{}", printable(&error)),
-            Err(_) => {
-                let text = String::from_utf8_lossy(&body);
-                let excerpt: String = text.trim().chars().take(200).collect();
-                anyhow!(
-                    "the agent API at {} answered {status}: {}",
-                    self.api,
-                    printable(&excerpt)
-                )
-            }
-        }
-    }
-
-    fn unreachable(&self, error: &reqwest::Error) -> anyhow::Error {
-        if error.is_connect() || error.is_timeout() {
-            anyhow!(
-                "cannot reach the agent API at {}: {} (is the agent running? set --api or SWIMD_API)",
-                self.api,
-                describe(error)
-            )
-        } else {
-            anyhow!(
-                "request to the agent API at {} failed: {}",
-                self.api,
-                describe(error)
-            )
-        }
-    }
-
-    fn broken_answer(&self, error: &reqwest::Error) -> anyhow::Error {
-        anyhow!(
-            "the agent API at {} broke off its answer: {}",
-            self.api,
-            describe(error)
-        )
-    }
-}
-
-/// `host:port` (or an `http://` URL) as the API's base URL.
-fn api_base_url(api: &str) -> anyhow::Result<Url> {
-    let with_scheme = if api.contains("://") {
-        api.to_string()
-    } else {
-        format!("http://{api}")
-    };
-    let url = Url::parse(&with_scheme)
-        .ok()
-        .filter(|url| url.has_host())
-        .ok_or_else(|| anyhow!("--api '{api}' is not host:port or an http:// URL"))?;
-    if url.scheme() != "http" {
-        bail!(
-            "--api '{api}': the agent API speaks plain http (keep it on 127.0.0.1 or a trusted network)"
-        );
-    }
-    Ok(url)
-}
-
-/// The root cause of a request failure, in a few words (`connection refused`).
-fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".to_string();
-    }
-    let mut innermost: &dyn std::error::Error = error;
-    while let Some(source) = innermost.source() {
-        if let Some(io) = source.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind;
-            let words = match io.kind() {
-                ErrorKind::ConnectionRefused => "connection refused",
-                ErrorKind::ConnectionReset => "connection reset",
-                ErrorKind::ConnectionAborted => "connection aborted",
-                ErrorKind::TimedOut => "timed out",
-                ErrorKind::HostUnreachable => "host unreachable",
-                ErrorKind::NetworkUnreachable => "network unreachable",
-                _ => return io.to_string(),
-            };
-            return words.to_string();
-        }
-        innermost = source;
-    }
-    innermost.to_string()
-}
-
 /// `members`' filters: a regex on the whole state word, and tags that must all match.
 #[derive(Debug)]
 struct MemberFilter {
@@ -693,127 +515,6 @@ impl MemberFilter {
     }
 }
 
-/// The `members` table: a header, then one aligned row per member.
-fn render_table(members: &[MemberJson], detailed: bool) -> String {
-    let mut header = vec!["NAME", "ADDR", "STATE", "HEALTH", "INCARNATION"];
-    if detailed {
-        header.extend(["RELEASE", "WIRE"]);
-    }
-    header.push("TAGS");
-    let rows: Vec<Vec<String>> = std::iter::once(header.into_iter().map(String::from).collect())
-        .chain(members.iter().map(|m| {
-            // Why it is out: the operator's reason, or the checks that fail.
-            let why = match &m.maintenance {
-                Some(reason) => reason.clone(),
-                None => m.failing_checks.join(","),
-            };
-            let health = if why.is_empty() {
-                printable(m.health.as_str())
-            } else {
-                printable(&format!("{} ({why})", m.health))
-            };
-            let mut row = vec![
-                printable(&m.name),
-                printable(&m.addr),
-                printable(m.state.as_str()),
-                health,
-                m.incarnation.to_string(),
-            ];
-            if detailed {
-                let (release, wire) = m.software.as_ref().map_or_else(
-                    || ("-".to_string(), "-".to_string()),
-                    |s| {
-                        (
-                            printable(&s.release),
-                            format!("w{} r{}-{}", s.writes, s.reads_from, s.reads_to),
-                        )
-                    },
-                );
-                row.extend([release, wire]);
-            }
-            row.push(tags_text(&m.tags));
-            row
-        }))
-        .collect();
-    let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if column > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            let padding = width.saturating_sub(cell.chars().count());
-            line.extend(std::iter::repeat_n(' ', padding));
-        }
-        table.push_str(line.trim_end());
-        table.push('\n');
-    }
-    table
-}
-
-/// Tags as `k=v,k=v` (sorted by key).
-fn tags_text(tags: &crate::wire::Tags) -> String {
-    tags.iter()
-        .map(|(key, value)| format!("{}={}", printable(key), printable(value)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// One `watch` line: `<time> <type> <member> <previous>→<state> incarnation=<n>`.
-fn event_line(event: &EventJson) -> String {
-    format!(
-        "{} {} {} {}→{} incarnation={}",
-        utc_time(event.timestamp),
-        printable(&event.kind),
-        printable(&event.member.name),
-        event
-            .previous_state
-            .map_or("-", crate::model::State::as_str),
-        event.member.state,
-        event.member.incarnation
-    )
-}
-
-/// Text from peers with control characters escaped, so a tag cannot drive the terminal.
-pub(super) fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
-}
-
-/// Unix seconds as `2023-11-14T22:13:20.250Z` (a time outside years ±9999 as `@seconds`).
-pub(super) fn utc_time(unix_seconds: f64) -> String {
-    // `as` saturates (and maps NaN to 0): a nonsense timestamp prints oddly, never panics.
-    let millis = (unix_seconds * 1000.0).round() as i64;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("@{unix_seconds}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::sync::mpsc;
@@ -821,6 +522,8 @@ mod tests {
     use super::*;
     use crate::agent::handle::EventBus;
     use crate::api::testing::{FakeApi, cluster, event, event_json, member};
+    use crate::cli::http::api_base_url;
+    use crate::cli::render::{tags_text, utc_time};
     use crate::model::Fitness;
 
     /// Guards every wait: a hung test fails instead of blocking CI.

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use reqwest::Method;
 
-use super::client::{ApiArgs, ApiClient, REQUEST_TIMEOUT, print, printable, utc_time};
+use super::client::ApiArgs;
+use super::http::{ApiClient, REQUEST_TIMEOUT};
+use super::render::{print, printable, utc_time};
 use crate::api::json::{HookTestRequest, HooksJson, ReplayJson, ReplayRequest};
 
 /// `swimd hooks`.

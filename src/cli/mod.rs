@@ -4,6 +4,8 @@ mod agent;
 mod client;
 mod demo;
 mod hooks;
+mod http;
+mod render;
 mod simulate;
 pub mod sse;
 mod tls;

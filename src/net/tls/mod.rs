@@ -9,52 +9,38 @@
 //! Names are never matched by webpki's DNS rules, so every valid [`NodeName`] works,
 //! underscores and all-digit labels included: the chain is verified without a name check.
 
+mod issue;
+mod verify;
+
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write};
-use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    SanType,
-};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{
-    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
-};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
-};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::VerifierBuilderError;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use x509_parser::prelude::FromDer;
 
 use crate::wire::NodeName;
+use issue::*;
+pub use issue::{init_ca, issue, issue_days, revoke};
+use verify::*;
 
 /// ALPN protocol id of every swimd QUIC connection.
 pub const ALPN: &[u8] = b"swim/1";
 
 /// CA certificate file name inside a `swimd tls` directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
+
 /// CA private key file name inside a `swimd tls` directory.
 pub const CA_KEY_FILE: &str = "ca-key.pem";
-
-const CA_VALIDITY: Duration = Duration::from_secs(3652 * 86_400);
-const NODE_VALIDITY: Duration = Duration::from_secs(1826 * 86_400);
-/// Certificates start an hour early so nodes whose clocks lag the issuing machine accept them.
-const BACKDATE: Duration = Duration::from_secs(3600);
-/// Longest cluster name `swimd tls init` accepts: the CA's common name, `swimd CA <cluster>`,
-/// must fit RFC 5280's 64 characters (the configuration allows longer names, `config::MAX_CLUSTER_LEN`).
-const MAX_CA_CLUSTER_LEN: usize = 64 - "swimd CA ".len();
 
 /// Why a CA, certificate or TLS configuration could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -235,251 +221,6 @@ impl From<NoInitialCipherSuite> for TlsError {
     fn from(error: NoInitialCipherSuite) -> Self {
         TlsError::Quic(error)
     }
-}
-
-/// Creates `dir` (mode 0700 if new) and writes a new cluster CA there; the files written.
-pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>, TlsError> {
-    if cluster.is_empty()
-        || cluster.len() > MAX_CA_CLUSTER_LEN
-        || cluster.chars().any(char::is_control)
-    {
-        return Err(TlsError::InvalidCluster(cluster.to_owned()));
-    }
-    let files = [dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE)];
-    refuse_existing(&files)?;
-    // The CA key is the cluster's master secret: keep its directory private too.
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_error(dir))?;
-
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let cert = ca_params(DnValue::from(format!("swimd CA {cluster}"))).self_signed(&key)?;
-    let [cert_path, key_path] = files;
-    write_new(&[
-        (&cert_path, &cert.pem(), 0o644),
-        (&key_path, &key.serialize_pem(), 0o600),
-    ])?;
-    Ok(vec![cert_path, key_path])
-}
-
-/// The CA in `dir`, ready to sign: its certificate, and an issuer rebuilt from it.
-struct Ca {
-    path: PathBuf,
-    cert: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn open(dir: &Path) -> Result<Ca, TlsError> {
-        let ca_path = dir.join(CA_CERT_FILE);
-        let ca_key_path = dir.join(CA_KEY_FILE);
-        if fs::symlink_metadata(&ca_path).is_err() {
-            return Err(TlsError::NoCa(dir.to_owned()));
-        }
-        let ca_cert = read_certs(&ca_path, "CA certificate")?.swap_remove(0);
-        check_key_permissions(&ca_key_path, "CA key")?;
-        let ca_key_der = read_key(&ca_key_path, "CA key")?;
-        let provider = provider();
-        keys_match(&ca_cert, &ca_key_der, &provider).map_err(|error| TlsError::KeyMismatch {
-            setting: "CA key",
-            key: ca_key_path.clone(),
-            cert: ca_path.clone(),
-            error: Box::new(error),
-        })?;
-        let ca_key = KeyPair::try_from(&ca_key_der)?;
-        // The issuer is rebuilt from the CA's common name (as `init_ca` made it); what it
-        // signs is checked against the CA certificate itself before it is written.
-        let ca_name = common_name(&ca_cert)
-            .and_then(|(tag, value)| dn_value(tag, &value))
-            .ok_or_else(|| TlsError::UnusableCa {
-                path: ca_path.clone(),
-                reason: "its subject has no readable common name".into(),
-            })?;
-        Ok(Ca {
-            path: ca_path,
-            cert: ca_cert,
-            issuer: Issuer::new(ca_params(ca_name), ca_key),
-        })
-    }
-
-    fn unusable(&self, reason: String) -> TlsError {
-        TlsError::UnusableCa {
-            path: self.path.clone(),
-            reason,
-        }
-    }
-}
-
-/// Issues a certificate for node `name` (reachable at `ips`) from the CA in `dir`, valid for
-/// five years; the files written.
-pub fn issue(dir: &Path, name: &str, ips: &[IpAddr]) -> Result<Vec<PathBuf>, TlsError> {
-    issue_days(dir, name, ips, None)
-}
-
-/// [`issue`], valid for `days` (`None`: five years).
-pub fn issue_days(
-    dir: &Path,
-    name: &str,
-    ips: &[IpAddr],
-    days: Option<u32>,
-) -> Result<Vec<PathBuf>, TlsError> {
-    NodeName::validate(name).map_err(|reason| TlsError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })?;
-    if name == "ca" || name == "crl" {
-        return Err(TlsError::InvalidName {
-            name: name.to_owned(),
-            reason: "its files would be the CA's own (ca.pem, ca-key.pem, crl.pem)",
-        });
-    }
-    let files = [
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}-key.pem")),
-    ];
-    refuse_existing(&files)?;
-    let ca = Ca::open(dir)?;
-
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    let lifetime = days.map_or(NODE_VALIDITY, |d| {
-        Duration::from_secs(u64::from(d) * 86_400)
-    });
-    set_validity(&mut params, lifetime);
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names = std::iter::once(SanType::DnsName(name.try_into()?))
-        .chain(ips.iter().copied().map(SanType::IpAddress))
-        .collect();
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    // A random serial, so that a revocation list can name this certificate alone.
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
-    let cert = params.signed_by(&key, &ca.issuer)?;
-
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.cert.clone())
-        .map_err(|e| ca.unusable(e.to_string()))?;
-    cluster_verifier(Arc::new(roots), &[], &provider())?
-        .verify_client_cert(cert.der(), &[], UnixTime::now())
-        .map_err(|e| {
-            ca.unusable(format!(
-                "a certificate issued from it does not verify ({e})"
-            ))
-        })?;
-
-    let [cert_path, key_path] = files;
-    write_new(&[
-        (&cert_path, &cert.pem(), 0o644),
-        (&key_path, &key.serialize_pem(), 0o600),
-    ])?;
-    Ok(vec![cert_path, key_path])
-}
-
-/// Revokes node `name`'s certificate (`DIR/NAME.pem`) with the CA in `dir`: writes
-/// `DIR/crl.pem`, keeping what it already revoked, with a higher CRL number. The file to copy
-/// to every node's `tls.crl`.
-pub fn revoke(dir: &Path, name: &str) -> Result<PathBuf, TlsError> {
-    NodeName::validate(name).map_err(|reason| TlsError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })?;
-    let ca = Ca::open(dir)?;
-    let cert_path = dir.join(format!("{name}.pem"));
-    let cert = read_certs(&cert_path, "certificate to revoke")?.swap_remove(0);
-    let unreadable = |path: &Path, reason: String| TlsError::Unreadable {
-        path: path.to_owned(),
-        reason,
-    };
-    let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
-        .map_err(|e| unreadable(&cert_path, format!("not a certificate ({e})")))?;
-    let ca_parsed = x509_parser::parse_x509_certificate(&ca.cert)
-        .map_err(|e| ca.unusable(format!("not a certificate ({e})")))?
-        .1;
-    if parsed.issuer() != ca_parsed.subject()
-        || parsed
-            .verify_signature(Some(ca_parsed.public_key()))
-            .is_err()
-    {
-        return Err(unreadable(
-            &cert_path,
-            format!("issued by {}, not by this CA", parsed.issuer()),
-        ));
-    }
-    let at = |secs: i64| {
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-    };
-    let now = at(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
-    let serial = parsed.raw_serial().to_vec();
-    let crl_path = dir.join("crl.pem");
-    let mut revoked = Vec::new();
-    let mut number = 1u64;
-    if fs::symlink_metadata(&crl_path).is_ok() {
-        for der in read_crls(&crl_path, std::slice::from_ref(&ca.cert))? {
-            let (_, old) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-                .map_err(|e| unreadable(&crl_path, format!("does not parse ({e})")))?;
-            let old_number = old
-                .crl_number()
-                .and_then(|n| u64::try_from(n.clone()).ok())
-                .unwrap_or(0);
-            number = number.max(old_number.saturating_add(1));
-            for entry in old.iter_revoked_certificates() {
-                if entry.raw_serial() != serial.as_slice() {
-                    revoked.push(rcgen::RevokedCertParams {
-                        serial_number: rcgen::SerialNumber::from_slice(entry.raw_serial()),
-                        revocation_time: at(entry.revocation_date.timestamp()),
-                        reason_code: None,
-                        invalidity_date: None,
-                    });
-                }
-            }
-        }
-    }
-    revoked.push(rcgen::RevokedCertParams {
-        serial_number: rcgen::SerialNumber::from_slice(&serial),
-        revocation_time: now,
-        reason_code: None,
-        invalidity_date: None,
-    });
-    let params = rcgen::CertificateRevocationListParams {
-        this_update: now,
-        // Nodes do not enforce it (a stale list still revokes); a year leaves room.
-        next_update: now + time::Duration::days(365),
-        crl_number: rcgen::SerialNumber::from(number),
-        issuing_distribution_point: None,
-        revoked_certs: revoked,
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    };
-    let crl = params.signed_by(&ca.issuer)?;
-    // Checked as nodes will check it: it parses, and the CA signed it.
-    let pem = crl.pem()?;
-    let tmp = dir.join(".crl.pem.tmp");
-    let _ = fs::remove_file(&tmp);
-    write_new(&[(&tmp, &pem, 0o644)])?;
-    read_crls(&tmp, std::slice::from_ref(&ca.cert))?;
-    fs::rename(&tmp, &crl_path).map_err(io_error(&crl_path))?;
-    Ok(crl_path)
-}
-
-/// 16 random bytes, the top bit clear (a serial number is a positive integer).
-fn random_serial() -> Result<[u8; 16], TlsError> {
-    use ring::rand::SecureRandom;
-    let mut serial = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut serial)
-        .map_err(|_| TlsError::Generate(rcgen::Error::RingUnspecified))?;
-    serial[0] &= 0x7f;
-    serial[0] |= 0x01;
-    Ok(serial)
 }
 
 /// A node's certificate, key and cluster CA, checked to belong together and to the node.
@@ -706,214 +447,19 @@ pub fn name_of(cert: &CertificateDer<'_>) -> Option<NodeName> {
     Some(NodeName::new(&name))
 }
 
-/// Accepts a server certificate that chains to the cluster CA whatever name it was dialed
-/// by: seeds are dialed by address, and the peer's name is bound afterwards by [`peer_name`].
-#[derive(Debug)]
-struct ClusterServerVerifier {
-    /// A member's certificate serves both ends of its connections: the client check
-    /// (chain, validity, revocation, clientAuth) applies to it as a server too.
-    chain: Arc<dyn ClientCertVerifier>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClusterServerVerifier {
-    /// Checks that `end_entity` chains to the cluster CA, is not revoked, and may act as a
-    /// member; names are not checked.
-    fn verify_chain(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        self.chain
-            .verify_client_cert(end_entity, intermediates, now)
-            .map(|_| ())
-    }
-}
-
-/// The check every member certificate passes: it chains to a CA in `roots`, is valid now,
-/// and is on none of `crls` (a CA without a list revokes nothing; only the member's own
-/// certificate is looked up, as swimd's CAs issue no intermediates).
-fn cluster_verifier(
-    roots: Arc<RootCertStore>,
-    crls: &[CertificateRevocationListDer<'static>],
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    Ok(
-        WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-            .with_crls(crls.iter().cloned())
-            .only_check_end_entity_revocation()
-            .allow_unknown_revocation_status()
-            .build()?,
-    )
-}
-
-/// The revocation lists in a PEM file, each signed by one of `cas`.
-fn read_crls(
-    path: &Path,
-    cas: &[CertificateDer<'static>],
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bad = |reason: String| TlsError::BadCrl {
-        path: path.to_owned(),
-        reason,
-    };
-    let bytes = fs::read(path).map_err(read_error(path, "tls.crl"))?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("no readable revocation list ({e})")))?;
-    if crls.is_empty() {
-        return Err(bad("no revocation list in it".into()));
-    }
-    let cas: Vec<_> = cas
-        .iter()
-        .filter_map(|der| {
-            x509_parser::parse_x509_certificate(der)
-                .ok()
-                .map(|(_, c)| c)
-        })
-        .collect();
-    for (i, der) in crls.iter().enumerate() {
-        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
-            .map_err(|e| bad(format!("revocation list {} does not parse ({e})", i + 1)))?;
-        let signed = cas.iter().any(|ca| {
-            ca.subject() == crl.issuer() && crl.verify_signature(ca.public_key()).is_ok()
-        });
-        if !signed {
-            return Err(bad(format!(
-                "revocation list {} (issuer {}) is not signed by a CA in tls.ca",
-                i + 1,
-                crl.issuer()
-            )));
-        }
-    }
-    Ok(crls)
-}
-
-impl ServerCertVerifier for ClusterServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _dialed_as: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.verify_chain(end_entity, intermediates, now)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// Explicit rather than process-wide, so no other crate's choice of provider can change ours.
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// CA parameters; `issue` rebuilds the issuer from them, so `init_ca` must use them too.
-fn ca_params(common_name: DnValue) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    set_validity(&mut params, CA_VALIDITY);
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    // Path length 0: the CA signs node certificates only, never another CA.
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-}
-
-/// Sets `params` valid from now (back-dated by [`BACKDATE`]) for `lifetime`.
-fn set_validity(params: &mut CertificateParams, lifetime: Duration) {
-    // A clock before 1970 is not worth an error: the certificate then merely starts early.
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    // rcgen does not re-export its date type; this builds one without naming it.
-    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
-    params.not_before = now - BACKDATE;
-    params.not_after = now + lifetime;
-}
-
-/// Refuses to go on if any of `paths` exists (even as a dangling symlink).
-fn refuse_existing(paths: &[PathBuf]) -> Result<(), TlsError> {
-    match paths.iter().find(|path| fs::symlink_metadata(path).is_ok()) {
-        Some(path) => Err(TlsError::Exists(path.clone())),
-        None => Ok(()),
-    }
-}
-
-/// Writes new files (path, contents, mode) all or none: a failure removes those already written.
-fn write_new(files: &[(&Path, &str, u32)]) -> Result<(), TlsError> {
-    for (done, &(path, contents, mode)) in files.iter().enumerate() {
-        if let Err(e) = write_new_file(path, contents, mode) {
-            for &(written, ..) in &files[..done] {
-                let _ = fs::remove_file(written);
-            }
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// Creates `path` with `mode` from the start (a key is never briefly world-readable) and
-/// never replaces an existing file, even one that appeared since [`refuse_existing`].
-fn write_new_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|error| match error.kind() {
-            io::ErrorKind::AlreadyExists => TlsError::Exists(path.to_owned()),
-            _ => TlsError::Io {
-                path: path.to_owned(),
-                error,
-            },
-        })?;
-    if let Err(error) = file
-        .write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-    {
-        let _ = fs::remove_file(path);
-        return Err(io_error(path)(error));
-    }
-    Ok(())
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
+pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
     move |error| TlsError::Io {
         path: path.to_owned(),
         error,
     }
 }
 
-fn read_error<'a>(
+pub(super) fn read_error<'a>(
     path: &'a Path,
     setting: &'static str,
 ) -> impl FnOnce(io::Error) -> TlsError + 'a {
@@ -925,7 +471,7 @@ fn read_error<'a>(
 }
 
 /// Every certificate in a PEM file; at least one.
-fn read_certs(
+pub(super) fn read_certs(
     path: &Path,
     setting: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -946,7 +492,10 @@ fn read_certs(
 }
 
 /// The first private key (PKCS#8, SEC1 or PKCS#1) in a PEM file.
-fn read_key(path: &Path, setting: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(super) fn read_key(
+    path: &Path,
+    setting: &'static str,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = fs::read(path).map_err(read_error(path, setting))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::Pem {
         setting,
@@ -960,7 +509,7 @@ fn read_key(path: &Path, setting: &'static str) -> Result<PrivateKeyDer<'static>
 ///
 /// Group read is allowed: it is how a root-owned key is shared with the daemon's group
 /// (`root:swimd`, mode 0640), the arrangement PostgreSQL also accepts.
-fn check_key_permissions(path: &Path, setting: &'static str) -> Result<(), TlsError> {
+pub(super) fn check_key_permissions(path: &Path, setting: &'static str) -> Result<(), TlsError> {
     let mode = fs::metadata(path)
         .map_err(read_error(path, setting))?
         .permissions()
@@ -982,7 +531,7 @@ fn check_key_permissions(path: &Path, setting: &'static str) -> Result<(), TlsEr
 }
 
 /// Whether `key` is the private half of `cert`'s public key.
-fn keys_match(
+pub(super) fn keys_match(
     cert: &CertificateDer<'static>,
     key: &PrivateKeyDer<'static>,
     provider: &CryptoProvider,
@@ -990,19 +539,8 @@ fn keys_match(
     CertifiedKey::from_der(vec![cert.clone()], key.clone_key(), provider).map(drop)
 }
 
-/// A DER string value as rcgen's DN value, for the string types a CA's CN comes in.
-fn dn_value(tag: x509_parser::der_parser::asn1_rs::Tag, value: &[u8]) -> Option<DnValue> {
-    use x509_parser::der_parser::asn1_rs::Tag;
-    let text = std::str::from_utf8(value).ok()?;
-    match tag {
-        Tag::Utf8String => Some(DnValue::Utf8String(text.to_owned())),
-        Tag::PrintableString => Some(DnValue::PrintableString(text.try_into().ok()?)),
-        _ => None,
-    }
-}
-
 /// A certificate's first subject commonName: its string type (as a DER tag) and bytes.
-fn common_name(cert: &[u8]) -> Option<(x509_parser::der_parser::asn1_rs::Tag, Vec<u8>)> {
+pub(super) fn common_name(cert: &[u8]) -> Option<(x509_parser::der_parser::asn1_rs::Tag, Vec<u8>)> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     let value = cn.attr_value();
@@ -1010,7 +548,7 @@ fn common_name(cert: &[u8]) -> Option<(x509_parser::der_parser::asn1_rs::Tag, Ve
 }
 
 /// The first DNS name of a certificate's subjectAltName, if it has one.
-fn first_dns_name(cert: &[u8]) -> Option<String> {
+pub(super) fn first_dns_name(cert: &[u8]) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
     let san = parsed.subject_alternative_name().ok().flatten()?;
     san.value.general_names.iter().find_map(|name| match name {
@@ -1029,6 +567,11 @@ pub fn install_crypto_provider() {
 mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    use std::net::IpAddr;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 
     use super::*;
 

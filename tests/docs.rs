@@ -346,13 +346,12 @@ fn every_relative_link_in_the_markdown_files_points_at_a_file_and_heading_that_e
                     broken.push(format!("{place}: {target} (no file {})", shown(&path)));
                 } else if let Some(anchor) =
                     anchor.filter(|_| file.is_empty() || file.ends_with(".md"))
+                    && !anchors(&read(&path)).contains(anchor)
                 {
-                    if !anchors(&read(&path)).contains(anchor) {
-                        broken.push(format!(
-                            "{place}: {target} (no heading #{anchor} in {})",
-                            shown(&path)
-                        ));
-                    }
+                    broken.push(format!(
+                        "{place}: {target} (no heading #{anchor} in {})",
+                        shown(&path)
+                    ));
                 }
             }
         }

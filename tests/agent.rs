@@ -476,7 +476,7 @@ fn sighup_with_an_invalid_config_keeps_running() {
     }
 }
 
-/// Every metric the README documents, by family name.
+/// Every metric docs/metrics.md documents, by family name.
 const METRIC_NAMES: [&str; 25] = [
     "swimd_build_info",
     "swimd_members",

@@ -67,7 +67,7 @@ fn packaged_unit_is_the_shipped_unit_with_usr_bin_swimd() {
     );
 }
 
-/// The README's `cargo deb` builds the dist binary and packages it; this packages the binary
+/// docs/operations.md's `cargo deb` builds the dist binary and packages it; this packages the binary
 /// under test (`swimd_bin()`: this profile's, or `SWIMD_BIN=target/dist/swimd`) with the same
 /// metadata and flags, so it costs no build (fat LTO takes minutes).
 #[test]

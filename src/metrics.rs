@@ -716,7 +716,7 @@ mod tests {
     use crate::core::MemberInfo;
     use crate::wire::{Incarnation, NodeName};
 
-    /// Every metric the README documents (histograms by their base name).
+    /// Every metric docs/metrics.md documents (histograms by their base name).
     pub(crate) const NAMES: [&str; 35] = [
         "swimd_build_info",
         "swimd_members",

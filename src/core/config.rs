@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Protocol timings and limits. Defaults start from memberlist's LAN profile and move only
-/// where the simulator measured a reason (see the field docs and README "Protocol defaults").
+/// where the simulator measured a reason (see the field docs and docs/configuration.md, "Settings").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

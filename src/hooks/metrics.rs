@@ -7,6 +7,7 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use super::policy::SUPPRESS_REASONS;
 use crate::metrics::{gauge, register};
 
 /// Delivery outcomes (`swimd_hook_deliveries_total{outcome}`).
@@ -86,8 +87,10 @@ impl HookMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "swimd_hook_suppressed_total",
-                        "Events not delivered on purpose, by reason (already_out, \
-                         max_failed_fraction, flap_damped, minority, still_critical)",
+                        format!(
+                            "Events not delivered on purpose, by reason ({})",
+                            SUPPRESS_REASONS.join(", ")
+                        ),
                     ),
                     &["hook", "reason"],
                 ),
@@ -110,7 +113,7 @@ impl HookMetrics {
         for outcome in HOOK_OUTCOMES {
             self.deliveries.with_label_values(&[hook, outcome]);
         }
-        for reason in super::policy::SUPPRESS_REASONS {
+        for reason in SUPPRESS_REASONS {
             self.suppressed.with_label_values(&[hook, reason]);
         }
         self.duration.with_label_values(&[hook]);
@@ -125,7 +128,7 @@ impl HookMetrics {
         for outcome in HOOK_OUTCOMES {
             let _ = self.deliveries.remove_label_values(&[hook, outcome]);
         }
-        for reason in super::policy::SUPPRESS_REASONS {
+        for reason in SUPPRESS_REASONS {
             let _ = self.suppressed.remove_label_values(&[hook, reason]);
         }
         let _ = self.duration.remove_label_values(&[hook]);

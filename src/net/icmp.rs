@@ -1,6 +1,6 @@
 //! The gossip socket, with Linux's socket error queue read: quinn ignores ICMP errors
 //! (`shared/QUIC-NOTES.md`), but "port unreachable" for a packet we sent to a peer says its
-//! process is gone while its host is up, the crash fast path's evidence (README Protocol).
+//! process is gone while its host is up, the crash fast path's evidence (docs/protocol.md).
 //!
 //! ICMP is unauthenticated, so an error counts only when it quotes the first bytes of a
 //! datagram we sent to that address in the last few seconds (each datagram once) and comes

@@ -483,44 +483,32 @@ impl Metrics {
                 .set(gauge(count));
         }
         let stats = &snapshot.stats;
-        let probes = &self.probes;
-        advance_to(
-            &probes.with_label_values(&["direct", "ok"]),
-            stats.probes_direct_ok,
-        );
-        advance_to(
-            &probes.with_label_values(&["indirect", "ok"]),
-            stats.probes_indirect_ok,
-        );
         // A probe fails only after its indirect phase.
-        advance_to(
-            &probes.with_label_values(&["indirect", "failed"]),
-            stats.probes_failed,
-        );
-        advance_to(&self.suspicions, stats.suspicions);
-        advance_to(&self.refutations, stats.refutations);
-        advance_to(&self.refutations_deferred, stats.refutations_deferred);
-        let link_checks = &self.link_checks;
-        advance_to(
-            &link_checks.with_label_values(&["passed"]),
-            stats.link_checks_passed,
-        );
-        advance_to(
-            &link_checks.with_label_values(&["failed"]),
-            stats.link_checks_failed,
-        );
-        advance_to(&self.verdicts_deferred, stats.verdicts_deferred);
-        advance_to(&self.ports_unreachable, stats.ports_unreachable);
-        advance_to(&self.closed_port_verdicts, stats.closed_port_verdicts);
-        let push_pulls = &self.push_pulls;
-        advance_to(
-            &push_pulls.with_label_values(&["started"]),
-            stats.push_pulls_started,
-        );
-        advance_to(
-            &push_pulls.with_label_values(&["answered"]),
-            stats.push_pulls_answered,
-        );
+        for (counter, labels, total) in [
+            (&self.probes, ["direct", "ok"], stats.probes_direct_ok),
+            (&self.probes, ["indirect", "ok"], stats.probes_indirect_ok),
+            (&self.probes, ["indirect", "failed"], stats.probes_failed),
+        ] {
+            advance_to(&counter.with_label_values(&labels), total);
+        }
+        for (counter, label, total) in [
+            (&self.link_checks, "passed", stats.link_checks_passed),
+            (&self.link_checks, "failed", stats.link_checks_failed),
+            (&self.push_pulls, "started", stats.push_pulls_started),
+            (&self.push_pulls, "answered", stats.push_pulls_answered),
+        ] {
+            advance_to(&counter.with_label_values(&[label]), total);
+        }
+        for (counter, total) in [
+            (&self.suspicions, stats.suspicions),
+            (&self.refutations, stats.refutations),
+            (&self.refutations_deferred, stats.refutations_deferred),
+            (&self.verdicts_deferred, stats.verdicts_deferred),
+            (&self.ports_unreachable, stats.ports_unreachable),
+            (&self.closed_port_verdicts, stats.closed_port_verdicts),
+        ] {
+            advance_to(counter, total);
+        }
         self.health_score.set(i64::from(snapshot.health_score));
         self.incarnation
             .set(i64::try_from(snapshot.incarnation).unwrap_or(i64::MAX));

@@ -85,7 +85,8 @@ pub struct SelfView {
 }
 
 /// Transport totals: UDP (everything QUIC sent, handshakes and ACKs included) and SWIM.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Serde writes them as `GET /v1/self`'s `transport` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportTotals {
     /// UDP datagrams sent.
     pub udp_tx_datagrams: u64,
@@ -102,6 +103,7 @@ pub struct TransportTotals {
     /// Open QUIC connections.
     pub connections: usize,
     /// QUIC handshakes completed, either side.
+    #[serde(default)]
     pub handshakes: u64,
 }
 

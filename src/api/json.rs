@@ -75,29 +75,7 @@ pub struct SelfJson {
     pub version: String,
     /// What the gossip transport has sent and received so far.
     #[serde(default)]
-    pub transport: TransportJson,
-}
-
-/// Transport totals: UDP (everything QUIC sent, handshakes and ACKs included) and SWIM.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransportJson {
-    /// UDP datagrams sent.
-    pub udp_tx_datagrams: u64,
-    /// UDP payload bytes sent (add 28 per datagram for IPv4 and UDP headers).
-    pub udp_tx_bytes: u64,
-    /// UDP datagrams received.
-    pub udp_rx_datagrams: u64,
-    /// UDP payload bytes received.
-    pub udp_rx_bytes: u64,
-    /// SWIM messages sent (datagrams and streams).
-    pub swim_messages_sent: u64,
-    /// SWIM payload bytes sent.
-    pub swim_bytes_sent: u64,
-    /// Open QUIC connections.
-    pub connections: usize,
-    /// QUIC handshakes completed, either side.
-    #[serde(default)]
-    pub handshakes: u64,
+    pub transport: TransportTotals,
 }
 
 impl From<&SelfView> for SelfJson {
@@ -109,22 +87,7 @@ impl From<&SelfView> for SelfJson {
             health_score: v.health_score,
             counts: v.counts,
             version: v.version.clone(),
-            transport: v.transport.into(),
-        }
-    }
-}
-
-impl From<TransportTotals> for TransportJson {
-    fn from(t: TransportTotals) -> Self {
-        TransportJson {
-            udp_tx_datagrams: t.udp_tx_datagrams,
-            udp_tx_bytes: t.udp_tx_bytes,
-            udp_rx_datagrams: t.udp_rx_datagrams,
-            udp_rx_bytes: t.udp_rx_bytes,
-            swim_messages_sent: t.swim_messages_sent,
-            swim_bytes_sent: t.swim_bytes_sent,
-            connections: t.connections,
-            handshakes: t.handshakes,
+            transport: v.transport,
         }
     }
 }

@@ -141,24 +141,17 @@ pub(crate) struct FakeApi {
 impl FakeApi {
     /// Starts a server on 127.0.0.1 (any port) with a fake agent behind it.
     pub(crate) async fn start(token: Option<&str>) -> FakeApi {
-        Self::start_on(
-            "127.0.0.1:0".parse().expect("address"),
-            token,
-            EventBus::default(),
-            true,
-        )
-        .await
+        Self::start_local(token, true).await
     }
 
     /// Starts a server whose agent task is already gone.
     pub(crate) async fn start_without_agent() -> FakeApi {
-        Self::start_on(
-            "127.0.0.1:0".parse().expect("address"),
-            None,
-            EventBus::default(),
-            false,
-        )
-        .await
+        Self::start_local(None, false).await
+    }
+
+    async fn start_local(token: Option<&str>, with_agent: bool) -> FakeApi {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(any_port, token, EventBus::default(), with_agent).await
     }
 
     /// Starts a server at `addr`, streaming from `events`.

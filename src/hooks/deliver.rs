@@ -173,15 +173,7 @@ mod tests {
             "member.failed",
             1.0,
             "c",
-            PayloadMember {
-                name: "web-1".into(),
-                addr: "127.0.0.1:1".into(),
-                tags: Default::default(),
-                incarnation: 1,
-                health: crate::model::Health::Passing,
-                failing_checks: Vec::new(),
-                maintenance: None,
-            },
+            PayloadMember::sample("web-1", 1),
             None,
             "me",
         )

@@ -504,18 +504,9 @@ fn backoff(hook: &Hook, attempts: u32, after: Option<Duration>, jitter: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Tags;
 
     fn event(member: &str) -> HookEvent {
-        let member = payload::PayloadMember {
-            name: member.into(),
-            addr: "127.0.0.1:1".into(),
-            tags: Tags::new(),
-            incarnation: 0,
-            health: crate::model::Health::Passing,
-            failing_checks: Vec::new(),
-            maintenance: None,
-        };
+        let member = payload::PayloadMember::sample(member, 0);
         HookEvent::new("member.failed", 0.0, "c", member, None, "me")
     }
 

@@ -45,6 +45,22 @@ impl From<&MemberView> for PayloadMember {
     }
 }
 
+#[cfg(test)]
+impl PayloadMember {
+    /// A passing member at 127.0.0.1:1 with no tags, for tests.
+    pub(crate) fn sample(name: &str, incarnation: u64) -> PayloadMember {
+        PayloadMember {
+            name: name.into(),
+            addr: "127.0.0.1:1".into(),
+            tags: Tags::new(),
+            incarnation,
+            health: Health::Passing,
+            failing_checks: Vec::new(),
+            maintenance: None,
+        }
+    }
+}
+
 /// One event for hooks: what goes into the outbox and, as JSON, to the receiver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookEvent {
@@ -330,13 +346,9 @@ mod tests {
             1_700_000_000.5,
             "prod",
             PayloadMember {
-                name: "web-1".into(),
                 addr: "10.0.0.1:7946".into(),
                 tags: [("role".to_string(), "web".to_string())].into(),
-                incarnation: 3,
-                health: crate::model::Health::Passing,
-                failing_checks: Vec::new(),
-                maintenance: None,
+                ..PayloadMember::sample("web-1", 3)
             },
             Some(State::Suspect),
             "web-2",

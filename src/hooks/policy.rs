@@ -467,15 +467,7 @@ mod tests {
             kind,
             0.0,
             "c",
-            PayloadMember {
-                name: member.into(),
-                addr: "127.0.0.1:1".into(),
-                tags: Tags::new(),
-                incarnation,
-                health: crate::model::Health::Passing,
-                failing_checks: Vec::new(),
-                maintenance: None,
-            },
+            PayloadMember::sample(member, incarnation),
             None,
             "me",
         )

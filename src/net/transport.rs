@@ -145,6 +145,18 @@ pub struct TransportStats {
     closed_udp: Mutex<(u64, u64, u64, u64)>,
 }
 
+impl TransportStats {
+    /// Counts one SWIM message of `len` bytes received on `channel`.
+    fn received(&self, channel: Channel, len: usize) {
+        let (count, bytes) = match channel {
+            Channel::Datagram => (&self.datagrams_received, &self.datagram_bytes_received),
+            Channel::Stream => (&self.streams_received, &self.stream_bytes_received),
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
 /// UDP-level totals: everything QUIC sent and received, handshakes and ACKs included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WireTotals {
@@ -779,14 +791,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
         let peer = peer.clone();
         async move {
             while let Ok(payload) = conn.read_datagram().await {
-                shared
-                    .stats
-                    .datagrams_received
-                    .fetch_add(1, Ordering::Relaxed);
-                shared
-                    .stats
-                    .datagram_bytes_received
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                shared.stats.received(Channel::Datagram, payload.len());
                 deliver(
                     &shared,
                     Inbound {
@@ -815,14 +820,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
                     );
                     match read.await {
                         Ok(Some((bytes, budget))) => {
-                            shared
-                                .stats
-                                .streams_received
-                                .fetch_add(1, Ordering::Relaxed);
-                            shared
-                                .stats
-                                .stream_bytes_received
-                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            shared.stats.received(Channel::Stream, bytes.len());
                             deliver(
                                 &shared,
                                 Inbound {

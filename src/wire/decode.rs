@@ -291,29 +291,35 @@ fn read_seq(cursor: &mut Cursor<'_>) -> Result<u32, DecodeError> {
 }
 
 fn read_ping(cursor: &mut Cursor<'_>) -> Result<Ping, DecodeError> {
-    let mut fields = Fields::start(cursor)?;
-    let seq = fields.next(cursor, Cursor::u32)?.unwrap_or_default();
-    let target = fields.next(cursor, Cursor::str)?.unwrap_or_default();
-    fields.finish(cursor)?;
-    NodeName::validate(target).map_err(DecodeError::Invalid)?;
-    Ok(Ping {
-        seq,
-        target: NodeName::new(target),
-    })
+    let (seq, target, _) = read_probe(cursor, false)?;
+    Ok(Ping { seq, target })
 }
 
 fn read_ping_req(cursor: &mut Cursor<'_>) -> Result<PingReq, DecodeError> {
+    let (seq, target, addr) = read_probe(cursor, true)?;
+    Ok(PingReq {
+        seq,
+        target,
+        addr: addr.unwrap_or_default(),
+    })
+}
+
+/// A ping's `[seq, target]` or a ping-req's `[seq, target, addr]` (`with_addr`).
+fn read_probe(
+    cursor: &mut Cursor<'_>,
+    with_addr: bool,
+) -> Result<(u32, NodeName, Option<WireAddr>), DecodeError> {
     let mut fields = Fields::start(cursor)?;
     let seq = fields.next(cursor, Cursor::u32)?.unwrap_or_default();
     let target = fields.next(cursor, Cursor::str)?.unwrap_or_default();
-    let addr = fields.next(cursor, Cursor::addr)?.unwrap_or_default();
+    let addr = if with_addr {
+        fields.next(cursor, Cursor::addr)?
+    } else {
+        None
+    };
     fields.finish(cursor)?;
     NodeName::validate(target).map_err(DecodeError::Invalid)?;
-    Ok(PingReq {
-        seq,
-        target: NodeName::new(target),
-        addr,
-    })
+    Ok((seq, NodeName::new(target), addr))
 }
 
 fn read_push_pull(cursor: &mut Cursor<'_>) -> Result<(PushPull, Encoded<Update>), DecodeError> {

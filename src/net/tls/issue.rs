@@ -52,12 +52,7 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>, TlsError> {
 
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let cert = ca_params(DnValue::from(format!("swimd CA {cluster}"))).self_signed(&key)?;
-    let [cert_path, key_path] = files;
-    write_new(&[
-        (&cert_path, &cert.pem(), 0o644),
-        (&key_path, &key.serialize_pem(), 0o600),
-    ])?;
-    Ok(vec![cert_path, key_path])
+    write_pair(files, &cert.pem(), &key.serialize_pem())
 }
 
 /// The CA in `dir`, ready to sign: its certificate, and an issuer rebuilt from it.
@@ -171,12 +166,7 @@ pub fn issue_days(
             ))
         })?;
 
-    let [cert_path, key_path] = files;
-    write_new(&[
-        (&cert_path, &cert.pem(), 0o644),
-        (&key_path, &key.serialize_pem(), 0o600),
-    ])?;
-    Ok(vec![cert_path, key_path])
+    write_pair(files, &cert.pem(), &key.serialize_pem())
 }
 
 /// Revokes node `name`'s certificate (`DIR/NAME.pem`) with the CA in `dir`: writes
@@ -317,6 +307,16 @@ pub(super) fn refuse_existing(paths: &[PathBuf]) -> Result<(), TlsError> {
 }
 
 /// Writes new files (path, contents, mode) all or none: a failure removes those already written.
+/// Writes a certificate (public) and its key (private) to new files; returns their paths.
+fn write_pair(
+    [cert_path, key_path]: [PathBuf; 2],
+    cert: &str,
+    key: &str,
+) -> Result<Vec<PathBuf>, TlsError> {
+    write_new(&[(&cert_path, cert, 0o644), (&key_path, key, 0o600)])?;
+    Ok(vec![cert_path, key_path])
+}
+
 pub(super) fn write_new(files: &[(&Path, &str, u32)]) -> Result<(), TlsError> {
     for (done, &(path, contents, mode)) in files.iter().enumerate() {
         if let Err(e) = write_new_file(path, contents, mode) {

@@ -607,10 +607,30 @@ mod tests {
     }
 
     fn load_node(dir: &Path, name: &str) -> Result<TlsIdentity, TlsError> {
+        load_mixed(dir, (dir, name), name, name)
+    }
+
+    /// A CA and node-1 in a fresh folder, node-1's key file given `mode`.
+    fn node_1_with_key_mode(test: &str, mode: u32) -> (TempDir, PathBuf) {
+        let tmp = TempDir::new(test);
+        cluster(&tmp.0, &["node-1"]);
+        let key = key_path(&tmp.0, "node-1");
+        fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+        (tmp, key)
+    }
+
+    /// Loads as `name` the CA of `ca_dir` with the certificate `cert` (its folder and file
+    /// name) and the key made for `key`: the pieces a misconfiguration mixes up.
+    fn load_mixed(
+        ca_dir: &Path,
+        (cert_dir, cert): (&Path, &str),
+        key: &str,
+        name: &str,
+    ) -> Result<TlsIdentity, TlsError> {
         load(
-            &dir.join(CA_CERT_FILE),
-            &cert_path(dir, name),
-            &key_path(dir, name),
+            &ca_dir.join(CA_CERT_FILE),
+            &cert_path(cert_dir, cert),
+            &key_path(cert_dir, key),
             &NodeName::new(name),
         )
     }
@@ -662,10 +682,7 @@ mod tests {
 
     #[test]
     fn load_rejects_world_readable_key_with_chmod_hint() {
-        let tmp = TempDir::new("world-readable");
-        cluster(&tmp.0, &["node-1"]);
-        let key = key_path(&tmp.0, "node-1");
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let (tmp, key) = node_1_with_key_mode("world-readable", 0o644);
         let err = load_node(&tmp.0, "node-1").unwrap_err();
         assert!(matches!(err, TlsError::KeyPermissions { .. }), "{err}");
         let shown = key.display();
@@ -679,10 +696,7 @@ mod tests {
 
     #[test]
     fn load_rejects_group_writable_key_but_allows_group_read() {
-        let tmp = TempDir::new("group");
-        cluster(&tmp.0, &["node-1"]);
-        let key = key_path(&tmp.0, "node-1");
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o660)).unwrap();
+        let (tmp, key) = node_1_with_key_mode("group", 0o660);
         let err = load_node(&tmp.0, "node-1").unwrap_err();
         assert!(
             err.to_string()
@@ -697,13 +711,7 @@ mod tests {
     fn load_rejects_certificate_for_another_name() {
         let tmp = TempDir::new("other-name");
         cluster(&tmp.0, &["node-1"]);
-        let err = load(
-            &tmp.0.join(CA_CERT_FILE),
-            &cert_path(&tmp.0, "node-1"),
-            &key_path(&tmp.0, "node-1"),
-            &NodeName::new("node-2"),
-        )
-        .unwrap_err();
+        let err = load_mixed(&tmp.0, (&tmp.0, "node-1"), "node-1", "node-2").unwrap_err();
         assert!(matches!(err, TlsError::NameMismatch { .. }), "{err}");
         let message = err.to_string();
         assert!(
@@ -718,13 +726,7 @@ mod tests {
         let theirs = TempDir::new("their-ca");
         init_ca(&ours.0, "ours").unwrap();
         cluster(&theirs.0, &["node-1"]);
-        let err = load(
-            &ours.0.join(CA_CERT_FILE),
-            &cert_path(&theirs.0, "node-1"),
-            &key_path(&theirs.0, "node-1"),
-            &NodeName::new("node-1"),
-        )
-        .unwrap_err();
+        let err = load_mixed(&ours.0, (&theirs.0, "node-1"), "node-1", "node-1").unwrap_err();
         assert!(matches!(err, TlsError::NotSignedByCa { .. }), "{err}");
         assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     }
@@ -733,13 +735,7 @@ mod tests {
     fn load_rejects_key_of_another_certificate() {
         let tmp = TempDir::new("other-key");
         cluster(&tmp.0, &["node-1", "node-2"]);
-        let err = load(
-            &tmp.0.join(CA_CERT_FILE),
-            &cert_path(&tmp.0, "node-1"),
-            &key_path(&tmp.0, "node-2"),
-            &NodeName::new("node-1"),
-        )
-        .unwrap_err();
+        let err = load_mixed(&tmp.0, (&tmp.0, "node-1"), "node-2", "node-1").unwrap_err();
         assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
     }
 

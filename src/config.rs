@@ -21,6 +21,7 @@ use toml::de::{DeTable, DeValue};
 use crate::checks::CheckSpec;
 use crate::core::Config as ProtocolConfig;
 use crate::hooks::spec::HookSpec;
+use crate::model::SpecError;
 use crate::wire::{NodeName, Tags, tags_len};
 
 /// The exit status for any configuration error (`EX_CONFIG` in sysexits.h).
@@ -476,7 +477,7 @@ fn parse_entries<T: serde::de::DeserializeOwned>(
     src: &Source,
     root: &DeTable,
     section: &str,
-    check: impl Fn(&T) -> (String, Option<(&'static str, String)>),
+    check: impl Fn(&T) -> (String, Option<SpecError>),
 ) -> Result<Vec<T>, ConfigError> {
     let Some(value) = root.get(section) else {
         return Ok(Vec::new());
@@ -514,7 +515,7 @@ fn parse_entries<T: serde::de::DeserializeOwned>(
         })?;
         let span_of = |key: &str| table.get(key).map(|v| v.span()).or(Some(entry.span()));
         let (name, problem) = check(&spec);
-        if let Some((key, problem)) = problem {
+        if let Some(SpecError { key, problem }) = problem {
             return Err(src.error(
                 span_of(key),
                 Some(format!("{at}.{key}")),

@@ -116,16 +116,33 @@ pub enum Fitness {
     Unfit(String),
 }
 
+/// A hook or check setting that cannot be used: the key at fault and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct SpecError {
+    /// The key within its `[[hooks]]` or `[[checks]]` entry.
+    pub key: &'static str,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl SpecError {
+    /// `key` is at fault because of `problem`.
+    pub fn new(key: &'static str, problem: String) -> SpecError {
+        SpecError { key, problem }
+    }
+}
+
 /// A hook or check name: 1 to `max` characters of a-z, A-Z, 0-9, '-', '_', '.' (names
 /// become metric labels, outbox keys and gossiped check names).
-pub fn check_name(name: &str, max: usize) -> Result<(), (&'static str, String)> {
+pub fn check_name(name: &str, max: usize) -> Result<(), SpecError> {
     if name.is_empty()
         || name.len() > max
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
-        return Err((
+        return Err(SpecError::new(
             "name",
             format!("{name:?} must be 1 to {max} characters of a-z, A-Z, 0-9, '-', '_', '.'"),
         ));

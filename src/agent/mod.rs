@@ -23,7 +23,7 @@ use crate::hooks::spec::{Hook, HookSpec};
 use crate::hooks::{self, HookMetrics, HookTestError, Hooks};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{
-    AsOf, Event, Fitness, MemberInfo, MemberView, SelfView, StateCounts, TransportTotals,
+    AsOf, Event, Fitness, MemberInfo, MemberView, SelfView, SpecError, StateCounts, TransportTotals,
 };
 use crate::net::http::ServeStats;
 use crate::net::tls::{self, TlsIdentity};
@@ -344,7 +344,7 @@ impl Agent {
                 }
                 Some(inbound) = self.inbound.recv() => self.receive(inbound),
                 Some(addr) = self.unreachable.recv() => self.port_unreachable(addr),
-                Some(command) = self.commands.recv() => self.command(command).await,
+                Some(command) = self.commands.recv() => self.command(command),
                 Some(key) = self.confirmations.recv() => self.hook_confirmed(key),
                 Some(change) = self.check_changes.recv() => self.check_changed(change),
                 Some((resolved, reply)) = self.joins.recv() => {
@@ -620,7 +620,8 @@ impl Agent {
         }
     }
 
-    async fn command(&mut self, command: Command) {
+    /// Answers a command at once: nothing here waits (joins resolve on a task of their own).
+    fn command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
             Command::Members(reply) => {
@@ -946,7 +947,7 @@ fn check_hooks(specs: &[HookSpec]) -> Arc<Vec<Hook>> {
             .iter()
             .filter_map(|spec| match spec.clone().check() {
                 Ok(hook) => Some(hook),
-                Err((key, problem)) => {
+                Err(SpecError { key, problem }) => {
                     error!(hook = %spec.name, key, "hook skipped: {problem}");
                     None
                 }

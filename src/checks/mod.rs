@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::model::SpecError;
 use crate::net::http::LazyClient;
 use crate::process::{CommandEnd, run_bounded};
 pub use metrics::CheckMetrics;
@@ -80,19 +81,22 @@ pub const MAX_CHECK_NAME: usize = 64;
 
 impl CheckSpec {
     /// Checks what serde could not; the error names the key.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn check(&self) -> Result<(), SpecError> {
         crate::model::check_name(&self.name, MAX_CHECK_NAME)?;
         if self.interval < Duration::from_millis(100) {
-            return Err(("interval", "must be at least 100ms".into()));
+            return Err(SpecError::new("interval", "must be at least 100ms".into()));
         }
         if self.timeout.is_zero() || self.timeout > self.interval {
-            return Err((
+            return Err(SpecError::new(
                 "timeout",
                 "must be more than 0 and at most the interval".into(),
             ));
         }
         if self.rise == 0 || self.fall == 0 {
-            return Err(("rise", "rise and fall must be at least 1".into()));
+            return Err(SpecError::new(
+                "rise",
+                "rise and fall must be at least 1".into(),
+            ));
         }
         let (needs, has) = match self.kind {
             CheckKind::Http => ("url", self.url.is_some()),
@@ -100,7 +104,7 @@ impl CheckSpec {
             CheckKind::Exec => ("command", self.command.is_some()),
         };
         if !has {
-            return Err((
+            return Err(SpecError::new(
                 needs,
                 format!("a {:?} check needs {needs}", self.kind).to_lowercase(),
             ));
@@ -111,7 +115,7 @@ impl CheckSpec {
             ("command", self.command.is_some(), CheckKind::Exec),
         ] {
             if present && self.kind != kind {
-                return Err((
+                return Err(SpecError::new(
                     key,
                     format!("only {kind:?} checks take {key}").to_lowercase(),
                 ));
@@ -121,18 +125,27 @@ impl CheckSpec {
             CheckKind::Http => {
                 let url = self.url.as_deref().unwrap_or_default();
                 let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| ("url", format!("{url:?} is not a URL: {e}")))?;
+                    .map_err(|e| SpecError::new("url", format!("{url:?} is not a URL: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(("url", format!("{url:?} must be http:// or https://")));
+                    return Err(SpecError::new(
+                        "url",
+                        format!("{url:?} must be http:// or https://"),
+                    ));
                 }
-                parse_statuses(&self.expect_status).map_err(|e| ("expect_status", e))?;
+                parse_statuses(&self.expect_status)
+                    .map_err(|e| SpecError::new("expect_status", e))?;
             }
             CheckKind::Tcp => {
                 let address = self.address.as_deref().unwrap_or_default();
                 match address.rsplit_once(':') {
                     Some((host, port))
                         if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
-                    _ => return Err(("address", format!("{address:?} is not host:port"))),
+                    _ => {
+                        return Err(SpecError::new(
+                            "address",
+                            format!("{address:?} is not host:port"),
+                        ));
+                    }
                 }
             }
             CheckKind::Exec => {
@@ -141,7 +154,7 @@ impl CheckSpec {
                     .as_ref()
                     .is_none_or(|c| c.first().is_none_or(String::is_empty))
                 {
-                    return Err((
+                    return Err(SpecError::new(
                         "command",
                         "must name a program: [\"/path\", \"arg\", …]".into(),
                     ));
@@ -405,7 +418,7 @@ mod tests {
                 "rise",
             ),
         ] {
-            assert_eq!(spec(text).check().err().map(|e| e.0), Some(key), "{text}");
+            assert_eq!(spec(text).check().err().map(|e| e.key), Some(key), "{text}");
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 
+use crate::model::SpecError;
 use crate::wire::Tags;
 
 /// Every event a hook can subscribe to (DESIGN.md's vocabulary).
@@ -175,85 +176,105 @@ pub struct Hook {
     pub key: Option<Vec<u8>>,
 }
 
-/// A problem with one key of a hook: (key, message).
-pub type SpecProblem = (&'static str, String);
-
 /// Longest hook name, so note keys stay short.
 pub const MAX_HOOK_NAME: usize = 64;
 
 impl HookSpec {
     /// Checks everything serde could not; the error names the key at fault.
-    pub fn check(self) -> Result<Hook, SpecProblem> {
+    pub fn check(self) -> Result<Hook, SpecError> {
         crate::model::check_name(&self.name, MAX_HOOK_NAME)?;
         if self.events.is_empty() {
-            return Err((
+            return Err(SpecError::new(
                 "events",
                 format!("list at least one of {}", EVENTS.join(", ")),
             ));
         }
         if let Some(bad) = self.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-            return Err((
+            return Err(SpecError::new(
                 "events",
                 format!("unknown event {bad:?} (expected: {})", EVENTS.join(", ")),
             ));
         }
         let members = Glob::new(&self.members)
-            .map_err(|e| ("members", format!("{:?} is not a glob: {e}", self.members)))?
+            .map_err(|e| {
+                SpecError::new("members", format!("{:?} is not a glob: {e}", self.members))
+            })?
             .compile_matcher();
         if self.timeout.is_zero() {
-            return Err(("timeout", "must be more than 0".into()));
+            return Err(SpecError::new("timeout", "must be more than 0".into()));
         }
         if self.max_attempts == 0 {
-            return Err(("max_attempts", "must be at least 1".into()));
+            return Err(SpecError::new("max_attempts", "must be at least 1".into()));
         }
         if self.backoff_base.is_zero() || self.backoff_max < self.backoff_base {
-            return Err((
+            return Err(SpecError::new(
                 "backoff_max",
                 "backoff_base must be more than 0 and backoff_max at least backoff_base".into(),
             ));
         }
         if !(self.max_failed_fraction > 0.0 && self.max_failed_fraction <= 1.0) {
-            return Err((
+            return Err(SpecError::new(
                 "max_failed_fraction",
                 format!("({}) must be in (0, 1]", self.max_failed_fraction),
             ));
         }
         if self.flap_threshold == 0 {
-            return Err(("flap_threshold", "must be at least 1".into()));
+            return Err(SpecError::new(
+                "flap_threshold",
+                "must be at least 1".into(),
+            ));
         }
         let mut key = None;
         match self.kind {
             HookKind::Webhook => {
                 let Some(url) = &self.url else {
-                    return Err(("url", "a webhook needs url = \"http(s)://…\"".into()));
+                    return Err(SpecError::new(
+                        "url",
+                        "a webhook needs url = \"http(s)://…\"".into(),
+                    ));
                 };
                 let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| ("url", format!("{url:?} is not a URL: {e}")))?;
+                    .map_err(|e| SpecError::new("url", format!("{url:?} is not a URL: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(("url", format!("{url:?} must be http:// or https://")));
+                    return Err(SpecError::new(
+                        "url",
+                        format!("{url:?} must be http:// or https://"),
+                    ));
                 }
                 if reqwest::Method::from_bytes(self.method.as_bytes()).is_err() {
-                    return Err(("method", format!("{:?} is not an HTTP method", self.method)));
+                    return Err(SpecError::new(
+                        "method",
+                        format!("{:?} is not an HTTP method", self.method),
+                    ));
                 }
                 for (name, value) in &self.headers {
                     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                         || reqwest::header::HeaderValue::from_str(value).is_err()
                     {
-                        return Err(("headers", format!("{name:?} is not a valid header")));
+                        return Err(SpecError::new(
+                            "headers",
+                            format!("{name:?} is not a valid header"),
+                        ));
                     }
                 }
                 if self.command.is_some() {
-                    return Err(("command", "only exec hooks take a command".into()));
+                    return Err(SpecError::new(
+                        "command",
+                        "only exec hooks take a command".into(),
+                    ));
                 }
                 if let Some(secret) = &self.secret {
-                    key = Some(super::payload::decode_secret(secret).map_err(|e| ("secret", e))?);
+                    key = Some(
+                        super::payload::decode_secret(secret)
+                            .map_err(|e| SpecError::new("secret", e))?,
+                    );
                 }
             }
             HookKind::Exec => {
                 match &self.command {
                     Some(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {}
                     _ => {
-                        return Err((
+                        return Err(SpecError::new(
                             "command",
                             "an exec hook needs command = [\"/path/to/program\", \"arg\", …]"
                                 .into(),
@@ -265,7 +286,7 @@ impl HookSpec {
                     ("secret", self.secret.is_some()),
                 ] {
                     if v {
-                        return Err((k, "only webhooks take this key".into()));
+                        return Err(SpecError::new(k, "only webhooks take this key".into()));
                     }
                 }
             }
@@ -309,12 +330,12 @@ impl Hook {
 mod tests {
     use super::*;
 
-    fn spec(extra: &str) -> Result<Hook, SpecProblem> {
+    fn spec(extra: &str) -> Result<Hook, SpecError> {
         let text = format!(
             "name = \"lb\"\nkind = \"webhook\"\nevents = [\"member.failed\"]\nurl = \"http://127.0.0.1:9/\"\n{extra}"
         );
         toml::from_str::<HookSpec>(&text)
-            .map_err(|e| ("toml", e.to_string()))?
+            .map_err(|e| SpecError::new("toml", e.to_string()))?
             .check()
     }
 
@@ -339,7 +360,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        assert_eq!(spec("name = \"a b\"").err().map(|e| e.0), Some("toml"));
+        assert_eq!(spec("name = \"a b\"").err().map(|e| e.key), Some("toml"));
         for (extra, key) in [
             ("max_attempts = 0", "max_attempts"),
             ("max_failed_fraction = 0.0", "max_failed_fraction"),
@@ -348,7 +369,7 @@ mod tests {
             ("members = \"[\"", "members"),
             ("method = \"BAD METHOD\"", "method"),
         ] {
-            assert_eq!(spec(extra).err().map(|e| e.0), Some(key), "{extra}");
+            assert_eq!(spec(extra).err().map(|e| e.key), Some(key), "{extra}");
         }
         let e = toml::from_str::<HookSpec>(
             "name = \"x\"\nkind = \"exec\"\nevents = [\"member.gone\"]\ncommand = [\"/bin/true\"]",
@@ -357,7 +378,7 @@ mod tests {
         .check()
         .err()
         .unwrap();
-        assert_eq!(e.0, "events");
-        assert!(e.1.contains("member.failed"), "{}", e.1);
+        assert_eq!(e.key, "events");
+        assert!(e.problem.contains("member.failed"), "{}", e.problem);
     }
 }

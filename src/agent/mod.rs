@@ -64,6 +64,9 @@ pub enum AgentError {
         /// The error.
         source: std::io::Error,
     },
+    /// The system's random number generator (the protocol's seed comes from it).
+    #[error("cannot read random bytes for the protocol's seed: {0}")]
+    Randomness(std::io::Error),
     /// The signal handlers (SIGTERM, SIGINT, SIGHUP).
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
@@ -199,13 +202,7 @@ impl Agent {
             .take_unreachable()
             .unwrap_or_else(|| mpsc::channel(1).1);
         let cluster = ClusterId::of(&config.node.cluster);
-        let seed =
-            u64::from_le_bytes(
-                state::random_bytes::<8>().map_err(|source| state::StateError {
-                    path: config.state.dir.clone(),
-                    source,
-                })?,
-            );
+        let seed = u64::from_le_bytes(state::random_bytes::<8>().map_err(AgentError::Randomness)?);
         let now = Instant::now();
         let me = Identity {
             name: config.node.name.clone(),

@@ -95,6 +95,9 @@ pub enum TransportError {
         /// The error.
         source: std::io::Error,
     },
+    /// Started outside a tokio runtime (a programming error of the caller).
+    #[error("the gossip transport needs a tokio runtime to run on")]
+    NoRuntime,
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -240,10 +243,7 @@ impl Transport {
         endpoint_config.max_udp_payload_size(config.mtu).ok();
         let socket = std::net::UdpSocket::bind(bind)
             .map_err(|source| TransportError::Bind { addr: bind, source })?;
-        let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind {
-            addr: bind,
-            source: std::io::Error::other("no async runtime"),
-        })?;
+        let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
         let stats = TransportStats::default();
         let (socket, unreachable) = ErrQueueSocket::wrap(socket, stats.icmp.clone())
             .map_err(|source| TransportError::Bind { addr: bind, source })?;

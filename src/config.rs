@@ -322,7 +322,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         .collect();
 
     // Every unknown key, anywhere, is reported before any value is judged.
-    check_keys(
+    refuse_unknown_keys(
         &src,
         root,
         "",
@@ -460,14 +460,14 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
 /// `[[hooks]]`: each entry through [`HookSpec`]'s serde, then its own checks.
 fn parse_hooks(src: &Source, root: &DeTable) -> Result<Vec<HookSpec>, ConfigError> {
     parse_entries(src, root, "hooks", |spec: &HookSpec| {
-        (spec.name.clone(), spec.clone().check().err())
+        (spec.name.clone(), spec.clone().validate().err())
     })
 }
 
 /// `[[checks]]`: each entry through [`CheckSpec`]'s serde, then its own checks.
 fn parse_checks(src: &Source, root: &DeTable) -> Result<Vec<CheckSpec>, ConfigError> {
     parse_entries(src, root, "checks", |spec: &CheckSpec| {
-        (spec.name.clone(), spec.check().err())
+        (spec.name.clone(), spec.validate().err())
     })
 }
 
@@ -836,7 +836,7 @@ impl Source<'_> {
 }
 
 /// Rejects the first key (in file order) of `table` that is not in `allowed`.
-fn check_keys(
+fn refuse_unknown_keys(
     src: &Source,
     table: &DeTable,
     prefix: &str,
@@ -897,7 +897,7 @@ impl<'a, 'i> Section<'a, 'i> {
                 ),
             ));
         };
-        check_keys(src, table, &format!("{name}."), allowed)?;
+        refuse_unknown_keys(src, table, &format!("{name}."), allowed)?;
         Ok(Section {
             src,
             name,

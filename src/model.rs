@@ -135,7 +135,7 @@ impl SpecError {
 
 /// A hook or check name: 1 to `max` characters of a-z, A-Z, 0-9, '-', '_', '.' (names
 /// become metric labels, outbox keys and gossiped check names).
-pub fn check_name(name: &str, max: usize) -> Result<(), SpecError> {
+pub fn validate_name(name: &str, max: usize) -> Result<(), SpecError> {
     if name.is_empty()
         || name.len() > max
         || !name

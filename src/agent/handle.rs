@@ -24,7 +24,7 @@ pub enum ReasonError {
 }
 
 /// Is this a maintenance reason we may publish: at most 256 bytes, no control characters?
-pub fn check_maintenance_reason(reason: &str) -> Result<(), ReasonError> {
+pub fn validate_maintenance_reason(reason: &str) -> Result<(), ReasonError> {
     if reason.len() > MAX_MAINTENANCE_REASON {
         Err(ReasonError::TooLong(reason.len()))
     } else if reason.chars().any(char::is_control) {

@@ -245,7 +245,7 @@ impl Agent {
         }
 
         let hook_metrics = HookMetrics::new(metrics.registry());
-        let checked = check_hooks(&config.hooks);
+        let checked = runnable_hooks(&config.hooks);
         let policy = Policy::new(Arc::clone(&checked));
         let (hooks, confirmations) = Hooks::start(
             checked,
@@ -656,7 +656,7 @@ impl Agent {
             Command::SetMaintenance(maintenance, reply) => {
                 let result = maintenance
                     .as_deref()
-                    .map_or(Ok(()), handle::check_maintenance_reason);
+                    .map_or(Ok(()), handle::validate_maintenance_reason);
                 if result.is_ok() {
                     match &maintenance {
                         Some(reason) => info!(reason = %reason, "maintenance on"),
@@ -905,7 +905,7 @@ impl Agent {
             error!("reload: tags not published: {e}");
         }
         if new.hooks != self.config.hooks {
-            let checked = check_hooks(&new.hooks);
+            let checked = runnable_hooks(&new.hooks);
             self.policy.set_hooks(Arc::clone(&checked));
             self.hooks.send(hooks::Request::Reload(checked));
         }
@@ -938,11 +938,11 @@ impl Agent {
 
 /// Turns validated hook settings into runnable hooks (validation already passed, so an
 /// error here is logged and the hook skipped).
-fn check_hooks(specs: &[HookSpec]) -> Arc<Vec<Hook>> {
+fn runnable_hooks(specs: &[HookSpec]) -> Arc<Vec<Hook>> {
     Arc::new(
         specs
             .iter()
-            .filter_map(|spec| match spec.clone().check() {
+            .filter_map(|spec| match spec.clone().validate() {
                 Ok(hook) => Some(hook),
                 Err(SpecError { key, problem }) => {
                     error!(hook = %spec.name, key, "hook skipped: {problem}");

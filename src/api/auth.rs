@@ -30,12 +30,12 @@ pub(super) async fn refuse_browsers(request: Request, next: Next) -> Response {
 }
 
 /// Checks bearer tokens without revealing, through timing, how much of a guess was right.
-pub(super) struct BearerCheck {
+pub(super) struct BearerToken {
     key: ring::hmac::Key,
     expected: ring::hmac::Tag,
 }
 
-impl BearerCheck {
+impl BearerToken {
     pub(super) fn new(token: &str) -> std::io::Result<Self> {
         if token.is_empty() {
             return Err(std::io::Error::new(
@@ -49,7 +49,7 @@ impl BearerCheck {
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
                 .map_err(|_| std::io::Error::other("no randomness for the API token check"))?;
         let expected = ring::hmac::sign(&key, token.as_bytes());
-        Ok(BearerCheck { key, expected })
+        Ok(BearerToken { key, expected })
     }
 
     fn accepts(&self, headers: &HeaderMap) -> bool {
@@ -65,7 +65,7 @@ impl BearerCheck {
 }
 
 pub(super) async fn require_token(
-    State(check): State<Arc<BearerCheck>>,
+    State(check): State<Arc<BearerToken>>,
     request: Request,
     next: Next,
 ) -> Response {

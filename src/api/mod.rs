@@ -21,7 +21,7 @@ use crate::agent::handle::{AgentHandle, Command};
 use crate::hooks::HookTestError;
 use crate::model::Fitness;
 pub use crate::net::http::{Limits, ServeStats};
-use auth::{BearerCheck, refuse_browsers, require_token};
+use auth::{BearerToken, refuse_browsers, require_token};
 use json::{
     ErrorJson, HealthJson, HookTestRequest, HooksJson, JoinJson, JoinRequest, MaintenanceRequest,
     MemberJson, MembersJson, ReplayJson, ReplayRequest, SelfJson, StatusJson, TagsRequest,
@@ -46,7 +46,7 @@ pub async fn serve(
         streams_stopped,
     });
     if let Some(token) = token {
-        let check = BearerCheck::new(&token)?;
+        let check = BearerToken::new(&token)?;
         app = app.layer(middleware::from_fn_with_state(
             Arc::new(check),
             require_token,

@@ -294,7 +294,7 @@ async fn answer(mut inbox: mpsc::Receiver<Command>, state: Arc<Mutex<FakeState>>
             }
             Command::SetMaintenance(maintenance, reply) => {
                 let answer = match &maintenance {
-                    Some(reason) => crate::agent::handle::check_maintenance_reason(reason)
+                    Some(reason) => crate::agent::handle::validate_maintenance_reason(reason)
                         .map(|()| state.actions.push(format!("maint on {reason}"))),
                     None => {
                         state.actions.push("maint off".to_string());

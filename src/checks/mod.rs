@@ -81,8 +81,8 @@ pub const MAX_CHECK_NAME: usize = 64;
 
 impl CheckSpec {
     /// Checks what serde could not; the error names the key.
-    pub fn check(&self) -> Result<(), SpecError> {
-        crate::model::check_name(&self.name, MAX_CHECK_NAME)?;
+    pub fn validate(&self) -> Result<(), SpecError> {
+        crate::model::validate_name(&self.name, MAX_CHECK_NAME)?;
         if self.interval < Duration::from_millis(100) {
             return Err(SpecError::new("interval", "must be at least 100ms".into()));
         }
@@ -387,7 +387,7 @@ mod tests {
         let s = spec(
             "name = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2",
         );
-        assert_eq!(s.check(), Ok(()));
+        assert_eq!(s.validate(), Ok(()));
         assert_eq!(parse_statuses(&s.expect_status), Ok(vec![(200, 399)]));
     }
 
@@ -418,7 +418,11 @@ mod tests {
                 "rise",
             ),
         ] {
-            assert_eq!(spec(text).check().err().map(|e| e.key), Some(key), "{text}");
+            assert_eq!(
+                spec(text).validate().err().map(|e| e.key),
+                Some(key),
+                "{text}"
+            );
         }
     }
 

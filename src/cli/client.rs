@@ -163,7 +163,8 @@ async fn maint_to(command: MaintCommand, out: &mut impl Write) -> anyhow::Result
     match command {
         MaintCommand::On { api, reason } => {
             // Said here, before the network, as the agent would say it.
-            crate::agent::handle::check_maintenance_reason(&reason).map_err(anyhow::Error::msg)?;
+            crate::agent::handle::validate_maintenance_reason(&reason)
+                .map_err(anyhow::Error::msg)?;
             let client = ApiClient::new(&api, Some(REQUEST_TIMEOUT))?;
             let body = crate::api::json::MaintenanceRequest { reason };
             let _: serde_json::Value = client.call(Method::PUT, &path, Some(&body)).await?;

@@ -165,7 +165,10 @@ mod tests {
         let text = format!(
             "name = \"x\"\nkind = \"exec\"\nevents = [\"member.failed\"]\ntimeout = \"{timeout}\"\ncommand = [\"/bin/sh\", \"-c\", {command:?}]"
         );
-        toml::from_str::<HookSpec>(&text).unwrap().check().unwrap()
+        toml::from_str::<HookSpec>(&text)
+            .unwrap()
+            .validate()
+            .unwrap()
     }
 
     fn event() -> HookEvent {
@@ -236,7 +239,10 @@ mod tests {
         let text = format!(
             "name = \"x\"\nkind = \"webhook\"\nevents = [\"member.failed\"]\nurl = \"http://admin:hunter2@127.0.0.1:{port}/hook/tok3n\""
         );
-        let hook = toml::from_str::<HookSpec>(&text).unwrap().check().unwrap();
+        let hook = toml::from_str::<HookSpec>(&text)
+            .unwrap()
+            .validate()
+            .unwrap();
         let outcome = attempt_once(&hook).await;
         let Outcome::Retry { error, .. } = outcome else {
             panic!("{outcome:?}");

@@ -585,7 +585,7 @@ mod tests {
             "name = \"x\"\nkind = \"exec\"\nevents = [\"member.failed\"]\ncommand = [\"/bin/true\"]\nbackoff_base = \"1s\"\nbackoff_max = \"8s\"",
         )
         .unwrap()
-        .check()
+        .validate()
         .unwrap();
         let full = |n| backoff(&hook, n, None, 1.0);
         assert_eq!(

@@ -459,7 +459,10 @@ mod tests {
         let text = format!(
             "name = \"lb\"\nkind = \"exec\"\nevents = [\"member.failed\", \"member.recovered\"]\ncommand = [\"/bin/true\"]\n{extra}"
         );
-        toml::from_str::<HookSpec>(&text).unwrap().check().unwrap()
+        toml::from_str::<HookSpec>(&text)
+            .unwrap()
+            .validate()
+            .unwrap()
     }
 
     fn event(kind: &str, member: &str, incarnation: u64) -> HookEvent {
@@ -510,7 +513,10 @@ mod tests {
         let text = format!(
             "name = \"lb\"\nkind = \"exec\"\n{spec}\ncommand = [\"/bin/true\"]\nhold_down = \"0s\""
         );
-        let hook = toml::from_str::<HookSpec>(&text).unwrap().check().unwrap();
+        let hook = toml::from_str::<HookSpec>(&text)
+            .unwrap()
+            .validate()
+            .unwrap();
         let mut p = Policy::new(Arc::new(vec![hook]));
         let t0 = Instant::now();
         let all_alive = members(&[

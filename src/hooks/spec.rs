@@ -181,8 +181,8 @@ pub const MAX_HOOK_NAME: usize = 64;
 
 impl HookSpec {
     /// Checks everything serde could not; the error names the key at fault.
-    pub fn check(self) -> Result<Hook, SpecError> {
-        crate::model::check_name(&self.name, MAX_HOOK_NAME)?;
+    pub fn validate(self) -> Result<Hook, SpecError> {
+        crate::model::validate_name(&self.name, MAX_HOOK_NAME)?;
         if self.events.is_empty() {
             return Err(SpecError::new(
                 "events",
@@ -336,7 +336,7 @@ mod tests {
         );
         toml::from_str::<HookSpec>(&text)
             .map_err(|e| SpecError::new("toml", e.to_string()))?
-            .check()
+            .validate()
     }
 
     #[test]
@@ -375,7 +375,7 @@ mod tests {
             "name = \"x\"\nkind = \"exec\"\nevents = [\"member.gone\"]\ncommand = [\"/bin/true\"]",
         )
         .unwrap()
-        .check()
+        .validate()
         .err()
         .unwrap();
         assert_eq!(e.key, "events");

@@ -183,7 +183,7 @@ fn for_peer(meant: Option<&NodeName>, peer: &NodeName) -> bool {
     meant.is_none_or(|m| m == peer)
 }
 
-enum Slot {
+enum PoolEntry {
     Connected {
         conn: quinn::Connection,
         /// The name in the peer's certificate.
@@ -201,7 +201,7 @@ enum Slot {
 }
 
 struct Pool {
-    peers: HashMap<SocketAddr, Slot>,
+    peers: HashMap<SocketAddr, PoolEntry>,
 }
 
 struct Shared {
@@ -293,11 +293,11 @@ impl Transport {
         let removed = {
             let mut pool = lock(&self.shared.pool);
             match pool.peers.get(&addr) {
-                Some(Slot::Connected { .. }) => pool.peers.remove(&addr),
+                Some(PoolEntry::Connected { .. }) => pool.peers.remove(&addr),
                 _ => None,
             }
         };
-        if let Some(Slot::Connected { conn, .. }) = removed {
+        if let Some(PoolEntry::Connected { conn, .. }) = removed {
             conn.close(0u32.into(), b"port unreachable");
         }
     }
@@ -312,7 +312,7 @@ impl Transport {
                 .peers
                 .iter()
                 .filter_map(|(addr, slot)| match slot {
-                    Slot::Connected { conn, .. } => {
+                    PoolEntry::Connected { conn, .. } => {
                         let chain = conn
                             .peer_identity()
                             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
@@ -325,7 +325,7 @@ impl Transport {
             addrs
                 .into_iter()
                 .filter_map(|addr| match pool.peers.remove(&addr) {
-                    Some(Slot::Connected { conn, .. }) => Some((addr, conn)),
+                    Some(PoolEntry::Connected { conn, .. }) => Some((addr, conn)),
                     _ => None,
                 })
                 .collect()
@@ -376,7 +376,7 @@ impl Transport {
             rx_bytes: closed.3,
         };
         for slot in lock(&self.shared.pool).peers.values() {
-            if let Slot::Connected { conn, .. } = slot {
+            if let PoolEntry::Connected { conn, .. } = slot {
                 let s = conn.stats();
                 totals.tx_datagrams += s.udp_tx.datagrams;
                 totals.tx_bytes += s.udp_tx.bytes;
@@ -402,7 +402,7 @@ impl Transport {
         let mut pool = lock(&shared.pool);
         let full = pool.peers.len() >= shared.config.max_connections.saturating_mul(2);
         match pool.peers.get_mut(&to) {
-            Some(Slot::Connected {
+            Some(PoolEntry::Connected {
                 conn,
                 peer,
                 last_used,
@@ -417,14 +417,14 @@ impl Transport {
                 drop(pool);
                 transmit(shared, &conn, channel, payload);
             }
-            Some(Slot::Dialing { queue }) => {
+            Some(PoolEntry::Dialing { queue }) => {
                 if queue.len() >= QUEUE_PER_PEER {
                     queue.pop_front();
                     shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
                 }
                 queue.push_back((channel, payload, to_name.cloned()));
             }
-            Some(Slot::Backoff { until, .. }) if *until > now => {
+            Some(PoolEntry::Backoff { until, .. }) if *until > now => {
                 shared.stats.send_drops.fetch_add(1, Ordering::Relaxed);
             }
             // Dialling and backed-off addresses are bounded too (the sweeper forgets old
@@ -434,12 +434,12 @@ impl Transport {
             }
             _ => {
                 let wait = match pool.peers.get(&to) {
-                    Some(Slot::Backoff { wait, .. }) => *wait,
+                    Some(PoolEntry::Backoff { wait, .. }) => *wait,
                     _ => Duration::ZERO,
                 };
                 pool.peers.insert(
                     to,
-                    Slot::Dialing {
+                    PoolEntry::Dialing {
                         queue: VecDeque::from([(channel, payload, to_name.cloned())]),
                     },
                 );
@@ -584,10 +584,10 @@ async fn dial(shared: Arc<Shared>, to: SocketAddr, previous_wait: Duration) {
             let wait = (previous_wait * 2).clamp(first, longest);
             let mut pool = lock(&shared.pool);
             // An incoming connection may have arrived meanwhile: keep it.
-            if matches!(pool.peers.get(&to), Some(Slot::Dialing { .. }))
-                && let Some(Slot::Dialing { queue }) = pool.peers.insert(
+            if matches!(pool.peers.get(&to), Some(PoolEntry::Dialing { .. }))
+                && let Some(PoolEntry::Dialing { queue }) = pool.peers.insert(
                     to,
-                    Slot::Backoff {
+                    PoolEntry::Backoff {
                         until: Instant::now() + wait,
                         wait,
                     },
@@ -686,7 +686,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
     let now = Instant::now();
     let mut pool = lock(&shared.pool);
     let queued = match pool.peers.remove(&addr) {
-        Some(Slot::Connected {
+        Some(PoolEntry::Connected {
             conn: existing,
             peer: existing_peer,
             since,
@@ -704,7 +704,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
             if keep_existing {
                 pool.peers.insert(
                     addr,
-                    Slot::Connected {
+                    PoolEntry::Connected {
                         conn: existing,
                         peer: existing_peer,
                         since,
@@ -723,12 +723,12 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
             });
             VecDeque::new()
         }
-        Some(Slot::Dialing { queue }) => queue,
+        Some(PoolEntry::Dialing { queue }) => queue,
         _ => VecDeque::new(),
     };
     pool.peers.insert(
         addr,
-        Slot::Connected {
+        PoolEntry::Connected {
             conn: conn.clone(),
             peer: peer.clone(),
             since: now,
@@ -759,7 +759,7 @@ fn register(shared: &Arc<Shared>, conn: quinn::Connection, dialled_by_us: bool) 
 fn connected(pool: &Pool) -> usize {
     pool.peers
         .values()
-        .filter(|s| matches!(s, Slot::Connected { .. }))
+        .filter(|s| matches!(s, PoolEntry::Connected { .. }))
         .count()
 }
 
@@ -768,7 +768,7 @@ fn least_recently_used(pool: &mut Pool, count: usize, keep: SocketAddr) -> Vec<q
         .peers
         .iter()
         .filter_map(|(a, s)| match s {
-            Slot::Connected { last_used, .. } if *a != keep => Some((*last_used, *a)),
+            PoolEntry::Connected { last_used, .. } if *a != keep => Some((*last_used, *a)),
             _ => None,
         })
         .collect();
@@ -777,7 +777,7 @@ fn least_recently_used(pool: &mut Pool, count: usize, keep: SocketAddr) -> Vec<q
         .into_iter()
         .take(count)
         .filter_map(|(_, a)| match pool.peers.remove(&a) {
-            Some(Slot::Connected { conn, .. }) => Some(conn),
+            Some(PoolEntry::Connected { conn, .. }) => Some(conn),
             _ => None,
         })
         .collect()
@@ -851,7 +851,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
         closed.3 += s.udp_rx.bytes;
     }
     let mut pool = lock(&shared.pool);
-    if let Some(Slot::Connected { conn: current, .. }) = pool.peers.get(&addr)
+    if let Some(PoolEntry::Connected { conn: current, .. }) = pool.peers.get(&addr)
         && current.stable_id() == conn.stable_id()
     {
         pool.peers.remove(&addr);
@@ -901,8 +901,8 @@ async fn idle_sweeper(shared: std::sync::Weak<Shared>) {
         };
         let now = Instant::now();
         lock(&shared.pool).peers.retain(|_, slot| match slot {
-            Slot::Backoff { until, wait } => now < *until + *wait * 4,
-            Slot::Connected { .. } | Slot::Dialing { .. } => true,
+            PoolEntry::Backoff { until, wait } => now < *until + *wait * 4,
+            PoolEntry::Connected { .. } | PoolEntry::Dialing { .. } => true,
         });
     }
 }

@@ -165,7 +165,7 @@ pub trait Element: Sized {
     /// Appends the value's encoding to `out`.
     fn write(&self, out: &mut Vec<u8>);
     /// Reads one value and checks it, allocating nothing.
-    fn check(cursor: &mut Cursor<'_>) -> Result<(), DecodeError>;
+    fn validate(cursor: &mut Cursor<'_>) -> Result<(), DecodeError>;
     /// Reads one value and decodes it.
     fn read(cursor: &mut Cursor<'_>) -> Result<Self, DecodeError>;
 }
@@ -174,7 +174,7 @@ impl Element for Update {
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&encode_update(self));
     }
-    fn check(cursor: &mut Cursor<'_>) -> Result<(), DecodeError> {
+    fn validate(cursor: &mut Cursor<'_>) -> Result<(), DecodeError> {
         UpdateRef::read(cursor).map(drop)
     }
     fn read(cursor: &mut Cursor<'_>) -> Result<Update, DecodeError> {
@@ -186,7 +186,7 @@ impl Element for Note {
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&encode_note(self));
     }
-    fn check(cursor: &mut Cursor<'_>) -> Result<(), DecodeError> {
+    fn validate(cursor: &mut Cursor<'_>) -> Result<(), DecodeError> {
         read_note(cursor).map(drop)
     }
     fn read(cursor: &mut Cursor<'_>) -> Result<Note, DecodeError> {
@@ -222,7 +222,7 @@ pub fn decode_received(
     }
     // The structure pass bounds every declared length and the nesting, so that the typed
     // pass below never meets a length beyond the input.
-    if check_structure(body)? != body.len() {
+    if validate_structure(body)? != body.len() {
         return Err(malformed("trailing bytes after the packet"));
     }
     read_packet(&mut Cursor::new(body))
@@ -596,7 +596,7 @@ fn bounded(count: usize) -> Result<usize, DecodeError> {
 
 /// Walks one msgpack value and returns how many bytes it spans. Every declared length is
 /// checked against the bytes left (an element takes at least one byte), nesting is bounded.
-pub fn check_structure(bytes: &[u8]) -> Result<usize, DecodeError> {
+pub fn validate_structure(bytes: &[u8]) -> Result<usize, DecodeError> {
     let mut cursor = Cursor::new(bytes);
     cursor.value(0)?;
     Ok(cursor.pos)
@@ -854,7 +854,7 @@ impl<'a> Cursor<'a> {
         let count = self.array_len()?;
         let start = self.pos;
         for _ in 0..count {
-            T::check(self)?;
+            T::validate(self)?;
         }
         let bytes = self.bytes.get(start..self.pos).unwrap_or_default();
         Ok(Encoded {

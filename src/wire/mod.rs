@@ -10,7 +10,7 @@ pub use codec::{
     VERSION, append_notes, encode, encode_head, encode_note, encode_packet, encode_update,
     encode_updates_len, encoded_len, tags_len,
 };
-pub use decode::{Encoded, MAX_ELEMENTS, Received, check_structure, decode, decode_received};
+pub use decode::{Encoded, MAX_ELEMENTS, Received, decode, decode_received, validate_structure};
 pub use message::{
     Ack, Digest, KIND_NAMES, MAX_CLOSED_WITNESSES, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN,
     MAX_RELEASE_LEN, Message, Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,

@@ -187,7 +187,7 @@ proptest! {
             bytes[at % len] = value;
         }
         // Only whole values: serde would read a prefix of the bytes and leave the rest.
-        prop_assume!(check_structure(&bytes) == Ok(bytes.len()));
+        prop_assume!(validate_structure(&bytes) == Ok(bytes.len()));
         prop_assert_eq!(reader_update(&bytes), serde_update(&bytes), "{:02x?}", bytes);
     }
 }
@@ -246,7 +246,7 @@ fn declared_lengths_beyond_the_input_are_rejected() {
         Err(DecodeError::Malformed(_))
     ));
     // A string claiming 4 GiB.
-    assert!(check_structure(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a']).is_err());
+    assert!(validate_structure(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a']).is_err());
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn an_update_without_a_name_stops_the_decoding_at_once() {
 #[test]
 fn deep_nesting_is_rejected() {
     let bytes = vec![0x91; 64];
-    assert!(check_structure(&bytes).is_err());
+    assert!(validate_structure(&bytes).is_err());
 }
 
 #[test]

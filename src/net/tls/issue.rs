@@ -70,7 +70,7 @@ impl Ca {
             return Err(TlsError::NoCa(dir.to_owned()));
         }
         let ca_cert = read_certs(&ca_path, "CA certificate")?.swap_remove(0);
-        check_key_permissions(&ca_key_path, "CA key")?;
+        refuse_loose_permissions(&ca_key_path, "CA key")?;
         let ca_key_der = read_key(&ca_key_path, "CA key")?;
         let provider = provider();
         keys_match(&ca_cert, &ca_key_der, &provider).map_err(|error| TlsError::KeyMismatch {

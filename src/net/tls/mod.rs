@@ -287,7 +287,7 @@ pub fn load_with_crl(
         None => Vec::new(),
     };
     let chain = read_certs(cert, "tls.cert")?;
-    check_key_permissions(key, "tls.key")?;
+    refuse_loose_permissions(key, "tls.key")?;
     let key_der = read_key(key, "tls.key")?;
     let not_after = |der: &CertificateDer<'_>| {
         x509_parser::parse_x509_certificate(der)
@@ -509,7 +509,7 @@ pub(super) fn read_key(
 ///
 /// Group read is allowed: it is how a root-owned key is shared with the daemon's group
 /// (`root:swimd`, mode 0640), the arrangement PostgreSQL also accepts.
-pub(super) fn check_key_permissions(path: &Path, setting: &'static str) -> Result<(), TlsError> {
+pub(super) fn refuse_loose_permissions(path: &Path, setting: &'static str) -> Result<(), TlsError> {
     let mode = fs::metadata(path)
         .map_err(read_error(path, setting))?
         .permissions()

@@ -80,7 +80,7 @@ impl Swim {
         let room = self
             .config
             .datagram_budget
-            .saturating_sub(payload.len() + 3);
+            .saturating_sub(payload.len() + UPDATES_HEADER_LEN);
         let buddy = slot.filter(|&s| {
             self.members
                 .get(s)
@@ -132,7 +132,7 @@ impl Swim {
             let room = self
                 .config
                 .datagram_budget
-                .saturating_sub(payload.len() + 4);
+                .saturating_sub(payload.len() + NOTES_HEADER_LEN);
             let mut notes = Vec::new();
             self.notes.fill(room, limit, &mut notes);
             let notes: Vec<&[u8]> = notes.iter().map(Vec::as_slice).collect();

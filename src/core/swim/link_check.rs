@@ -122,8 +122,10 @@ impl Swim {
         self.stats.link_checks_failed += 1;
         // Retry soon (a suspicion runs out in seconds), then back off to 16 probe intervals,
         // so a member with bad links does not keep rolling the dice.
-        self.link_check_backoff = (self.link_check_backoff * 2)
-            .clamp(self.config.probe_timeout, self.config.probe_interval * 16);
+        self.link_check_backoff = (self.link_check_backoff * 2).clamp(
+            self.config.probe_timeout,
+            self.config.probe_interval * LINK_CHECK_MAX_BACKOFF,
+        );
         let at = now + self.link_check_backoff;
         self.link_check_after = Some(at);
         self.schedule(at, Timer::LinkCheckRetry);

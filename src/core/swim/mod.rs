@@ -188,6 +188,24 @@ struct Relay {
     target: NodeName,
 }
 
+/// Most members queued to be probed out of their turn (relays that stayed silent).
+const MAX_PROBE_NEXT: usize = 8;
+/// When a relay nacks, as a fraction of the probe timeout: the requester decides at its
+/// probe interval, and a nack at the full timeout would arrive just after that decision.
+const RELAY_NACK_AT: (u32, u32) = (4, 5);
+/// Bytes the updates array's header takes beyond the packet's head (a datagram never holds
+/// more than 65,535 updates: msgpack array16 at most).
+const UPDATES_HEADER_LEN: usize = 3;
+/// Bytes the notes take beyond the updates: one turns the packet array into five
+/// elements, three for the notes array's header.
+const NOTES_HEADER_LEN: usize = 4;
+/// Gossip intervals before another sync, after a sync that taught us something.
+const SYNC_AGAIN_AFTER: u32 = 4;
+/// Digest exchanges after joining (about 1, 5, 20 and 80 gossip intervals after it).
+const SYNCS_AFTER_JOIN: u8 = 4;
+/// Longest wait between failed link checks, in probe intervals.
+const LINK_CHECK_MAX_BACKOFF: u32 = 16;
+
 /// Ping-reqs being relayed at once, at most; more are refused (a probe timeout each).
 const MAX_RELAYS: usize = 1024;
 

@@ -221,7 +221,9 @@ impl Swim {
         // In a partition this finds the far side's members in a few rounds.
         if probe.nacks > 0 {
             for helper in probe.silent_helpers {
-                if !self.probe_next_queue.contains(&helper) && self.probe_next_queue.len() < 8 {
+                if !self.probe_next_queue.contains(&helper)
+                    && self.probe_next_queue.len() < MAX_PROBE_NEXT
+                {
                     self.probe_next_queue.push_back(helper);
                 }
             }
@@ -368,7 +370,7 @@ impl Swim {
         // (twice as late by default): a nack at the full timeout would arrive just after that
         // decision and never count (then every failed probe looked like our own fault).
         self.schedule(
-            now + self.config.probe_timeout * 4 / 5,
+            now + self.config.probe_timeout * RELAY_NACK_AT.0 / RELAY_NACK_AT.1,
             Timer::RelayNack(seq),
         );
         self.schedule(now + self.config.probe_timeout, Timer::RelayTimeout(seq));

@@ -151,7 +151,7 @@ impl Swim {
             // then all of them send an update elsewhere.
             if taught && !join && !self.sync_again_scheduled && !self.leaving {
                 self.sync_again_scheduled = true;
-                let delay = self.config.gossip_interval * 4;
+                let delay = self.config.gossip_interval * SYNC_AGAIN_AFTER;
                 self.schedule(now + delay, Timer::SyncAgain);
             }
             if join {

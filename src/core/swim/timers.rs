@@ -68,7 +68,7 @@ impl Swim {
                     Some(peer) if !self.leaving => self.push_pull(now, peer, false),
                     _ => self.sync_with_random_member(now),
                 }
-                if round < 3 {
+                if round < SYNCS_AFTER_JOIN - 1 {
                     let delay = self.config.gossip_interval * (4 << (2 * round));
                     self.schedule(now + delay, Timer::SyncAfterJoin(round + 1));
                 }

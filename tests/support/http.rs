@@ -153,6 +153,9 @@ fn read_response(mut reader: impl BufRead) -> Result<Response, String> {
             .map_err(|e| format!("body: {e}"))?;
     }
     response.body = String::from_utf8(body).map_err(|e| format!("body: {e}"))?;
+    // We asked the server to close: wait until it has, so that it, not we, ends the
+    // connection, as the old client did (read to close) and as curl does.
+    let _ = std::io::copy(&mut reader.take(1 << 20), &mut std::io::sink());
     Ok(response)
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use swimd::wire;
 
 #[path = "../tests/decode_cases/mod.rs"]
-mod decode_cases;
+pub mod decode_cases;
 
 struct Counting;
 

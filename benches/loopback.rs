@@ -4,12 +4,17 @@
 //! calibration of the simulator's transport model instead: `SWIMD_BENCH_N` agents (250)
 //! from a cold start to steady state (about five minutes).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use swimd::model::State;
+
+use support::cluster::Cluster;
+use support::http;
+use support::procfs::usage;
+use support::tools::{signal, swimd};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -17,15 +22,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn udp_tx(c: &Cluster, i: usize) -> (u64, u64) {
-    get(&c.nodes[i].api(), "/v1/self")
-        .ok()
-        .map(|s| {
-            (
-                s["transport"]["udp_tx_datagrams"].as_u64().unwrap_or(0),
-                s["transport"]["udp_tx_bytes"].as_u64().unwrap_or(0),
-            )
-        })
-        .unwrap_or((0, 0))
+    http::self_view(&c.nodes[i].api()).map_or((0, 0), |s| {
+        (s.transport.udp_tx_datagrams, s.transport.udp_tx_bytes)
+    })
 }
 
 fn simulate(args: &[&str]) -> serde_json::Value {
@@ -74,7 +73,8 @@ fn twenty() {
         std::thread::sleep(Duration::from_secs(2));
         c.kill(victim);
         let name = c.nodes[victim].name.clone();
-        if let Some(took) = c.wait_state(&observers, &name, "failed", Duration::from_secs(30)) {
+        if let Some(took) = c.wait_state(&observers, &name, State::Failed, Duration::from_secs(30))
+        {
             detections.push(took.as_secs_f64());
         }
         c.start(victim);
@@ -109,7 +109,7 @@ fn twenty() {
         signal(pid, libc::SIGTERM);
     }
     let left = c
-        .wait_state(&observers, &name, "left", Duration::from_secs(10))
+        .wait_state(&observers, &name, State::Left, Duration::from_secs(10))
         .map(|_| t0.elapsed());
     println!(
         "graceful leave seen by all of 20: {:.3} s",
@@ -187,19 +187,17 @@ type Counters = (f64, u64, u64, u64, u64, u64);
 
 fn counters(c: &Cluster, i: usize) -> Counters {
     let cpu = usage(c.nodes[i].pid().unwrap_or(0)).1;
-    let transport = get(&c.nodes[i].api(), "/v1/self")
-        .ok()
-        .map(|s| s["transport"].clone())
+    let transport = http::self_view(&c.nodes[i].api())
+        .map(|s| s.transport)
         .unwrap_or_default();
-    let field = |name: &str| transport[name].as_u64().unwrap_or(0);
-    let datagrams = field("udp_tx_datagrams");
+    let datagrams = transport.udp_tx_datagrams;
     (
         cpu,
         datagrams,
-        field("udp_tx_bytes") + 28 * datagrams,
-        field("handshakes"),
-        field("connections"),
-        field("swim_bytes_sent"),
+        transport.udp_tx_bytes + 28 * datagrams,
+        transport.handshakes,
+        transport.connections as u64,
+        transport.swim_bytes_sent,
     )
 }
 

@@ -1,16 +1,19 @@
 //! Real agents under abuse from outsiders: floods that must not cost the cluster its view.
 
-mod common;
+pub mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, TempDir, usage};
+use support::cluster::{Cluster, TempDir};
+use support::http;
+use support::procfs::usage;
 
 /// Cumulative `swimd_probe_rtt_seconds` bucket counts of node `i` (by upper bound).
 fn rtt_buckets(c: &Cluster, i: usize) -> Vec<(f64, f64)> {
-    let (_, text) =
-        common::request_text(&c.nodes[i].metrics(), "GET", "/metrics", None).expect("metrics");
+    let text = http::request(&c.nodes[i].metrics(), "GET", "/metrics", None)
+        .expect("metrics")
+        .body;
     text.lines()
         .filter_map(|l| l.strip_prefix("swimd_probe_rtt_seconds_bucket{le=\""))
         .filter_map(|rest| {
@@ -183,8 +186,8 @@ fn idle_and_slow_http_clients_cannot_lock_out_health_checks_and_scrapes() {
         for _ in 0..10 {
             for (path, addr) in [("/v1/health", ports[0]), ("/metrics", ports[1])] {
                 let started = Instant::now();
-                let result = common::request_text(&addr.to_string(), "GET", path, None);
-                answers.push((path, result.map(|(status, _)| status), started.elapsed()));
+                let result = http::request(&addr.to_string(), "GET", path, None);
+                answers.push((path, result.map(|answer| answer.status), started.elapsed()));
             }
             views.extend(c.not_alive(0..c.nodes.len()));
             std::thread::sleep(Duration::from_millis(500));

@@ -1,12 +1,16 @@
 //! Real `swimd agent` processes talking QUIC with mutual TLS on loopback.
 
-mod common;
+pub mod support;
 
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use swimd::model::State;
+
+use support::cluster::{Cluster, TempDir, config_text, within};
+use support::http;
+use support::tools::{SWIMD, signal, swimd, swimd_bin, swimd_in, wait_timeout};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -22,7 +26,7 @@ fn five_agents_converge_and_a_killed_one_is_failed_everywhere() {
         c.log(0)
     );
     c.kill(2);
-    let took = c.wait_state(&[0, 1, 3, 4], "node-3", "failed", secs(15));
+    let took = c.wait_state(&[0, 1, 3, 4], "node-3", State::Failed, secs(15));
     let took = took
         .unwrap_or_else(|| panic!("node-3 not failed everywhere; log of node-1:\n{}", c.log(0)));
     assert!(took <= secs(10), "detection took {took:?}");
@@ -44,7 +48,7 @@ fn a_killed_agent_is_failed_on_its_observers_word_that_its_port_is_closed() {
     c.kill(2);
     let survivors = [0, 1, 3, 4, 5];
     let took = c
-        .wait_state(&survivors, "node-3", "failed", secs(15))
+        .wait_state(&survivors, "node-3", State::Failed, secs(15))
         .unwrap_or_else(|| panic!("node-3 not failed everywhere; log of node-1:\n{}", c.log(0)));
     let sum = |series: &str| -> f64 { survivors.iter().filter_map(|&i| c.metric(i, series)).sum() };
     let errors = sum("swimd_ports_unreachable_total");
@@ -70,12 +74,15 @@ fn an_agent_restarted_right_after_its_failure_is_not_failed_again() {
         let mut c = Cluster::converged("refail", 39, 3);
         c.kill(2);
         assert!(
-            c.wait_state(&[0, 1], "node-3", "failed", secs(15))
+            c.wait_state(&[0, 1], "node-3", State::Failed, secs(15))
                 .is_some()
         );
         std::thread::sleep(Duration::from_millis(delay_ms));
         c.start(2);
-        assert!(c.wait_state(&[0, 1], "node-3", "alive", secs(15)).is_some());
+        assert!(
+            c.wait_state(&[0, 1], "node-3", State::Alive, secs(15))
+                .is_some()
+        );
         let again = within(secs(5), || !c.not_alive([0, 1]).is_empty());
         assert!(
             again.is_none(),
@@ -93,14 +100,14 @@ fn sigterm_is_a_graceful_leave_seen_as_left_everywhere() {
     assert!(c.wait_converged(secs(10)).is_some());
     assert_eq!(c.terminate(3), Some(0), "graceful exit status");
     assert!(
-        c.wait_state(&[0, 1, 2], "node-4", "left", secs(3))
+        c.wait_state(&[0, 1, 2], "node-4", State::Left, secs(3))
             .is_some()
     );
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..3 {
         assert_eq!(
-            c.view(i).unwrap()["node-4"].0,
-            "left",
+            c.view(i).unwrap()["node-4"].state,
+            State::Left,
             "node-4 must stay left, never failed"
         );
     }
@@ -111,22 +118,22 @@ fn restarted_agent_is_alive_again_with_a_higher_incarnation() {
     let mut c = Cluster::new("restart", 23, 4);
     c.start_all();
     assert!(c.wait_converged(secs(10)).is_some());
-    let before = c.view(0).unwrap()["node-2"].1;
+    let before = c.view(0).unwrap()["node-2"].incarnation;
     c.kill(1);
     assert!(
-        c.wait_state(&[0, 2, 3], "node-2", "failed", secs(15))
+        c.wait_state(&[0, 2, 3], "node-2", State::Failed, secs(15))
             .is_some()
     );
     c.start(1);
     assert!(
-        c.wait_state(&[0, 2, 3], "node-2", "alive", secs(10))
+        c.wait_state(&[0, 2, 3], "node-2", State::Alive, secs(10))
             .is_some(),
         "{}",
         c.log(1)
     );
     for i in [0, 2, 3] {
         assert!(
-            c.view(i).unwrap()["node-2"].1 > before,
+            c.view(i).unwrap()["node-2"].incarnation > before,
             "incarnation must rise"
         );
     }
@@ -144,13 +151,15 @@ fn restarted_agent_rejoins_with_no_seed_reachable() {
     c.kill(0);
     c.start(2);
     assert!(
-        c.wait_state(&[1, 2], "node-3", "alive", secs(10)).is_some(),
+        c.wait_state(&[1, 2], "node-3", State::Alive, secs(10))
+            .is_some(),
         "node-2:\n{}\nnode-3:\n{}",
         c.log(1),
         c.log(2)
     );
     assert!(
-        c.wait_state(&[2], "node-2", "alive", secs(10)).is_some(),
+        c.wait_state(&[2], "node-2", State::Alive, secs(10))
+            .is_some(),
         "{}",
         c.log(2)
     );
@@ -218,7 +227,7 @@ fn garbage_and_truncated_packets_neither_crash_nor_wedge_an_agent() {
     // Still detecting failures afterwards.
     c.kill(3);
     assert!(
-        c.wait_state(&[0, 1, 2], "node-4", "failed", secs(15))
+        c.wait_state(&[0, 1, 2], "node-4", State::Failed, secs(15))
             .is_some(),
         "{}",
         c.log(0)
@@ -303,35 +312,40 @@ fn api_and_cli_output_shapes() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 
-    let me = get(&api, "/v1/self").unwrap();
-    assert_eq!(me["member"]["name"], "node-1");
-    let one = get(&api, "/v1/members/node-2").unwrap();
-    assert_eq!(one["state"], "alive");
+    let me = http::self_view(&api).unwrap();
+    assert_eq!(me.member.name, "node-1");
+    let one = http::member(&api, "node-2").unwrap();
+    assert_eq!(one.state, State::Alive);
     assert_eq!(
-        request(&api, "GET", "/v1/members/nobody", None).unwrap().0,
+        http::request(&api, "GET", "/v1/members/nobody", None)
+            .unwrap()
+            .status,
         404
     );
     assert_eq!(
-        request(
+        http::request(
             &api,
             "PUT",
             "/v1/self/tags",
             Some(r#"{"tags":{"role":"web"}}"#)
         )
         .unwrap()
-        .0,
+        .status,
         200
     );
-    assert!(c.wait_state(&[1, 2], "node-1", "alive", secs(5)).is_some());
+    assert!(
+        c.wait_state(&[1, 2], "node-1", State::Alive, secs(5))
+            .is_some()
+    );
     let deadline = std::time::Instant::now() + secs(5);
     loop {
-        let seen = get(&c.nodes[1].api(), "/v1/members/node-1").unwrap();
-        if seen["tags"]["role"] == "web" {
+        let seen = http::member(&c.nodes[1].api(), "node-1").unwrap();
+        if seen.tags.get("role").is_some_and(|role| role == "web") {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "tags did not spread: {seen}"
+            "tags did not spread: {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -345,7 +359,10 @@ fn api_and_cli_output_shapes() {
     );
     let status = wait_timeout(c.nodes[2].child.as_mut().unwrap(), secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(0));
-    assert!(c.wait_state(&[0, 1], "node-3", "left", secs(3)).is_some());
+    assert!(
+        c.wait_state(&[0, 1], "node-3", State::Left, secs(3))
+            .is_some()
+    );
 }
 
 #[test]
@@ -463,13 +480,13 @@ fn sighup_with_an_invalid_config_keeps_running() {
     signal(c.nodes[0].pid().unwrap(), libc::SIGHUP);
     let deadline = std::time::Instant::now() + secs(5);
     loop {
-        let seen = get(&c.nodes[1].api(), "/v1/members/node-1").unwrap();
-        if seen["tags"]["zone"] == "b" {
+        let seen = http::member(&c.nodes[1].api(), "node-1").unwrap();
+        if seen.tags.get("zone").is_some_and(|zone| zone == "b") {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "reloaded tags did not spread: {seen}\n{}",
+            "reloaded tags did not spread: {seen:?}\n{}",
             c.log(0)
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -570,13 +587,15 @@ fn metrics_endpoint_exposes_every_metric() {
     assert!(c.wait_converged(secs(10)).is_some());
     c.kill(2);
     assert!(
-        c.wait_state(&[0, 1], "node-3", "failed", secs(15))
+        c.wait_state(&[0, 1], "node-3", State::Failed, secs(15))
             .is_some(),
         "{}",
         c.log(0)
     );
     for addr in [c.nodes[0].api(), c.nodes[0].metrics()] {
-        let (status, text) = request_text(&addr, "GET", "/metrics", None).unwrap();
+        let http::Response {
+            status, body: text, ..
+        } = http::request(&addr, "GET", "/metrics", None).unwrap();
         assert_eq!(status, 200, "{addr}: {text}");
         let families = parse_prometheus_text(&text);
         for name in METRIC_NAMES {
@@ -595,10 +614,10 @@ fn metrics_endpoint_exposes_every_metric() {
         );
     }
     // The read-only listener serves health too, and nothing else.
-    let (status, _) = request_text(&c.nodes[0].metrics(), "GET", "/v1/health", None).unwrap();
-    assert_eq!(status, 200);
-    let (status, _) = request_text(&c.nodes[0].metrics(), "GET", "/v1/members", None).unwrap();
-    assert_eq!(status, 404);
+    let health = http::request(&c.nodes[0].metrics(), "GET", "/v1/health", None).unwrap();
+    assert_eq!(health.status, 200);
+    let members = http::request(&c.nodes[0].metrics(), "GET", "/v1/members", None).unwrap();
+    assert_eq!(members.status, 404);
 }
 
 #[test]
@@ -627,11 +646,11 @@ fn agents_talk_over_ipv6() {
     }
     let deadline = std::time::Instant::now() + secs(10);
     let seen = loop {
-        let view = get("127.0.33.2:7947", "/v1/members/v6-1");
-        if let Ok(member) = &view
-            && member["state"] == "alive"
+        let view = http::member("127.0.33.2:7947", "v6-1");
+        if let Ok(member) = view
+            && member.state == State::Alive
         {
-            break Some(member["addr"].clone());
+            break Some(member.addr);
         }
         if std::time::Instant::now() > deadline {
             break None;
@@ -644,7 +663,7 @@ fn agents_talk_over_ipv6() {
     }
     assert_eq!(
         seen,
-        Some(serde_json::json!("[::1]:17946")),
+        Some("[::1]:17946".to_string()),
         "v6-2 never saw v6-1 alive over IPv6"
     );
 }

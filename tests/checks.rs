@@ -2,7 +2,7 @@
 //! `critical` everywhere, fires a hook once, and comes back `passing`; a flapping check does
 //! not flap the member; a hung exec check is killed and counted.
 
-mod common;
+pub mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -10,7 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use swimd::api::json::HealthJson;
+use swimd::model::{Health, State};
+
+use support::cluster::{Cluster, within};
+use support::http;
+use support::tools::swimd;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -61,36 +66,24 @@ impl Drop for Backend {
 }
 
 /// (health, failing checks) of `subject` as node `i` sees it.
-fn health(c: &Cluster, i: usize, subject: &str) -> Option<(String, Vec<String>)> {
-    let m = get(&c.nodes[i].api(), &format!("/v1/members/{subject}")).ok()?;
-    Some((
-        m["health"].as_str()?.to_string(),
-        m["failing_checks"]
-            .as_array()?
-            .iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect(),
-    ))
+fn health(c: &Cluster, i: usize, subject: &str) -> Option<(Health, Vec<String>)> {
+    let m = http::member(&c.nodes[i].api(), subject).ok()?;
+    Some((m.health, m.failing_checks))
 }
 
+/// Waits until every listed observer sees `subject` with health `want`.
 fn wait_health(
     c: &Cluster,
     observers: &[usize],
     subject: &str,
-    want: &str,
+    want: Health,
     limit: Duration,
 ) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if observers
+    within(limit, || {
+        observers
             .iter()
             .all(|&o| health(c, o, subject).is_some_and(|(h, _)| h == want))
-        {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    })
 }
 
 #[test]
@@ -115,14 +108,11 @@ fn a_stopped_backend_makes_its_member_critical_everywhere_fires_a_hook_once_and_
     let backend = Backend::start(backend_addr);
     c.start_all();
     assert!(c.wait_converged(secs(15)).is_some());
-    assert_eq!(
-        health(&c, 2, "node-1").map(|h| h.0).as_deref(),
-        Some("passing")
-    );
+    assert_eq!(health(&c, 2, "node-1").map(|h| h.0), Some(Health::Passing));
 
     drop(backend);
     let stopped = Instant::now();
-    assert!(wait_health(&c, &[0, 1, 2], "node-1", "critical", secs(10)).is_some());
+    assert!(wait_health(&c, &[0, 1, 2], "node-1", Health::Critical, secs(10)).is_some());
     let took = stopped.elapsed();
     // interval × fall, plus one run's timeout, plus a gossip round (and polling slack).
     assert!(
@@ -133,24 +123,23 @@ fn a_stopped_backend_makes_its_member_critical_everywhere_fires_a_hook_once_and_
         health(&c, 2, "node-1").map(|h| h.1),
         Some(vec!["web".to_string()])
     );
-    let (status, body) = request(&c.nodes[0].api(), "GET", "/v1/health", None).unwrap();
-    assert_eq!(status, 503);
-    assert!(body.contains("checks failing: web"), "{body}");
+    let answer = http::request(&c.nodes[0].api(), "GET", "/v1/health", None).unwrap();
+    assert_eq!(answer.status, 503);
+    let unhealthy: HealthJson = answer.json().unwrap();
+    assert!(
+        unhealthy.reason.contains("checks failing: web"),
+        "{unhealthy:?}"
+    );
     assert_eq!(c.metric(0, "swimd_check_status{check=\"web\"}"), Some(0.0));
     assert!(c.metric(2, "swimd_members_health{health=\"critical\"}") == Some(1.0));
     let members = swimd(&["members", "--api", &c.nodes[2].api()]);
     let table = String::from_utf8_lossy(&members.stdout);
     assert!(table.contains("critical (web)"), "{table}");
     // Still alive: health never fails a member.
-    assert_eq!(
-        c.view(2)
-            .and_then(|v| v.get("node-1").map(|s| s.0.clone()))
-            .as_deref(),
-        Some("alive")
-    );
+    assert_eq!(c.state(2, "node-1"), Some(State::Alive));
 
     let _backend = Backend::start(backend_addr);
-    assert!(wait_health(&c, &[0, 1, 2], "node-1", "passing", secs(10)).is_some());
+    assert!(wait_health(&c, &[0, 1, 2], "node-1", Health::Passing, secs(10)).is_some());
     // Wait for the passing delivery, then a moment more for any duplicate to show.
     let start = Instant::now();
     while start.elapsed() < secs(5)
@@ -205,7 +194,7 @@ fn a_flapping_check_does_not_flap_the_member_and_a_hung_check_is_killed() {
     );
     assert_eq!(
         health(&c, 1, "node-1"),
-        Some(("critical".to_string(), vec!["hung".to_string()])),
+        Some((Health::Critical, vec!["hung".to_string()])),
         "the hung check is critical"
     );
     assert!(

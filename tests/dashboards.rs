@@ -1,7 +1,7 @@
 //! The Grafana dashboard and the alert rules in `dashboards/`, checked by the real tools:
 //! promtool, a real Prometheus scraping real agents, and TypeScript against `@grafana/schema`.
 
-mod common;
+pub mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use regex::Regex;
 use serde_json::Value;
 
-use common::*;
+use support::cluster::{Cluster, Node, TempDir};
+use support::http;
+use support::tools::require_tool;
 
 fn dashboards_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
@@ -289,11 +291,13 @@ fn every_metric_in_the_dashboard_and_the_alerts_is_exported_and_every_swimd_metr
     c.start_all();
     let deadline = Instant::now() + Duration::from_secs(10);
     let exposition = loop {
-        match request_text(&c.nodes[0].metrics(), "GET", "/metrics", None) {
-            Ok((200, body))
-                if body.contains("swimd_member_up{") && body.contains("swimd_hook_enabled{") =>
+        match http::request(&c.nodes[0].metrics(), "GET", "/metrics", None) {
+            Ok(answer)
+                if answer.status == 200
+                    && answer.body.contains("swimd_member_up{")
+                    && answer.body.contains("swimd_hook_enabled{") =>
             {
-                break body;
+                break answer.body;
             }
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             other => panic!(
@@ -395,7 +399,8 @@ impl Prometheus {
 
     /// `data` of a successful API answer.
     fn api(&self, path: &str) -> Result<Value, String> {
-        let (status, body) = http_get(&self.address, path)?;
+        let http::Response { status, body, .. } =
+            http::request_within(&self.address, "GET", path, None, Duration::from_secs(5))?;
         let answer: Value =
             serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
         if status != 200 || answer["status"] != "success" {
@@ -444,32 +449,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A plain HTTP/1.0 GET (no chunked bodies to undo): status and body.
-fn http_get(address: &str, path: &str) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let socket = address.parse().map_err(|e| format!("{address}: {e}"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no HTTP status in {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 fn url_encode(text: &str) -> String {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use swimd::wire::{self, ClusterId, MAX_STREAM_LEN};
 
-mod decode_cases;
+pub mod decode_cases;
 
 use decode_cases::Case;
 

@@ -1,7 +1,7 @@
 //! `swimd demo`, the README's first command: it runs to the end, shows a failure detected
 //! and a webhook delivered, and leaves nothing behind, even when it is killed.
 
-mod common;
+pub mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::procfs::stat_fields;
+use support::tools::{signal, swimd_bin};
 
 /// Both tests use the demo's fixed addresses (127.0.77.x).
 static DEMO: Mutex<()> = Mutex::new(());

@@ -5,7 +5,7 @@
 //! `/etc/resolv.conf`, so nothing on the machine changes. Needs root (skipped loudly
 //! without it; failed under `CI=true`).
 
-mod common;
+pub mod support;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, swimd_bin};
+use support::cluster::{Cluster, within};
+use support::http;
+use support::tools::{require_tool_with, swimd, swimd_bin};
 
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 36, 53);
 const SRV_NAME: &str = "_swimd._udp.swimd.test";
@@ -167,7 +169,7 @@ fn answer(msg: &[u8], query: &Query, zone: &Zone, serving: bool) -> Vec<u8> {
 
 #[test]
 fn agents_find_the_cluster_through_an_srv_seed_and_retry_until_dns_answers() {
-    if !root_or_skip() || !common::require_tool_with("unshare", "--version", "util-linux") {
+    if !root_or_skip() || !require_tool_with("unshare", "--version", "util-linux") {
         return;
     }
     let mut cluster = Cluster::new("dns", 36, 3);
@@ -205,7 +207,7 @@ fn agents_find_the_cluster_through_an_srv_seed_and_retry_until_dns_answers() {
         start_with_resolv(&mut cluster, i, &resolv);
     }
     // NXDOMAIN first: the agents say so and keep asking.
-    let asked = common::within(Duration::from_secs(10), || {
+    let asked = within(Duration::from_secs(10), || {
         dns.srv_queries.load(Ordering::Relaxed) >= 2
             && (1..3).all(|i| cluster.log(i).contains("cannot resolve seed"))
     });
@@ -263,7 +265,7 @@ fn start_with_resolv(cluster: &mut Cluster, i: usize, resolv: &std::path::Path) 
 /// suspects it.
 #[test]
 fn a_resolver_that_never_answers_holds_up_neither_probes_nor_the_api() {
-    if !root_or_skip() || !common::require_tool_with("unshare", "--version", "util-linux") {
+    if !root_or_skip() || !require_tool_with("unshare", "--version", "util-linux") {
         return;
     }
     let mut cluster = Cluster::new("dns-silent", 37, 3);
@@ -286,7 +288,7 @@ fn a_resolver_that_never_answers_holds_up_neither_probes_nor_the_api() {
     let api = cluster.nodes[2].api();
     let join = std::thread::spawn(move || {
         let started = std::time::Instant::now();
-        let out = common::swimd(&[
+        let out = swimd(&[
             "join",
             "--api",
             &api,
@@ -301,7 +303,7 @@ fn a_resolver_that_never_answers_holds_up_neither_probes_nor_the_api() {
     let mut not_alive = Vec::new();
     while !join.is_finished() && started.elapsed() < Duration::from_secs(15) {
         let asked = std::time::Instant::now();
-        let health = common::request_text(&cluster.nodes[2].api(), "GET", "/v1/health", None);
+        let health = http::request(&cluster.nodes[2].api(), "GET", "/v1/health", None);
         slowest = slowest.max(asked.elapsed());
         assert!(health.is_ok(), "health: {health:?}");
         not_alive.extend(cluster.not_alive(0..3));

@@ -6,14 +6,17 @@
 //! machine has two cores. Under `CI=true` the long fault windows (10% loss, the flipping
 //! link, the watch after the lossy host fails) run for half as long.
 
-mod common;
-mod lab;
+pub mod lab;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use swimd::model::State;
+
 use lab::{Direction, Event, Lab, unix_now};
+use support::http;
 
 const HOSTS: usize = 10;
 
@@ -76,7 +79,7 @@ fn describe(events: &[Event], lab: &Lab) -> String {
                 lab.name(e.observer),
                 e.member,
                 e.kind,
-                e.previous_state
+                e.previous_state.map_or("", State::as_str)
             )
         })
         .collect::<Vec<_>>()
@@ -113,7 +116,7 @@ fn wait_healed(lab: &Lab, limit: Duration) -> Option<Duration> {
                 Some(view) => {
                     let not_alive: Vec<String> = view
                         .iter()
-                        .filter(|(_, state)| *state != "alive")
+                        .filter(|(_, state)| **state != State::Alive)
                         .map(|(name, state)| format!("{name}={state}"))
                         .collect();
                     if !not_alive.is_empty() || view.len() < lab.len() {
@@ -215,7 +218,7 @@ fn halves_of_a_partition_fail_each_other_and_heal_without_restart() {
     let cut = Instant::now();
     lab.partition(&a, &b);
     let detected = lab.wait_until(PARTITION_HOLD, |lab| {
-        lab.sees(&a, &b, "failed") && lab.sees(&b, &a, "failed")
+        lab.sees(&a, &b, State::Failed) && lab.sees(&b, &a, State::Failed)
     });
     let Some(detected) = detected else {
         panic!(
@@ -230,7 +233,7 @@ fn halves_of_a_partition_fail_each_other_and_heal_without_restart() {
     // Hold the partition as long as `swimd simulate --scenario partition-heal` does.
     std::thread::sleep(PARTITION_HOLD.saturating_sub(cut.elapsed()));
     assert!(
-        lab.sees(&a, &b, "failed") && lab.sees(&b, &a, "failed"),
+        lab.sees(&a, &b, State::Failed) && lab.sees(&b, &a, State::Failed),
         "a half saw the other again while still partitioned"
     );
     lab.heal();
@@ -265,7 +268,7 @@ fn host_that_cannot_receive_ends_failed_everywhere_and_no_other_host_flaps() {
     let since = unix_now();
     lab.loss(deaf, Direction::Inbound, 100);
     let detected = lab.wait_until(Duration::from_secs(40), |lab| {
-        lab.sees(&others, &[deaf], "failed")
+        lab.sees(&others, &[deaf], State::Failed)
     });
     assert!(
         detected.is_some(),
@@ -278,7 +281,7 @@ fn host_that_cannot_receive_ends_failed_everywhere_and_no_other_host_flaps() {
     // Stay deaf a while: it must stay failed, and no one else may be failed.
     std::thread::sleep(Duration::from_secs(20));
     assert!(
-        lab.sees(&others, &[deaf], "failed"),
+        lab.sees(&others, &[deaf], State::Failed),
         "the deaf host came back while still deaf"
     );
     let about_deaf: Vec<Event> = lab
@@ -304,9 +307,7 @@ fn host_that_cannot_receive_ends_failed_everywhere_and_no_other_host_flaps() {
         describe(&wrong, &lab)
     );
     let health = |lab: &Lab| {
-        common::get(&lab.hosts[deaf].api(), "/v1/self")
-            .map(|me| me["health_score"].clone())
-            .unwrap_or_default()
+        http::self_view(&lab.hosts[deaf].api()).map_or_else(|e| e, |me| me.health_score.to_string())
     };
     eprintln!(
         "deaf: its own health score before healing: {}",
@@ -335,7 +336,7 @@ fn host_with_80_percent_outbound_loss_ends_failed_without_flapping() {
     let since = unix_now();
     lab.loss(lossy, Direction::Outbound, 80);
     let detected = lab.wait_until(Duration::from_secs(60), |lab| {
-        lab.sees(&others, &[lossy], "failed")
+        lab.sees(&others, &[lossy], State::Failed)
     });
     assert!(
         detected.is_some(),
@@ -368,7 +369,7 @@ fn host_with_80_percent_outbound_loss_ends_failed_without_flapping() {
             describe(&seen.iter().map(|e| (*e).clone()).collect::<Vec<_>>(), &lab)
         );
     }
-    assert!(lab.sees(&others, &[lossy], "failed"));
+    assert!(lab.sees(&others, &[lossy], State::Failed));
     // No healthy host is declared failed, by anyone: the lossy host holds back verdicts
     // that rest on its own probes while it is accused and its link check fails.
     let wrong: Vec<Event> = events_of(&lab, "member.failed", since)
@@ -454,7 +455,7 @@ fn rolling_restart_shows_only_left_and_joined() {
             lab.wait_until(Duration::from_secs(10), |lab| lab.sees(
                 &others,
                 &[i],
-                "left"
+                State::Left
             ))
             .is_some(),
             "{} is not `left` everywhere 10 s after SIGTERM",

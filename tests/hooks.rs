@@ -2,7 +2,7 @@
 //! SIGKILLed agent with deliveries pending, exec hooks, and cluster hooks delivered exactly
 //! once and never from a minority.
 
-mod common;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -12,8 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
-use swimd::hooks::payload::{decode_secret, verify};
+use swimd::hooks::payload::{HookEvent, decode_secret, verify};
+use swimd::model::State;
+
+use support::cluster::Cluster;
+use support::tools::{signal, swimd};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -124,17 +127,13 @@ fn serve(mut stream: TcpStream, key: &[u8]) -> Option<Received> {
     let timestamp: u64 = header(&head, "webhook-timestamp")?.parse().ok()?;
     let signed = header(&head, "webhook-signature")
         .is_some_and(|sig| verify(key, &id, timestamp, &body, &sig));
-    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    assert_eq!(
-        json["data"]["id"],
-        id.as_str(),
-        "webhook-id is the event id"
-    );
+    let event: HookEvent = serde_json::from_slice(&body).ok()?;
+    assert_eq!(event.data.id, id, "webhook-id is the event id");
     Some(Received {
         id,
-        kind: json["type"].as_str()?.to_string(),
-        member: json["data"]["member"]["name"].as_str()?.to_string(),
-        observed_by: json["data"]["observed_by"].as_str()?.to_string(),
+        kind: event.kind,
+        member: event.data.member.name,
+        observed_by: event.data.observed_by,
         signed,
     })
 }
@@ -204,7 +203,7 @@ fn webhook_outage_then_every_event_once_and_signed_and_exec_hooks_run() {
     let outage = Instant::now();
     c.kill(2);
     assert!(
-        c.wait_state(&[0, 1], "node-3", "failed", secs(15))
+        c.wait_state(&[0, 1], "node-3", State::Failed, secs(15))
             .is_some()
     );
     assert!(
@@ -218,7 +217,10 @@ fn webhook_outage_then_every_event_once_and_signed_and_exec_hooks_run() {
         "deliveries are retried while the receiver is down"
     );
     c.start(2);
-    assert!(c.wait_state(&[0], "node-3", "alive", secs(15)).is_some());
+    assert!(
+        c.wait_state(&[0], "node-3", State::Alive, secs(15))
+            .is_some()
+    );
     assert!(
         wait_metric(&c, 0, "swimd_hook_outbox_depth{hook=\"lb\"}", 2.0, secs(5)),
         "both events wait in the outbox"
@@ -291,7 +293,10 @@ fn deliveries_pending_at_a_sigkill_are_made_after_the_restart() {
     c.start_all();
     assert!(c.wait_converged(secs(15)).is_some());
     c.kill(2);
-    assert!(c.wait_state(&[0], "node-3", "failed", secs(15)).is_some());
+    assert!(
+        c.wait_state(&[0], "node-3", State::Failed, secs(15))
+            .is_some()
+    );
     assert!(wait_metric(
         &c,
         0,
@@ -301,7 +306,7 @@ fn deliveries_pending_at_a_sigkill_are_made_after_the_restart() {
     ));
     let incarnation = c
         .view(1)
-        .and_then(|v| v.get("node-3").map(|s| s.1))
+        .and_then(|v| v.get("node-3").map(|m| m.incarnation))
         .unwrap_or(0);
     c.kill(0);
     let receiver = Receiver::start(receiver_addr);
@@ -340,7 +345,7 @@ fn a_cluster_hook_is_delivered_exactly_once() {
     assert!(c.wait_converged(secs(15)).is_some());
     c.kill(3);
     assert!(
-        c.wait_state(&[0, 1, 2], "node-4", "failed", secs(15))
+        c.wait_state(&[0, 1, 2], "node-4", State::Failed, secs(15))
             .is_some()
     );
     assert!(receiver.wait_for(secs(10), |got| !got.is_empty()));
@@ -378,8 +383,11 @@ fn an_agent_alone_delivers_no_cluster_hook() {
     for &pid in &paused {
         signal(pid, libc::SIGSTOP);
     }
-    let seen = c.wait_state(&[0], "node-2", "failed", secs(20)).is_some()
-        && c.wait_state(&[0], "node-3", "failed", secs(20)).is_some();
+    let seen = c
+        .wait_state(&[0], "node-2", State::Failed, secs(20))
+        .is_some()
+        && c.wait_state(&[0], "node-3", State::Failed, secs(20))
+            .is_some();
     let suppressed = wait_metric(
         &c,
         0,

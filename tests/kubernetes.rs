@@ -4,7 +4,7 @@
 //!
 //! YAML is read by the PyYAML that kubernetes-validate depends on (`python3`), as JSON.
 
-mod common;
+pub mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -15,7 +15,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use swimd::config::Seed;
 
-use common::*;
+use support::cluster::TempDir;
+use support::tools::{require_tool, swimd};
 
 /// The newest Kubernetes whose schemas kubernetes-validate 1.37.0 ships (README in
 /// deploy/kubernetes says so too).

@@ -2,14 +2,15 @@
 //! unpacked into a scratch root, and checked file by file, with systemd's tools, with the
 //! binary it installs, and with lintian.
 
-mod common;
+pub mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::*;
+use support::cluster::TempDir;
+use support::tools::{require_tool, swimd_bin};
 
 const SOURCE: &str = env!("CARGO_MANIFEST_DIR");
 

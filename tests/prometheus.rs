@@ -1,12 +1,16 @@
 //! swimd's metrics, checked by Prometheus's own tool.
 
-mod common;
+pub mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use swimd::model::State;
+
+use support::cluster::Cluster;
+use support::http;
+use support::tools::require_tool;
 
 #[test]
 fn promtool_check_metrics_is_clean_on_a_live_agent() {
@@ -19,11 +23,11 @@ fn promtool_check_metrics_is_clean_on_a_live_agent() {
     assert!(c.wait_converged(Duration::from_secs(10)).is_some());
     c.kill(2);
     assert!(
-        c.wait_state(&[0, 1], "node-3", "failed", Duration::from_secs(15))
+        c.wait_state(&[0, 1], "node-3", State::Failed, Duration::from_secs(15))
             .is_some()
     );
-    let (status, body) =
-        request_text(&c.nodes[0].metrics(), "GET", "/metrics", None).expect("scrape");
+    let http::Response { status, body, .. } =
+        http::request(&c.nodes[0].metrics(), "GET", "/metrics", None).expect("scrape");
     assert_eq!(status, 200);
     let mut check = Command::new(tool)
         .args(["check", "metrics"])

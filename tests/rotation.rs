@@ -1,12 +1,15 @@
 //! Certificates on a running cluster (docs/rotation.md): the cluster CA and every node
 //! certificate replaced with SIGHUP only, then one member revoked, on five real agents.
 
-mod common;
+pub mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use swimd::model::State;
+
+use support::cluster::Cluster;
+use support::tools::signal;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -126,7 +129,7 @@ fn the_ca_and_every_certificate_are_replaced_with_sighup_only_then_a_revoked_mem
     std::fs::copy(&crl, tls.join("crl.pem")).expect("crl");
     let revoked = Instant::now();
     reload(&c, &[0, 1, 2, 3]);
-    let took = c.wait_state(&[0, 1, 2, 3], "node-5", "failed", secs(30));
+    let took = c.wait_state(&[0, 1, 2, 3], "node-5", State::Failed, secs(30));
     eprintln!(
         "ROTATION revoked node-5 failed on nodes 1-4 {:?} after the reload",
         took.map(|_| revoked.elapsed())
@@ -143,11 +146,11 @@ fn the_ca_and_every_certificate_are_replaced_with_sighup_only_then_a_revoked_mem
     std::thread::sleep(secs(3));
     let view = c.view(0).expect("view");
     assert_eq!(
-        view.get("node-5").map(|s| s.0.as_str()),
-        Some("failed"),
+        view.get("node-5").map(|m| m.state),
+        Some(State::Failed),
         "it stays failed: it cannot come back"
     );
     for other in ["node-1", "node-2", "node-3", "node-4"] {
-        assert_eq!(view.get(other).map(|s| s.0.as_str()), Some("alive"));
+        assert_eq!(view.get(other).map(|m| m.state), Some(State::Alive));
     }
 }

@@ -1,10 +1,11 @@
 //! The shipped systemd unit, checked by systemd's own tools.
 
-mod common;
+pub mod support;
 
 use std::process::Command;
 
-use common::*;
+use support::cluster::TempDir;
+use support::tools::{SWIMD, require_tool};
 
 /// The unit with its binary path pointed at the binary under test.
 fn unit_under_test(dir: &TempDir) -> std::path::PathBuf {

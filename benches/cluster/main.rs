@@ -21,15 +21,18 @@
 //! handlers (a script stamping `date +%s.%N` when Serf runs it). While bytes, memory and CPU
 //! are measured, nothing talks to the hosts.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 #[path = "../../tests/lab/mod.rs"]
-mod lab;
+pub mod lab;
+#[path = "../../tests/support/mod.rs"]
+pub mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lab::{Lab, unix_now};
+use support::http;
+use support::procfs::usage;
+use support::tools::{require_tool_with, swimd};
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
@@ -116,7 +119,7 @@ impl System for Swimd {
             lab.start_swimd(i);
         }
         let up = lab.wait_until(Duration::from_secs(20), |lab| {
-            (0..SWIMD_SEEDS).all(|i| common::get(&lab.hosts[i].api(), "/v1/self").is_ok())
+            (0..SWIMD_SEEDS).all(|i| http::self_view(&lab.hosts[i].api()).is_ok())
         });
         assert!(up.is_some(), "swimd seeds did not start");
     }
@@ -155,11 +158,11 @@ impl System for Swimd {
     }
 
     fn sent_by_own_count(&self, lab: &Lab, i: usize) -> Option<(u64, u64, u64)> {
-        let me = common::get(&lab.hosts[i].api(), "/v1/self").ok()?;
+        let me = http::self_view(&lab.hosts[i].api()).ok()?;
         Some((
-            me["transport"]["udp_tx_datagrams"].as_u64()?,
-            me["transport"]["udp_tx_bytes"].as_u64()?,
-            me["transport"]["connections"].as_u64()?,
+            me.transport.udp_tx_datagrams,
+            me.transport.udp_tx_bytes,
+            me.transport.connections as u64,
         ))
     }
 }
@@ -327,14 +330,14 @@ fn measure(system: &mut dyn System, tag: &str, net: u8, plan: &Plan) -> Option<F
         .collect();
     system.quiet(&mut lab);
     let before: Vec<((u64, u64), (u64, f64))> = (0..lab.len())
-        .map(|i| (lab.bytes(i), common::usage(lab.pid(i).unwrap_or(0))))
+        .map(|i| (lab.bytes(i), usage(lab.pid(i).unwrap_or(0))))
         .collect();
     let window_start = Instant::now();
     std::thread::sleep(plan.steady);
     let window = window_start.elapsed().as_secs_f64();
     for (i, ((sent0, received0), (_, cpu0))) in before.into_iter().enumerate() {
         let (sent, received) = lab.bytes(i);
-        let (rss, cpu) = common::usage(lab.pid(i).unwrap_or(0));
+        let (rss, cpu) = usage(lab.pid(i).unwrap_or(0));
         figures.sent_per_s.push((sent - sent0) as f64 / window);
         figures
             .received_per_s
@@ -428,7 +431,7 @@ struct Prediction {
 
 fn simulate(hosts: usize, scenario: &str, profile: &str) -> serde_json::Value {
     let members = hosts.to_string();
-    let out = common::swimd(&[
+    let out = swimd(&[
         "simulate",
         "--members",
         &members,
@@ -478,7 +481,7 @@ fn main() {
         if !systems.split(',').any(|s| s == name) {
             continue;
         }
-        if name == "serf" && !common::require_tool_with("serf", "version", "serf") {
+        if name == "serf" && !require_tool_with("serf", "version", "serf") {
             continue;
         }
         let mut system: Box<dyn System> = match name {

@@ -246,7 +246,6 @@ pub fn honest(members: usize) -> Vec<Case> {
 
 /// Every prefix of every case up to `max` bytes long, and every single-byte corruption of
 /// the first `max` bytes: small inputs, mostly refused.
-#[allow(dead_code)] // the bench measures the large cases only
 pub fn small(cases: &[Case], max: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for case in cases {

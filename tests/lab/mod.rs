@@ -3,7 +3,7 @@
 //! deals out: partitions (two-way and one-way), random loss per direction, pauses, kills and
 //! restarts; per-host bytes from the veth counters; each swimd host's event stream.
 //!
-//! Use it from a system test with `mod common; mod lab;` (it uses `common`'s helpers). It needs
+//! Use it from a system test with `pub mod support; pub mod lab;` (it uses `support`). It needs
 //! root, `ip` (iproute2) and `nft` (nftables): `Lab::new` returns `None` (skipping loudly) when
 //! they are missing, and panics under `CI=true`.
 //!
@@ -20,8 +20,6 @@
 //! killed run with the same tag left behind: its namespaces (and the processes in them), its
 //! links.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -33,7 +31,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::common::{TempDir, config_text, get, signal, swimd_bin, wait_timeout};
+use swimd::api::json::EventJson;
+use swimd::model::State;
+
+use crate::support::cluster::{TempDir, config_text};
+use crate::support::http;
+use crate::support::tools::{
+    require_tool, require_tool_with, signal, swimd, swimd_bin, wait_timeout,
+};
 
 /// The gossip port every swimd host binds (its API is on 7947 of the same address).
 pub const GOSSIP_PORT: u16 = 7946;
@@ -54,7 +59,8 @@ pub struct Event {
     pub kind: String,
     /// The member the event is about.
     pub member: String,
-    pub previous_state: String,
+    /// Its state before, if the agent knew it.
+    pub previous_state: Option<State>,
     /// The agent's own clock (seconds since the Unix epoch).
     pub timestamp: f64,
     /// When the lab read it.
@@ -127,8 +133,7 @@ pub fn available() -> bool {
         eprintln!("SKIPPED: the namespace lab needs root");
         return false;
     }
-    crate::common::require_tool_with("ip", "-V", "iproute2")
-        && crate::common::require_tool("nft", "nftables")
+    require_tool_with("ip", "-V", "iproute2") && require_tool("nft", "nftables")
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -362,8 +367,14 @@ impl Lab {
         Some(lab)
     }
 
+    /// How many hosts the lab has.
     pub fn len(&self) -> usize {
         self.hosts.len()
+    }
+
+    /// Whether the lab has no hosts.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
     }
 
     /// Every host's index, for host sets.
@@ -413,13 +424,12 @@ impl Lab {
     pub fn configure_swimd(&mut self) {
         let tls = self.dir.0.join("tls");
         let tls_dir = tls.to_str().expect("utf-8 path");
-        let out = crate::common::swimd(&["tls", "init", "--dir", tls_dir, "--cluster", "lab"]);
+        let out = swimd(&["tls", "init", "--dir", tls_dir, "--cluster", "lab"]);
         assert!(out.status.success(), "swimd tls init: {out:?}");
         let seeds: Vec<SocketAddr> = self.hosts.iter().take(3).map(Host::gossip).collect();
         for host in &self.hosts {
             let ip = host.ip.to_string();
-            let out =
-                crate::common::swimd(&["tls", "issue", &host.name, "--dir", tls_dir, "--ip", &ip]);
+            let out = swimd(&["tls", "issue", &host.name, "--dir", tls_dir, "--ip", &ip]);
             assert!(out.status.success(), "swimd tls issue: {out:?}");
             std::fs::write(
                 &host.config,
@@ -597,20 +607,9 @@ impl Lab {
     // ----- observing swimd -----
 
     /// Members as host `i`'s agent lists them: name → state.
-    pub fn view(&self, i: usize) -> Option<BTreeMap<String, String>> {
-        let body = get(&self.hosts[i].api(), "/v1/members").ok()?;
-        let members = body.get("members")?.as_array()?.clone();
-        Some(
-            members
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        m.get("name")?.as_str()?.to_string(),
-                        m.get("state")?.as_str()?.to_string(),
-                    ))
-                })
-                .collect(),
-        )
+    pub fn view(&self, i: usize) -> Option<BTreeMap<String, State>> {
+        let members = http::members(&self.hosts[i].api()).ok()?;
+        Some(members.into_iter().map(|m| (m.name, m.state)).collect())
     }
 
     /// Polls `condition` every 50 ms until it holds (the time taken) or `limit` passes.
@@ -632,12 +631,12 @@ impl Lab {
     }
 
     /// Whether every observer lists every subject in `state`.
-    pub fn sees(&self, observers: &[usize], subjects: &[usize], state: &str) -> bool {
+    pub fn sees(&self, observers: &[usize], subjects: &[usize], state: State) -> bool {
         observers.iter().all(|&o| {
             self.view(o).is_some_and(|v| {
                 subjects
                     .iter()
-                    .all(|&s| v.get(&self.hosts[s].name).is_some_and(|st| st == state))
+                    .all(|&s| v.get(&self.hosts[s].name) == Some(&state))
             })
         })
     }
@@ -647,7 +646,7 @@ impl Lab {
         let running: Vec<usize> = (0..self.hosts.len())
             .filter(|&i| self.hosts[i].running())
             .collect();
-        self.wait_until(limit, |lab| lab.sees(&running, &running, "alive"))
+        self.wait_until(limit, |lab| lab.sees(&running, &running, State::Alive))
     }
 
     /// Follows every host's `GET /v1/events` (reconnecting across restarts; each process
@@ -812,17 +811,13 @@ impl Follower {
 }
 
 fn parse_event(observer: usize, data: &str) -> Option<Event> {
-    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    let event: EventJson = serde_json::from_str(data).ok()?;
     Some(Event {
         observer,
-        kind: v.get("type")?.as_str()?.to_string(),
-        member: v.get("member")?.get("name")?.as_str()?.to_string(),
-        previous_state: v
-            .get("previous_state")
-            .and_then(|p| p.as_str())
-            .unwrap_or("")
-            .to_string(),
-        timestamp: v.get("timestamp")?.as_f64()?,
+        kind: event.kind,
+        member: event.member.name,
+        previous_state: event.previous_state,
+        timestamp: event.timestamp,
         received: Instant::now(),
     })
 }

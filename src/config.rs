@@ -291,6 +291,32 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Every table of the agent's file and the keys it takes. `[gossip]` also takes every
+/// protocol setting (`core::Config`'s fields); `[[hooks]]` and `[[checks]]` entries take
+/// their specs' keys (checked by serde, so listed empty here). Any other key is an error.
+pub const KEYS: [(&str, &[&str]); 10] = [
+    ("node", &["name", "cluster", "tags"]),
+    ("gossip", &["bind", "advertise", "seeds"]),
+    ("tls", &["ca", "cert", "key", "crl"]),
+    (
+        "api",
+        &["listen", "token", "max_connections", "header_timeout"],
+    ),
+    ("metrics", &["listen", "member_up"]),
+    ("state", &["dir"]),
+    ("log", &["level", "format"]),
+    ("hooks", &[]),
+    ("checks", &[]),
+    ("haproxy_agent", &["listen", "max_failed_fraction"]),
+];
+
+/// The keys `KEYS` lists for `table`.
+fn keys_of(table: &str) -> &'static [&'static str] {
+    KEYS.iter()
+        .find(|(name, _)| *name == table)
+        .map_or(&[], |(_, keys)| keys)
+}
+
 /// Reads, parses and validates the file at `path`, resolving relative paths against its folder.
 pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -316,47 +342,24 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
             format!("cannot list the [gossip] settings: {e}"),
         )
     })?;
-    let gossip_keys: Vec<&str> = ["bind", "advertise", "seeds"]
-        .into_iter()
+    let gossip_keys: Vec<&str> = keys_of("gossip")
+        .iter()
+        .copied()
         .chain(protocol_defaults.keys().map(String::as_str))
         .collect();
 
     // Every unknown key, anywhere, is reported before any value is judged.
-    refuse_unknown_keys(
-        &src,
-        root,
-        "",
-        &[
-            "node",
-            "gossip",
-            "tls",
-            "api",
-            "metrics",
-            "state",
-            "log",
-            "hooks",
-            "checks",
-            "haproxy_agent",
-        ],
-    )?;
-    let node = Section::new(&src, root, "node", &["name", "cluster", "tags"])?;
+    let tables: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
+    refuse_unknown_keys(&src, root, "", &tables)?;
+    let section = |name: &'static str| Section::new(&src, root, name, keys_of(name));
+    let node = section("node")?;
     let gossip = Section::new(&src, root, "gossip", &gossip_keys)?;
-    let tls = Section::new(&src, root, "tls", &["ca", "cert", "key", "crl"])?;
-    let api = Section::new(
-        &src,
-        root,
-        "api",
-        &["listen", "token", "max_connections", "header_timeout"],
-    )?;
-    let metrics = Section::new(&src, root, "metrics", &["listen", "member_up"])?;
-    let state = Section::new(&src, root, "state", &["dir"])?;
-    let log = Section::new(&src, root, "log", &["level", "format"])?;
-    let haproxy = Section::new(
-        &src,
-        root,
-        "haproxy_agent",
-        &["listen", "max_failed_fraction"],
-    )?;
+    let tls = section("tls")?;
+    let api = section("api")?;
+    let metrics = section("metrics")?;
+    let state = section("state")?;
+    let log = section("log")?;
+    let haproxy = section("haproxy_agent")?;
     let base = path.parent().unwrap_or(Path::new(""));
 
     let node_config = parse_node(&node)?;
@@ -1259,6 +1262,14 @@ format = "json"
         assert!(config.api.token.is_some() && !config.node.tags.is_empty());
 
         let root: toml::Table = toml::from_str(&uncommented).unwrap();
+        for (table, keys) in KEYS.iter().filter(|(table, _)| *table != "haproxy_agent") {
+            for key in *keys {
+                assert!(
+                    root[*table].as_table().unwrap().contains_key(*key),
+                    "conf/swimd.toml lacks {table}.{key}"
+                );
+            }
+        }
         let gossip = root["gossip"].as_table().unwrap();
         for key in toml::Table::try_from(ProtocolConfig::default())
             .unwrap()
@@ -1293,6 +1304,16 @@ format = "json"
             .skip_while(|l| !l.starts_with("[haproxy_agent]"))
             .map(|l| format!("{l}\n"))
             .collect();
+        let documented: toml::Table = toml::from_str(&haproxy).unwrap();
+        for key in keys_of("haproxy_agent") {
+            assert!(
+                documented["haproxy_agent"]
+                    .as_table()
+                    .unwrap()
+                    .contains_key(*key),
+                "conf/swimd.toml's example lacks haproxy_agent.{key}"
+            );
+        }
         let config = parse(&format!("{MINIMAL}{haproxy}{hooks}"), &example_path()).unwrap();
         assert_eq!(
             config.haproxy_agent,

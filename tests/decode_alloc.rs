@@ -3,37 +3,11 @@
 //! worst cases at 16 MiB and 64 KiB, honest packets, the golden fixtures, and the prefixes and
 //! corruptions of all of them. One test in this binary, so nothing else allocates meanwhile.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use swimd::wire::{self, ClusterId, MAX_STREAM_LEN};
 
 pub mod decode_cases;
 
 use decode_cases::Case;
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout, passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: allocated by `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// The most `decode_received` allowed to allocate at once, per input byte.
 const BOUND: usize = 4;
@@ -41,10 +15,8 @@ const BOUND: usize = 4;
 /// Bytes allocated at the peak of decoding `input` (the decoded packet still held), and
 /// whether it decoded.
 fn peak(cluster: ClusterId, input: &[u8]) -> (usize, bool) {
-    let before = CURRENT.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
-    let decoded = wire::decode_received(cluster, input, MAX_STREAM_LEN);
-    let peak = PEAK.load(Ordering::SeqCst) - before;
+    let (decoded, peak) =
+        decode_cases::peak_during(|| wire::decode_received(cluster, input, MAX_STREAM_LEN));
     (peak, decoded.is_ok())
 }
 

@@ -76,14 +76,7 @@ impl Receiver {
     }
 
     fn wait_for(&self, limit: Duration, done: impl Fn(&[Received]) -> bool) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if done(&self.received()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        support::cluster::within(limit, || done(&self.received())).is_some()
     }
 }
 

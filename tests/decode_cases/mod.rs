@@ -2,10 +2,47 @@
 //! with: shared by `tests/decode_alloc.rs` (which asserts the bound) and `benches/decode.rs`
 //! (which prints the figures in release).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use swimd::wire::{
     self, ClusterId, HEADER_LEN, Incarnation, MAX_ELEMENTS, MAX_STREAM_LEN, Message, NodeName,
     Packet, Software, State, Tags, Update, VERSION, WireAddr,
 };
+
+/// The allocator of every binary that includes this module: the system's, counting the
+/// bytes held now and at the peak.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        // SAFETY: same layout, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+        // SAFETY: allocated by `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns what it returned and the most bytes it had allocated at once (what
+/// it returns still held). Single-threaded callers only: other threads' allocations count.
+pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    let out = f();
+    (out, PEAK.load(Ordering::SeqCst).saturating_sub(before))
+}
 
 /// The cluster every case is addressed to.
 pub fn cluster() -> ClusterId {

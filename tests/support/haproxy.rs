@@ -250,14 +250,10 @@ impl Traffic {
 
     /// Waits until `n` requests have been sent at or after `since`.
     pub fn wait_count(&self, since: Instant, n: usize, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.samples().iter().filter(|s| s.sent >= since).count() >= n {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        super::cluster::within(limit, || {
+            self.samples().iter().filter(|s| s.sent >= since).count() >= n
+        })
+        .is_some()
     }
 }
 

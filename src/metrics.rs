@@ -564,6 +564,9 @@ impl Metrics {
             snapshot.stats.ping_reqs_refused,
             snapshot.stats.incarnations_bounded,
             snapshot.stats.members_refused,
+            snapshot.stats.statements_unsigned,
+            snapshot.stats.statements_unproven,
+            snapshot.stats.credentials_refused,
         ]) {
             advance_to(&self.dropped.with_label_values(&[reason]), total);
         }
@@ -655,7 +658,7 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// `swimd_dropped_messages_total` reasons, in [`Metrics::update`]'s order.
-const DROP_REASONS: [&str; 11] = [
+const DROP_REASONS: [&str; 14] = [
     "decode_error",
     "identity_mismatch",
     "cluster_mismatch",
@@ -667,6 +670,9 @@ const DROP_REASONS: [&str; 11] = [
     "ping_req_unknown_target",
     "incarnation_out_of_bounds",
     "member_table_full",
+    "unsigned_statement",
+    "unproven_statement",
+    "credential_refused",
 ];
 
 /// Registers a metric whose definition is fixed in the code: an error is a programming

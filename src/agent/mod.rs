@@ -212,6 +212,7 @@ impl Agent {
             incarnation,
         };
         let mut swim = Swim::new(me, config.gossip.protocol.clone(), seed, now);
+        swim.set_keyring(Box::new(tls::ClusterKeyring::new(&identity)?));
         if let Some(reason) = state.maintenance()? {
             // Maintenance outlives restarts: a member the operator took out stays out until
             // `swimd maint off`, however often it is restarted meanwhile.
@@ -463,8 +464,10 @@ impl Agent {
             }
             Ok(packet) => {
                 self.metrics.message_received(packet.message.kind());
+                let now = Instant::now();
                 self.swim
-                    .handle_packet(Instant::now(), inbound.from, packet);
+                    .learn_credential(now, &inbound.peer, &inbound.credential);
+                self.swim.handle_packet(now, inbound.from, packet);
             }
             Err(e) => {
                 self.drops.count(&e);
@@ -889,10 +892,21 @@ impl Agent {
                 return false;
             }
         };
+        let keyring = match tls::ClusterKeyring::new(&identity) {
+            Ok(keyring) => keyring,
+            Err(e) => {
+                error!("reload rejected, keeping the running configuration: tls: {e}");
+                return false;
+            }
+        };
         if let Err(e) = self.transport.reload_tls(&identity) {
             error!("reload rejected, keeping the running configuration: tls: {e}");
             return false;
         }
+        // Credentials are learnt again, under the new CA and revocation lists, as peers
+        // reconnect and pass statements on; ours are signed with the new key from now on.
+        self.swim.set_keyring(Box::new(keyring));
+        self.swim.tell_credential(Instant::now());
         self.metrics.tls_expiry(identity.expiry());
         self.identity = identity;
         self.revalidate_peers();

@@ -73,6 +73,10 @@ pub struct Config {
     pub reap_left_after: Duration,
     /// Largest encoded size of this member's tags, in bytes.
     pub max_tags_bytes: usize,
+    /// Take a statement about another member (`alive`, `left`) passed on without its
+    /// maker's proof, as v0.1.0 agents pass them on: for a rolling upgrade only. A
+    /// member once seen signing is never taken unsigned again.
+    pub accept_unsigned: bool,
 }
 
 impl Default for Config {
@@ -102,6 +106,7 @@ impl Default for Config {
             reap_failed_after: Duration::from_secs(24 * 3600),
             reap_left_after: Duration::from_secs(24 * 3600),
             max_tags_bytes: 512,
+            accept_unsigned: false,
         }
     }
 }

@@ -13,7 +13,7 @@ use rand_core::RngCore;
 
 use super::overlay::Overlay;
 
-use crate::wire::{Incarnation, NodeName, Software, State, Tags};
+use crate::wire::{Blob, Incarnation, NodeName, Software, State, Tags};
 
 /// A member's identity: changes only with a higher incarnation, shared between snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,9 @@ pub(crate) struct Member {
     pub(crate) incarnation: Incarnation,
     pub(crate) state: State,
     pub(crate) since: Instant,
+    /// The member's signature over its statement as held (`alive` with `info`, or `left`,
+    /// at `incarnation`), when it made one: passed on with the statement.
+    pub(crate) proof: Option<Blob>,
 }
 
 pub(crate) type Slot = u32;
@@ -452,12 +455,22 @@ impl Members {
             }
             member.state = state;
             member.incarnation = incarnation;
+            member.proof = None;
         }
     }
 
+    /// A new identity; the proof held was for the old one.
     pub(crate) fn set_info(&mut self, slot: Slot, info: Arc<MemberInfo>) {
         if let Some(Some(member)) = self.slots.get_mut(slot as usize) {
             member.info = info;
+            member.proof = None;
+        }
+    }
+
+    /// The proof of the statement now held (after `set_state`/`set_info`, which drop it).
+    pub(crate) fn set_proof(&mut self, slot: Slot, proof: Option<Blob>) {
+        if let Some(Some(member)) = self.slots.get_mut(slot as usize) {
+            member.proof = proof;
         }
     }
 

@@ -14,6 +14,7 @@
 mod awareness;
 mod broadcast;
 mod config;
+mod keyring;
 mod members;
 mod notes;
 mod overlay;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{Config, ConfigError, Profile};
+pub use keyring::{Keyring, ModelKeyring, Proven};
 pub use members::{Health, MemberInfo};
 pub use swim::{ForceLeaveError, Identity, NoteError, Swim, TagsError};
 pub use trace::{Step, TraceEntry};
@@ -192,6 +194,14 @@ pub struct Stats {
     pub ports_unreachable: u64,
     /// Members declared failed at once because their observers found their port closed.
     pub closed_port_verdicts: u64,
+    /// Statements about another member passed on without its proof, refused.
+    pub statements_unsigned: u64,
+    /// Statements whose proof did not check out, even with a fresh credential, or for
+    /// which none came: refused.
+    pub statements_unproven: u64,
+    /// Credentials received that did not check out (not from the cluster CA, revoked,
+    /// naming another member).
+    pub credentials_refused: u64,
     /// Sum and count of direct-probe round trips, in microseconds.
     pub rtt_us_sum: u64,
     /// Number of round trips summed in `rtt_us_sum`.

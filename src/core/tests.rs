@@ -84,6 +84,13 @@ fn packet(from: u8, message: Message, updates: Vec<Update>) -> Packet {
     }
 }
 
+/// `update` with the proof its member's own keyring (the model's) would give it.
+fn signed(mut update: Update) -> Update {
+    let statement = wire::statement(CLUSTER, &update);
+    update.proof = Some(wire::Blob::from(ModelKeyring::proof(&update.name, &statement)));
+    update
+}
+
 fn claim(about: &str, incarnation: u64, state: State, from: &str) -> Update {
     Update {
         name: NodeName::new(about),
@@ -387,7 +394,11 @@ fn left_is_not_failed_and_is_announced_with_a_new_incarnation() {
     swim.handle_packet(
         now,
         addr(1),
-        packet(1, Message::Gossip, vec![claim("n2", 1, State::Left, "")]),
+        packet(
+            1,
+            Message::Gossip,
+            vec![signed(claim("n2", 1, State::Left, ""))],
+        ),
     );
     let evs = events(&mut swim);
     assert_eq!(evs.len(), 1);
@@ -626,9 +637,14 @@ fn a_claim_an_older_agent_relayed_stripped_is_completed_by_the_member_or_a_newer
         ..Update::default()
     };
     let stripped = whole(None, None);
-    let full = whole(Some("upgrade"), Some(wire::Software::current()));
+    let full = signed(whole(Some("upgrade"), Some(wire::Software::current())));
+    // Older agents pass statements on unsigned: taken in a rolling upgrade only.
+    let upgrading = || Config {
+        accept_unsigned: true,
+        ..Config::default()
+    };
     for (relay, from) in [(2u8, "the member itself"), (3, "a newer relay")] {
-        let mut swim = core(3, now);
+        let mut swim = core_with(3, upgrading(), now);
         // n2 (an older agent) relays it first, without the fields it cannot read.
         swim.handle_packet(
             now,
@@ -659,7 +675,7 @@ fn a_claim_an_older_agent_relayed_stripped_is_completed_by_the_member_or_a_newer
         assert!(events(&mut swim).is_empty());
     }
     // A relay cannot take details away from what the member itself said, nor alter them.
-    let mut swim = core(3, now);
+    let mut swim = core_with(3, upgrading(), now);
     swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![full.clone()]));
     swim.handle_packet(now, addr(2), packet(2, Message::Gossip, vec![stripped]));
     let other = whole(Some("forged"), Some(wire::Software::current()));
@@ -785,7 +801,11 @@ fn each_update_is_sent_a_bounded_number_of_times() {
     swim.handle_packet(
         now,
         addr(1),
-        packet(1, Message::Gossip, vec![claim("n2", 1, State::Left, "")]),
+        packet(
+            1,
+            Message::Gossip,
+            vec![signed(claim("n2", 1, State::Left, ""))],
+        ),
     );
     let sent = run_until(&mut swim, now + Duration::from_secs(20));
     let copies = sent
@@ -1261,14 +1281,14 @@ fn a_recovery_learnt_in_a_push_pull_is_passed_on() {
     let now = Instant::now();
     let mut swim = core_where(10, Config::default(), now, failed_is(2));
     // After a partition heals, a peer's push-pull says n2 refuted its failure.
-    let back = Update {
+    let back = signed(Update {
         name: NodeName::new("n2"),
         incarnation: Incarnation(1),
         state: State::Alive,
         addr: Some(WireAddr(addr(2))),
         tags: Some(Tags::new()),
         ..Update::default()
-    };
+    });
     let sync = Message::PushPull(wire::PushPull {
         members: vec![back],
         ..wire::PushPull::default()
@@ -1310,14 +1330,14 @@ fn a_sync_that_teaches_something_is_followed_by_another_until_one_teaches_nothin
     assert_eq!(push_pulls_within(&mut swim, now, Duration::from_secs(2)), 0);
     // An answer with a member we did not know: another sync follows within a second.
     let t = now + Duration::from_secs(2);
-    let stranger = Update {
+    let stranger = signed(Update {
         name: NodeName::new("n42"),
         incarnation: Incarnation(0),
         state: State::Alive,
         addr: Some(WireAddr(addr(42))),
         tags: Some(Tags::new()),
         ..Update::default()
-    };
+    });
     swim.handle_packet(t, addr(1), packet(1, answer(vec![stranger]), vec![]));
     drain(&mut swim);
     assert_eq!(push_pulls_within(&mut swim, t, Duration::from_secs(1)), 1);
@@ -1343,7 +1363,13 @@ fn name_index(name: &NodeName) -> u8 {
 #[test]
 fn forged_incarnations_are_taken_at_what_their_sender_may_claim() {
     let now = Instant::now();
-    let mut swim = core(4, now);
+    // Unsigned copies as in a rolling upgrade (the only time they are taken), so that the
+    // bounds show; `statements_about_others_count_only_with_their_proof` has the rest.
+    let config = Config {
+        accept_unsigned: true,
+        ..Config::default()
+    };
+    let mut swim = core_with(4, config, now);
     // n1 claims n2 failed and n3 left at the top incarnation, and n4 alive far ahead.
     let forged = vec![
         claim("n2", u64::MAX, State::Failed, "n1"),
@@ -1391,6 +1417,234 @@ fn forged_incarnations_are_taken_at_what_their_sender_may_claim() {
         held(&swim, "n4"),
         (State::Alive, Incarnation(2 * MAX_INCARNATION_STEP + 1))
     );
+}
+
+fn alive_at(i: u8, incarnation: u64, at: SocketAddr) -> Update {
+    Update {
+        addr: Some(WireAddr(at)),
+        tags: Some(Tags::new()),
+        ..claim(&format!("n{i}"), incarnation, State::Alive, "")
+    }
+}
+
+#[test]
+fn statements_about_others_count_only_with_their_proof() {
+    let now = Instant::now();
+    let mut swim = core(4, now);
+    let held = |swim: &Swim, n: &str| {
+        let m = swim.member(n).expect("known");
+        (m.state, m.incarnation, m.info.addr)
+    };
+    // n1 passes on n2 left, n3 alive elsewhere, and a member nobody certified: unsigned,
+    // or signed by n1 itself.
+    let forged_by_n1 = |u: Update| {
+        let statement = wire::statement(CLUSTER, &u);
+        let proof = ModelKeyring::proof(&NodeName::new("n1"), &statement);
+        Update {
+            proof: Some(wire::Blob::from(proof)),
+            ..u
+        }
+    };
+    let ghost = Update {
+        addr: Some(WireAddr(addr(66))),
+        tags: Some(Tags::new()),
+        ..claim("ghost", 0, State::Alive, "")
+    };
+    let forged = vec![
+        claim("n2", 1, State::Left, ""),
+        alive_at(3, 1, addr(99)),
+        ghost.clone(),
+        forged_by_n1(claim("n2", 1, State::Left, "")),
+        forged_by_n1(alive_at(3, 1, addr(99))),
+        forged_by_n1(ghost),
+    ];
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, forged));
+    assert_eq!(held(&swim, "n2"), (State::Alive, Incarnation(0), addr(2)));
+    assert_eq!(held(&swim, "n3"), (State::Alive, Incarnation(0), addr(3)));
+    assert!(swim.member("ghost").is_none());
+    assert_eq!(swim.stats().statements_unsigned, 3);
+    assert!(events(&mut swim).is_empty(), "no hook hears of any of it");
+    // The forged proofs are held while we ask n1 for the credentials it checked them with;
+    // whatever it answers, they do not check out.
+    let sent = run_until(&mut swim, now);
+    let asked: Vec<&wire::PushPull> = sent
+        .iter()
+        .filter(|(t, _)| t.to == addr(1))
+        .filter_map(|(_, p)| match &p.message {
+            Message::PushPull(pp) if !pp.want.is_empty() => Some(pp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "one request, every name in it");
+    assert_eq!(asked[0].want.len(), 3);
+    let credentials = ["n2", "n3", "ghost", "n1"]
+        .map(|n| wire::Credential {
+            name: NodeName::new(n),
+            chain: wire::Blob::from(ModelKeyring::credential_of(&NodeName::new(n))),
+        })
+        .to_vec();
+    let answer = Message::PushPull(wire::PushPull {
+        reply: true,
+        credentials,
+        ..wire::PushPull::default()
+    });
+    swim.handle_packet(now, addr(1), packet(1, answer, vec![]));
+    assert_eq!(held(&swim, "n2"), (State::Alive, Incarnation(0), addr(2)));
+    assert_eq!(held(&swim, "n3"), (State::Alive, Incarnation(0), addr(3)));
+    assert!(swim.member("ghost").is_none());
+    assert_eq!(swim.stats().statements_unproven, 3);
+    // The members' own proofs, passed on by anybody, are taken, and passed on with them.
+    let left = Update {
+        addr: Some(WireAddr(addr(2))),
+        ..claim("n2", 1, State::Left, "")
+    };
+    let genuine = vec![signed(left), signed(alive_at(3, 1, addr(33)))];
+    swim.handle_packet(now, addr(4), packet(4, Message::Gossip, genuine.clone()));
+    assert_eq!(held(&swim, "n2"), (State::Left, Incarnation(1), addr(2)));
+    assert_eq!(held(&swim, "n3"), (State::Alive, Incarnation(1), addr(33)));
+    let sent = run_until(&mut swim, now + Duration::from_secs(1));
+    for statement in &genuine {
+        let passed_on = sent.iter().any(|(_, p)| {
+            p.updates.iter().any(|u| {
+                u.name == statement.name
+                    && u.proof == statement.proof
+                    && wire::statement(CLUSTER, u) == wire::statement(CLUSTER, statement)
+            })
+        });
+        assert!(passed_on, "{} passed on with its proof", statement.name);
+    }
+}
+
+#[test]
+fn a_statement_whose_credential_we_lack_is_taken_once_the_relay_sends_it() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.set_keyring(Box::new(ModelKeyring::knowing_none(NodeName::new("n0"))));
+    drain(&mut swim);
+    let joiner = signed(alive_at(7, 0, addr(7)));
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![joiner.clone()]));
+    assert!(swim.member("n7").is_none(), "not before its credential is seen");
+    let sent = run_until(&mut swim, now);
+    let want: Vec<NodeName> = sent
+        .iter()
+        .filter_map(|(_, p)| match &p.message {
+            Message::PushPull(pp) => Some(pp.want.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(want, vec![NodeName::new("n7")]);
+    // The same statement again, from another relay, asks nobody again within a second.
+    swim.handle_packet(now, addr(2), packet(2, Message::Gossip, vec![joiner]));
+    assert!(run_until(&mut swim, now).is_empty());
+    // A credential that is not n7's teaches nothing; n7's own lets the statement in.
+    let answer = |chain: Vec<u8>| {
+        Message::PushPull(wire::PushPull {
+            reply: true,
+            credentials: vec![wire::Credential {
+                name: NodeName::new("n7"),
+                chain: wire::Blob::from(chain),
+            }],
+            ..wire::PushPull::default()
+        })
+    };
+    let wrong = ModelKeyring::credential_of(&NodeName::new("n1"));
+    swim.handle_packet(now, addr(1), packet(1, answer(wrong), vec![]));
+    assert!(swim.member("n7").is_none());
+    assert_eq!(swim.stats().credentials_refused, 1);
+    let right = ModelKeyring::credential_of(&NodeName::new("n7"));
+    swim.handle_packet(now, addr(1), packet(1, answer(right), vec![]));
+    assert_eq!(swim.member("n7").map(|m| m.state), Some(State::Alive));
+    assert_eq!(kinds_about(&mut swim, "n7"), vec![EventKind::Joined]);
+}
+
+#[test]
+fn a_joiner_gets_every_credential_and_a_peer_those_it_asks_for() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let request = |join: bool, want: Vec<NodeName>| {
+        Message::PushPull(wire::PushPull {
+            join,
+            want,
+            ..wire::PushPull::default()
+        })
+    };
+    let credentials = |swim: &mut Swim| -> Vec<String> {
+        let mut names: Vec<String> = drain(swim)
+            .iter()
+            .filter_map(|(_, p)| match &p.message {
+                Message::PushPull(pp) => Some(pp.credentials.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|c| c.name.as_str().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    swim.handle_packet(now, addr(9), packet(9, request(true, vec![]), vec![]));
+    assert_eq!(credentials(&mut swim), ["n0", "n1", "n2", "n3"]);
+    swim.handle_packet(now, addr(1), packet(1, request(false, vec![NodeName::new("n2")]), vec![]));
+    assert_eq!(credentials(&mut swim), ["n2"]);
+}
+
+#[test]
+fn our_own_statements_carry_our_proof() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    swim.set_tags(now, Tags::from([("role".to_string(), "db".to_string())]))
+        .expect("small tags");
+    let mut sent = run_until(&mut swim, now + Duration::from_secs(1));
+    swim.leave(now + Duration::from_secs(1));
+    sent.extend(run_until(&mut swim, now + Duration::from_secs(3)));
+    let own: Vec<&Update> = sent
+        .iter()
+        .flat_map(|(_, p)| p.updates.iter())
+        .filter(|u| u.name.as_str() == "n0")
+        .collect();
+    assert!(own.iter().any(|u| u.state == State::Alive));
+    assert!(own.iter().any(|u| u.state == State::Left));
+    for update in own {
+        assert_eq!(*update, signed(update.clone()), "{:?} signed", update.state);
+    }
+}
+
+#[test]
+fn unsigned_statements_are_taken_in_a_rolling_upgrade_until_the_member_signs() {
+    let now = Instant::now();
+    let config = Config {
+        accept_unsigned: true,
+        ..Config::default()
+    };
+    let mut swim = core_with(4, config, now);
+    // From an older agent, about an older agent: taken as before.
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![alive_at(2, 1, addr(22))]));
+    assert_eq!(swim.member("n2").map(|m| m.info.addr), Some(addr(22)));
+    // Once n3 was seen signing, unsigned copies about it are refused.
+    let own = signed(alive_at(3, 1, addr(3)));
+    swim.handle_packet(now, addr(4), packet(4, Message::Gossip, vec![own]));
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![alive_at(3, 2, addr(99))]));
+    assert_eq!(swim.member("n3").map(|m| m.info.addr), Some(addr(3)));
+    assert_eq!(swim.stats().statements_unsigned, 1);
+}
+
+#[test]
+fn a_left_for_a_member_we_hold_failed_needs_no_proof() {
+    let now = Instant::now();
+    let mut swim = core_where(3, Config::default(), now, failed_is(2));
+    // `swimd force-leave n2` on another member: it cannot sign for n2, and fails nobody.
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![claim("n2", 1, State::Left, "")]),
+    );
+    assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Left));
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![claim("n3", 1, State::Left, "")]),
+    );
+    assert_eq!(swim.member("n3").map(|m| m.state), Some(State::Alive));
 }
 
 #[test]
@@ -1541,6 +1795,7 @@ fn invented_members_cannot_grow_the_table_without_bound() {
             tags: Some(Tags::new()),
             ..claim(&format!("ghost-{i}"), 0, State::Alive, "")
         })
+        .map(signed) // as if the insider held certificates for them all
         .collect();
     let push_pull = Message::PushPull(wire::PushPull {
         members: invented,

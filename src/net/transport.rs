@@ -75,6 +75,8 @@ pub struct Inbound {
     pub from: SocketAddr,
     /// The name in the peer's certificate.
     pub peer: NodeName,
+    /// The peer's certificate chain, as a credential (see `tls::ClusterKeyring`).
+    pub credential: Arc<[u8]>,
     /// The bytes.
     pub payload: Bytes,
     /// How they came.
@@ -785,10 +787,15 @@ fn least_recently_used(pool: &mut Pool, count: usize, keep: SocketAddr) -> Vec<q
 
 async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName) {
     let addr = conn.remote_address();
+    let credential: Arc<[u8]> = tls::peer_chain(&conn)
+        .map(|chain| tls::credential_of_chain(&chain))
+        .unwrap_or_default()
+        .into();
     let datagrams = {
         let shared = shared.clone();
         let conn = conn.clone();
         let peer = peer.clone();
+        let credential = credential.clone();
         async move {
             while let Ok(payload) = conn.read_datagram().await {
                 shared.stats.received(Channel::Datagram, payload.len());
@@ -797,6 +804,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
                     Inbound {
                         from: addr,
                         peer: peer.clone(),
+                        credential: credential.clone(),
                         payload,
                         channel: Channel::Datagram,
                         _budget: None,
@@ -809,10 +817,12 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
         let shared = shared.clone();
         let conn = conn.clone();
         let peer = peer.clone();
+        let credential = credential.clone();
         async move {
             while let Ok(mut stream) = conn.accept_uni().await {
                 let shared = shared.clone();
                 let peer = peer.clone();
+                let credential = credential.clone();
                 tokio::spawn(async move {
                     let read = tokio::time::timeout(
                         Duration::from_secs(10),
@@ -826,6 +836,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, peer: NodeName)
                                 Inbound {
                                     from: addr,
                                     peer,
+                                    credential,
                                     payload: Bytes::from(bytes),
                                     channel: Channel::Stream,
                                     _budget: budget,

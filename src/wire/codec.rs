@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::message::{Message, Note, Packet, Update};
-use super::types::NodeName;
+use super::types::{NodeName, State};
 
 /// The wire format version this build writes and reads.
 pub const VERSION: u8 = 1;
@@ -83,6 +83,35 @@ pub fn encode_update(update: &Update) -> Vec<u8> {
     let mut out = Vec::with_capacity(48);
     // Writing msgpack into a Vec cannot fail: the only errors are I/O errors of the writer.
     let _ = update.serialize(&mut rmp_serde::Serializer::new(&mut out));
+    out
+}
+
+/// The bytes a member signs to state `update` about itself (its `alive` or `left`): a
+/// domain tag, the cluster (so no proof carries over to another cluster under the same CA)
+/// and the update without its accuser, witnesses and proof (a `left` without the details
+/// only an `alive` carries, which relays may describe differently).
+pub fn statement(cluster: ClusterId, update: &Update) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"swimd statement 1\0");
+    out.extend_from_slice(&cluster.0.to_be_bytes());
+    let bare = if update.state == State::Alive {
+        Update {
+            from: NodeName::default(),
+            // No failing checks, said either way (relays say it as an empty list).
+            failing: Some(update.failing.clone().unwrap_or_default()),
+            closed: Vec::new(),
+            proof: None,
+            ..update.clone()
+        }
+    } else {
+        Update {
+            name: update.name.clone(),
+            incarnation: update.incarnation,
+            state: update.state,
+            ..Update::default()
+        }
+    };
+    let _ = bare.serialize(&mut rmp_serde::Serializer::new(&mut out));
     out
 }
 

@@ -12,11 +12,14 @@ use super::codec::{
     ClusterId, DecodeError, HEADER_LEN, MAX_PEER_TAGS_LEN, VERSION, encode_note, encode_update,
 };
 use super::message::{
-    Ack, Digest, MAX_CLOSED_WITNESSES, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN, MAX_RELEASE_LEN,
+    Ack, Blob, Credential, Digest, MAX_CLOSED_WITNESSES, MAX_CREDENTIAL_LEN, MAX_PROOF_LEN,
+    MAX_WANTED, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN, MAX_RELEASE_LEN,
     Message, Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,
 };
 use super::types::{Incarnation, NodeName, State, WireAddr};
 
+/// Shortest credential accepted, in bytes.
+const MIN_CREDENTIAL_LEN: usize = 100;
 /// Deepest msgpack nesting accepted (a packet needs 5).
 const MAX_DEPTH: usize = 8;
 /// Most elements in one msgpack array or map. Nothing swimd sends comes near (a push-pull
@@ -329,6 +332,8 @@ fn read_push_pull(cursor: &mut Cursor<'_>) -> Result<(PushPull, Encoded<Update>)
     let members = fields.next(cursor, Cursor::list)?.unwrap_or_default();
     let digest = fields.next(cursor, Cursor::bin)?.unwrap_or_default();
     let buckets = fields.next(cursor, read_buckets)?.unwrap_or_default();
+    let want = fields.next(cursor, read_want)?.unwrap_or_default();
+    let credentials = fields.next(cursor, read_credentials)?.unwrap_or_default();
     fields.finish(cursor)?;
     let mut hashes = Vec::with_capacity(digest.len() / 2);
     hashes.extend(
@@ -342,8 +347,46 @@ fn read_push_pull(cursor: &mut Cursor<'_>) -> Result<(PushPull, Encoded<Update>)
         members: Vec::new(),
         digest: Digest(hashes),
         buckets,
+        want,
+        credentials,
     };
     Ok((push_pull, members))
+}
+
+fn read_want(cursor: &mut Cursor<'_>) -> Result<Vec<NodeName>, DecodeError> {
+    let count = cursor.array_len()?;
+    if count > MAX_WANTED {
+        return Err(malformed("a push-pull wanting more than 64 credentials"));
+    }
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = cursor.str()?;
+        NodeName::validate(name).map_err(DecodeError::Invalid)?;
+        names.push(NodeName::new(name));
+    }
+    Ok(names)
+}
+
+fn read_credentials(cursor: &mut Cursor<'_>) -> Result<Vec<Credential>, DecodeError> {
+    let count = cursor.array_len()?;
+    // Each element took at least one byte of the input; each is checked before the next.
+    let mut credentials = Vec::with_capacity(count.min(MAX_WANTED));
+    for _ in 0..count {
+        let mut fields = Fields::start(cursor)?;
+        let name = fields.next(cursor, Cursor::str)?.unwrap_or_default();
+        NodeName::validate(name).map_err(DecodeError::Invalid)?;
+        let chain = fields.next(cursor, Cursor::bin)?.unwrap_or_default();
+        fields.finish(cursor)?;
+        // No certificate is shorter; the floor also keeps decoding within its size.
+        if chain.len() < MIN_CREDENTIAL_LEN || chain.len() > MAX_CREDENTIAL_LEN {
+            return Err(malformed("a credential shorter than 100 bytes or longer than 8 KiB"));
+        }
+        credentials.push(Credential {
+            name: NodeName::new(name),
+            chain: Blob(chain.into()),
+        });
+    }
+    Ok(credentials)
 }
 
 fn read_buckets(cursor: &mut Cursor<'_>) -> Result<Vec<u8>, DecodeError> {
@@ -379,6 +422,7 @@ struct UpdateRef<'a> {
     closed: Strings<'a>,
     maintenance: Option<&'a str>,
     software: Option<SoftwareRef<'a>>,
+    proof: Option<&'a [u8]>,
 }
 
 struct SoftwareRef<'a> {
@@ -412,6 +456,10 @@ impl<'a> UpdateRef<'a> {
             return Err(malformed("a maintenance reason longer than 256 bytes"));
         }
         let software = fields.next(cursor, |c| c.option(read_software))?.flatten();
+        let proof = fields.next(cursor, |c| c.option(Cursor::bin))?.flatten();
+        if proof.is_some_and(|p| p.len() > MAX_PROOF_LEN) {
+            return Err(malformed("a proof longer than 600 bytes"));
+        }
         fields.finish(cursor)?;
         Ok(UpdateRef {
             name,
@@ -424,6 +472,7 @@ impl<'a> UpdateRef<'a> {
             closed,
             maintenance,
             software,
+            proof,
         })
     }
 
@@ -465,6 +514,7 @@ impl<'a> UpdateRef<'a> {
                 reads_from: s.reads_from,
                 reads_to: s.reads_to,
             }),
+            proof: self.proof.map(|p| Blob(p.into())),
         }
     }
 }

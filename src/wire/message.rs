@@ -27,6 +27,17 @@ macro_rules! wire_struct {
         $(#[$m])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
         pub struct $name { $($(#[$fm])* pub $field: $ty),* }
+        wire_struct!(@deserialize $check; $name { $($field : $ty),* });
+    };
+    // Serialized by hand: trailing fields left out when empty, so that older packets keep
+    // their exact bytes.
+    (@manual $check:expr; $(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct $name { $($(#[$fm])* pub $field: $ty),* }
+        wire_struct!(@deserialize $check; $name { $($field : $ty),* });
+    };
+    (@deserialize $check:expr; $name:ident { $($field:ident : $ty:ty),* }) => {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -56,7 +67,7 @@ macro_rules! wire_struct {
 
 wire_struct! {
     // An empty array would decode into a whole `Update` (128 bytes from 1): refused at once.
-    @check |update: &Update| if update.name.as_str().is_empty() {
+    @manual |update: &Update| if update.name.as_str().is_empty() {
         Err("an update without a member name")
     } else if update.closed.len() > MAX_CLOSED_WITNESSES {
         Err("an update with too many closed-port witnesses")
@@ -64,6 +75,8 @@ wire_struct! {
         Err("a maintenance reason longer than 256 bytes")
     } else if update.software.as_ref().is_some_and(|s| s.release.len() > MAX_RELEASE_LEN) {
         Err("a release name longer than 32 bytes")
+    } else if update.proof.as_ref().is_some_and(|p| p.0.len() > MAX_PROOF_LEN) {
+        Err("a proof longer than 600 bytes")
     } else {
         Ok(())
     };
@@ -91,6 +104,92 @@ wire_struct! {
         pub maintenance: Option<String>,
         /// For `alive`: the software the member runs (`None` from v0.1.0 agents).
         pub software: Option<Software>,
+        /// For `alive` and `left`: the member's signature over the statement
+        /// ([`crate::wire::statement`]), so that a relayed copy proves who made it. `None`
+        /// for accusations, and from v0.1.0 agents.
+        pub proof: Option<Blob>,
+    }
+}
+
+impl Serialize for Update {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let len = if self.proof.is_some() { 11 } else { 10 };
+        let mut t = s.serialize_tuple(len)?;
+        t.serialize_element(&self.name)?;
+        t.serialize_element(&self.incarnation)?;
+        t.serialize_element(&self.state)?;
+        t.serialize_element(&self.from)?;
+        t.serialize_element(&self.addr)?;
+        t.serialize_element(&self.tags)?;
+        t.serialize_element(&self.failing)?;
+        t.serialize_element(&self.closed)?;
+        t.serialize_element(&self.maintenance)?;
+        t.serialize_element(&self.software)?;
+        if let Some(proof) = &self.proof {
+            t.serialize_element(proof)?;
+        }
+        t.end()
+    }
+}
+
+/// Longest proof (signature) accepted, in bytes: an RSA-4096 signature takes 512.
+pub const MAX_PROOF_LEN: usize = 600;
+
+/// Longest credential (a member's certificate chain) accepted, in bytes.
+pub const MAX_CREDENTIAL_LEN: usize = 8192;
+
+/// Most credentials one push-pull may ask for (`want`); a reply carries at most
+/// [`MAX_ELEMENTS`](crate::wire::MAX_ELEMENTS).
+pub const MAX_WANTED: usize = 64;
+
+/// Opaque bytes on the wire (a msgpack `bin`), shared without copying once decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blob(pub std::sync::Arc<[u8]>);
+
+impl Blob {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(bytes: Vec<u8>) -> Blob {
+        Blob(bytes.into())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl serde::de::Visitor<'_> for BytesVisitor {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(b.into()))
+            }
+        }
+        d.deserialize_bytes(BytesVisitor)
+    }
+}
+
+wire_struct! {
+    /// A member's certificate chain (DER certificates back to back, leaf first), passed on
+    /// so that others can check its statements' proofs.
+    pub struct Credential {
+        /// The member.
+        pub name: NodeName,
+        /// Its chain.
+        pub chain: Blob,
     }
 }
 
@@ -164,6 +263,7 @@ wire_struct! {
 }
 
 wire_struct! {
+    @manual |_: &PushPull| Ok(());
     /// Anti-entropy: the sender's view of (part of) the membership.
     pub struct PushPull {
         /// Sent by a joining member: the answer carries the full membership.
@@ -177,6 +277,37 @@ wire_struct! {
         /// In an answer: the buckets whose members are included, and that the requester
         /// should send its own members of in return.
         pub buckets: Vec<u8>,
+        /// In a request: members whose credentials the sender lacks (it heard their
+        /// statements from us); at most [`MAX_WANTED`].
+        pub want: Vec<NodeName>,
+        /// Credentials: in an answer, those wanted (and in a join answer, every member's).
+        pub credentials: Vec<Credential>,
+    }
+}
+
+impl Serialize for PushPull {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let len = if !self.credentials.is_empty() {
+            7
+        } else if !self.want.is_empty() {
+            6
+        } else {
+            5
+        };
+        let mut t = s.serialize_tuple(len)?;
+        t.serialize_element(&self.join)?;
+        t.serialize_element(&self.reply)?;
+        t.serialize_element(&self.members)?;
+        t.serialize_element(&self.digest)?;
+        t.serialize_element(&self.buckets)?;
+        if len > 5 {
+            t.serialize_element(&self.want)?;
+        }
+        if len > 6 {
+            t.serialize_element(&self.credentials)?;
+        }
+        t.end()
     }
 }
 

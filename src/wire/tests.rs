@@ -44,9 +44,10 @@ fn update() -> impl Strategy<Value = Update> {
         proptest::collection::vec(name(), 0..3),
         proptest::option::of("[ -~]{0,24}"),
         proptest::option::of(("[0-9.]{1,8}", any::<u8>(), any::<u8>())),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
     )
         .prop_map(
-            |(name, inc, state, from, addr, tags, failing, closed, maintenance, software)| Update {
+            |(name, inc, state, from, addr, tags, failing, closed, maintenance, software, proof)| Update {
                 name,
                 incarnation: Incarnation(u64::from(inc)),
                 state,
@@ -62,6 +63,7 @@ fn update() -> impl Strategy<Value = Update> {
                     reads_from: reads.min(writes),
                     reads_to: reads.max(writes),
                 }),
+                proof: proof.map(Blob::from),
             },
         )
 }
@@ -82,15 +84,22 @@ fn message() -> impl Strategy<Value = Message> {
             any::<bool>(),
             proptest::collection::vec(update(), 0..5),
             proptest::collection::vec(any::<u16>(), 0..64),
-            proptest::collection::vec(0u8..64, 0..8)
+            proptest::collection::vec(0u8..64, 0..8),
+            proptest::collection::vec(name(), 0..3),
+            proptest::collection::vec((name(), proptest::collection::vec(any::<u8>(), 100..300)), 0..3),
         )
-            .prop_map(|(join, reply, members, digest, buckets)| Message::PushPull(
+            .prop_map(|(join, reply, members, digest, buckets, want, credentials)| Message::PushPull(
                 PushPull {
                     join,
                     reply,
                     members,
                     digest: Digest(digest),
                     buckets,
+                    want,
+                    credentials: credentials
+                        .into_iter()
+                        .map(|(name, chain)| Credential { name, chain: Blob::from(chain) })
+                        .collect(),
                 }
             )),
     ]

@@ -1,6 +1,7 @@
 //! State changes and the claims that cause them: applying updates from peers, refuting
 //! claims about ourselves, emitting events, reaping.
 
+use super::proof::Admit;
 use super::*;
 
 impl Swim {
@@ -13,10 +14,25 @@ impl Swim {
         incarnation: Incarnation,
         source: Source,
     ) {
+        self.transition_proven(now, slot, state, incarnation, source, None);
+    }
+
+    /// [`Swim::transition`] to a statement of the member's own, with its proof (passed on
+    /// with it).
+    pub(super) fn transition_proven(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        state: State,
+        incarnation: Incarnation,
+        source: Source,
+        proof: Option<Blob>,
+    ) {
         let Some(previous) = self.members.get(slot).map(|m| m.state) else {
             return;
         };
         self.members.set_state(slot, state, incarnation, now);
+        self.members.set_proof(slot, proof);
         if state != State::Suspect {
             self.end_suspicion(slot);
             self.closed_ports.remove(&slot);
@@ -69,6 +85,9 @@ impl Swim {
     }
 
     pub(super) fn enqueue_broadcast(&mut self, slot: Slot) {
+        if slot == self.me {
+            self.sign_own();
+        }
         if let Some(member) = self.members.get(slot) {
             let mut update = update_of(member);
             if update.state == State::Failed {
@@ -129,6 +148,12 @@ impl Swim {
                     && bound_incarnation(&mut update, Incarnation(0), false)
                 {
                     self.stats.incarnations_bounded += 1;
+                    update.proof = None; // no longer what was signed
+                }
+                if matches!(update.state, State::Alive)
+                    && !matches!(self.admit(now, &update, sender, source, None), Admit::Yes)
+                {
+                    return;
                 }
                 self.add_member(now, update, source);
             }
@@ -144,10 +169,12 @@ impl Swim {
             return;
         };
         let (current, state) = (member.incarnation, member.state);
+        let held = Some(state);
         if source != Source::Restore {
             let itself = sender.is_some_and(|s| *s == update.name);
             if bound_incarnation(&mut update, current, itself) {
                 self.stats.incarnations_bounded += 1;
+                update.proof = None; // no longer what was signed
             }
         }
         if matches!(update.state, State::Suspect | State::Failed)
@@ -198,6 +225,13 @@ impl Swim {
                 if !newer && source != Source::Restore && !completes {
                     return;
                 }
+                if !matches!(self.admit(now, &update, sender, source, held), Admit::Yes) {
+                    return;
+                }
+                let proof = update.proof.take();
+                let Some(member) = self.members.get(slot) else {
+                    return;
+                };
                 let same_claim = !newer && source != Source::Restore;
                 let mut changed = false;
                 let before = member.info.health();
@@ -219,6 +253,9 @@ impl Swim {
                     // N x N updates at once after a restore or an upgrade; the member's own
                     // gossip and its push-pulls complete the others. No event unless the
                     // health itself turned (the release alone is no membership change).
+                    if changed {
+                        self.members.set_proof(slot, proof);
+                    }
                     if changed && before != after {
                         self.emit_health(slot, before, after);
                     }
@@ -227,6 +264,7 @@ impl Swim {
                 if state == State::Alive {
                     self.members
                         .set_state(slot, State::Alive, update.incarnation, now);
+                    self.members.set_proof(slot, proof);
                     if changed && source != Source::Restore {
                         self.emit_health(slot, before, after);
                     }
@@ -239,7 +277,14 @@ impl Swim {
                         incarnation: update.incarnation,
                         via: sender.cloned(),
                     });
-                    self.transition(now, slot, State::Alive, update.incarnation, source);
+                    self.transition_proven(
+                        now,
+                        slot,
+                        State::Alive,
+                        update.incarnation,
+                        source,
+                        proof,
+                    );
                 }
             }
             State::Suspect if named || state == State::Alive => {
@@ -297,7 +342,12 @@ impl Swim {
                 if update.incarnation < current || state == State::Left {
                     return;
                 }
-                self.transition(now, slot, State::Left, update.incarnation, source);
+                if !matches!(self.admit(now, &update, sender, source, held), Admit::Yes) {
+                    return;
+                }
+                let proof = update.proof.take();
+                let incarnation = update.incarnation;
+                self.transition_proven(now, slot, State::Left, incarnation, source, proof);
             }
         }
     }
@@ -315,6 +365,7 @@ impl Swim {
                 incarnation,
                 state,
                 since: now,
+                proof: None,
             },
             &mut self.rng,
         );
@@ -326,11 +377,12 @@ impl Swim {
         slot
     }
 
-    pub(super) fn add_member(&mut self, now: Instant, update: Update, source: Source) {
+    pub(super) fn add_member(&mut self, now: Instant, mut update: Update, source: Source) {
         if self.members.len() >= MAX_MEMBERS {
             self.stats.members_refused += 1;
             return;
         }
+        let proof = update.proof.take();
         let addr = update.addr.map(|a| a.0).unwrap_or(WireAddr::default().0);
         let info = Arc::new(
             MemberInfo::new(update.name, addr, update.tags.unwrap_or_default())
@@ -339,6 +391,7 @@ impl Swim {
                 .with_software(update.software.filter(|_| update.state == State::Alive)),
         );
         let slot = self.insert_member(now, info, update.incarnation, update.state);
+        self.members.set_proof(slot, proof);
         if self.members.live() > 1 {
             self.joined = true;
         }
@@ -522,11 +575,14 @@ impl Swim {
         if now.saturating_duration_since(member.since) < after {
             return;
         }
+        let name = member.info.name.clone();
         self.emit(EventKind::Reaped, slot, Some(member.state));
         self.broadcasts.remove(slot);
         self.suspicions.remove(&slot);
         self.closed_ports.remove(&slot);
         self.closed_verdicts.remove(&slot);
+        self.keyring.forget(&name);
+        self.signers.remove(&name);
         self.members.remove(slot);
     }
 }

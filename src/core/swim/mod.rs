@@ -5,12 +5,13 @@ mod gossip;
 mod link_check;
 mod membership;
 mod probe;
+mod proof;
 mod suspect;
 mod sync;
 mod timers;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,13 +21,14 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::awareness::Awareness;
 use super::broadcast::BroadcastQueue;
+use super::keyring::{Keyring, ModelKeyring, Proven};
 use super::members::{DIGEST_BUCKETS, Health, Member, MemberInfo, Members, Slot, hash64};
 use super::notes::Notes;
 use super::suspicion::Suspicion;
 use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
-    self, Ack, ClusterId, Digest, Encoded, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack,
+    self, Ack, Blob, ClusterId, Credential, Digest, Encoded, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack,
     NodeName, Ping, PingReq, PushPull, Received, Software, State, Tags, Update, WireAddr,
 };
 
@@ -105,6 +107,8 @@ enum Timer {
     LinkCheckRound(u32),
     /// A refutation held back by the rate limit is due.
     DeferredRefutation,
+    /// Credential requests batched for peers are due (see `proof.rs`).
+    AskCredentials,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +296,19 @@ pub struct Swim {
     /// Confirmations each ended suspicion had, for the agent's histogram (bounded).
     confirmation_samples: VecDeque<u32>,
     trace: Trace,
+    /// Signs our statements, checks others' (see `proof.rs`).
+    keyring: Box<dyn Keyring>,
+    /// Statements held until their maker's credential arrives, by member.
+    pending: HashMap<NodeName, proof::Pending>,
+    /// Credentials asked for, and when.
+    asked: HashMap<NodeName, Instant>,
+    /// Credentials to ask for, by the peer that passed the statements on.
+    wanted: BTreeMap<NodeName, Vec<NodeName>>,
+    ask_scheduled: bool,
+    /// Until when our push-pulls carry our credential (after a new keyring).
+    tell_credential_until: Option<Instant>,
+    /// Members seen signing their statements (kept under `accept_unsigned` only).
+    signers: std::collections::HashSet<NodeName>,
 }
 
 /// Samples kept between two drains; older ones are dropped when the driver is slow.
@@ -312,6 +329,7 @@ impl Swim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let phase_hash = hash64(identity.name.as_str().as_bytes(), 0x7068_6173);
         let mut members = Members::new();
+        let keyring = Box::new(ModelKeyring::knowing_all(identity.name.clone()));
         let info = Arc::new(
             MemberInfo::new(identity.name, identity.addr, identity.tags)
                 .with_software(Some(Software::current())),
@@ -322,6 +340,7 @@ impl Swim {
                 incarnation: identity.incarnation,
                 state: State::Alive,
                 since: now,
+                proof: None,
             },
             &mut rng,
         );
@@ -371,6 +390,13 @@ impl Swim {
             rtt_samples: VecDeque::new(),
             confirmation_samples: VecDeque::new(),
             trace: Trace::default(),
+            keyring,
+            pending: HashMap::new(),
+            asked: HashMap::new(),
+            wanted: BTreeMap::new(),
+            ask_scheduled: false,
+            signers: std::collections::HashSet::new(),
+            tell_credential_until: None,
         };
         // Spread the first probe over one interval so members started together do not probe
         // in lockstep.
@@ -409,6 +435,7 @@ impl Swim {
                 incarnation,
                 state,
                 since: now,
+                proof: None,
             })
             .collect();
         for slot in self.members.extend(fresh, &mut self.rng) {
@@ -850,5 +877,9 @@ fn update_of(m: &Member) -> Update {
         closed: Vec::new(),
         maintenance: m.info.maintenance.clone().filter(|_| alive),
         software: m.info.software.clone().filter(|_| alive),
+        proof: m
+            .proof
+            .clone()
+            .filter(|_| matches!(m.state, State::Alive | State::Left)),
     }
 }

@@ -131,6 +131,7 @@ impl Swim {
             closed: self.closed_witnesses(slot),
             maintenance: None,
             software: None,
+            proof: None,
         };
         self.broadcasts.push(slot, wire::encode_update(&update));
         self.schedule_gossip(now);

@@ -34,6 +34,7 @@ impl Swim {
         join: bool,
         reply: bool,
     ) {
+        self.sign_own();
         let (members, digest) = if join {
             (
                 self.members
@@ -54,7 +55,8 @@ impl Swim {
             reply,
             members,
             digest,
-            buckets: Vec::new(),
+            credentials: self.own_credential(now),
+            ..PushPull::default()
         };
         self.send_stream(now, to, peer, message);
     }
@@ -137,7 +139,10 @@ impl Swim {
             members: _,
             digest,
             buckets,
+            want,
+            credentials,
         } = push_pull;
+        self.take_credentials(now, &credentials);
         let before = *self.members.digest();
         for update in members.iter() {
             self.apply_update(now, update, Some(sender), Source::Sync);
@@ -183,6 +188,7 @@ impl Swim {
             return;
         }
         self.stats.push_pulls_answered += 1;
+        self.sign_own();
         let mut members = if join {
             self.members
                 .iter()
@@ -207,12 +213,24 @@ impl Swim {
                 .copied();
             covered = self.bucket_members(rotated, &mut members);
         }
+        // A joiner learns every credential with the members (it can check every proof at
+        // once); others get those they asked for, having heard statements they could not
+        // check from us.
+        let credentials = if join {
+            let names: Vec<NodeName> = members.iter().map(|u| u.name.clone()).collect();
+            self.credentials_for(names.iter())
+        } else {
+            let mut credentials = self.credentials_for(want.iter().take(wire::MAX_WANTED));
+            credentials.extend(self.own_credential(now));
+            credentials
+        };
         let message = PushPull {
             join,
             reply: true,
             members,
-            digest: Digest::default(),
             buckets: covered,
+            credentials,
+            ..PushPull::default()
         };
         self.send_stream(now, from, peer, message);
     }

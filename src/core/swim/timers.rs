@@ -184,6 +184,7 @@ impl Swim {
                 }
             }
             Timer::LinkCheckRound(id) => self.link_check_round(now, id),
+            Timer::AskCredentials => self.ask_credentials(now),
         }
     }
 

@@ -10,6 +10,7 @@
 //! underscores and all-digit labels included: the chain is verified without a name check.
 
 mod issue;
+mod keyring;
 mod verify;
 
 use std::fmt;
@@ -31,6 +32,9 @@ use rustls::sign::CertifiedKey;
 use crate::wire::NodeName;
 use issue::*;
 pub use issue::{init_ca, issue, issue_days, revoke};
+pub use keyring::{ClusterKeyring, concat as credential_of_chain};
+#[cfg(test)]
+use keyring::concat;
 use verify::*;
 
 /// ALPN protocol id of every swimd QUIC connection.
@@ -427,11 +431,15 @@ impl TlsIdentity {
 
 /// The node name in the certificate of the peer on `conn`, once the handshake has verified it.
 pub fn peer_name(conn: &quinn::Connection) -> Option<NodeName> {
-    let chain = conn
-        .peer_identity()?
+    name_of(peer_chain(conn)?.first()?)
+}
+
+/// The certificate chain the peer on `conn` presented, once the handshake has verified it.
+pub fn peer_chain(conn: &quinn::Connection) -> Option<Vec<CertificateDer<'static>>> {
+    conn.peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
-    name_of(chain.first()?)
+        .ok()
+        .map(|chain| *chain)
 }
 
 /// The node name a certificate carries: its first DNS SubjectAltName, else its CN.
@@ -1021,5 +1029,60 @@ mod tests {
             "{client_error}"
         );
         assert!(refused(server_side).await);
+    }
+
+    // ----- statements' proofs (keyring.rs) -----------------------------------------------
+
+    use crate::core::{Keyring, Proven};
+
+    #[test]
+    fn a_statement_checks_out_only_as_its_members_with_its_credential() {
+        let tmp = TempDir::new("keyring");
+        let nodes = cluster(&tmp.0, &["node-1", "node-2"]);
+        let one = ClusterKeyring::new(&nodes[0]).unwrap();
+        let mut two = ClusterKeyring::new(&nodes[1]).unwrap();
+        let (node_1, node_3) = (NodeName::new("node-1"), NodeName::new("node-3"));
+        let proof = one.sign(b"node-1 alive at 7").unwrap();
+        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &proof), Proven::Unknown);
+        assert!(two.learn(&node_1, &concat(&nodes[0].chain)));
+        assert!(two.holds(&node_1, &concat(&nodes[0].chain)));
+        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &proof), Proven::Yes);
+        assert_eq!(two.verify(&node_1, b"node-1 alive at 8", &proof), Proven::No);
+        // node-2's own signature is no proof of node-1's word, nor is a truncated one.
+        let forged = two.sign(b"node-1 alive at 7").unwrap();
+        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &forged), Proven::No);
+        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &proof[..1]), Proven::No);
+        assert_eq!(two.verify(&node_3, b"node-3 alive", &proof), Proven::Unknown);
+        // What a keyring passes on is what it learnt; forgetting keeps our own.
+        assert_eq!(two.credential(&node_1), Some(concat(&nodes[0].chain)));
+        two.forget(&node_1);
+        two.forget(&NodeName::new("node-2"));
+        assert!(!two.knows(&node_1) && two.knows(&NodeName::new("node-2")));
+    }
+
+    #[test]
+    fn a_credential_not_from_the_cluster_ca_or_for_another_name_or_revoked_is_not_learnt() {
+        let (ours, theirs) = (TempDir::new("keyring-ours"), TempDir::new("keyring-theirs"));
+        let nodes = cluster(&ours.0, &["node-1", "node-2", "node-3"]);
+        let foreign = cluster(&theirs.0, &["node-2"]);
+        let crl = revoke(&ours.0, "node-3").unwrap();
+        let with_crl = load_with_crl(
+            &ours.0.join(CA_CERT_FILE),
+            &cert_path(&ours.0, "node-1"),
+            &key_path(&ours.0, "node-1"),
+            Some(&crl),
+            &NodeName::new("node-1"),
+        )
+        .unwrap();
+        let mut keyring = ClusterKeyring::new(&with_crl).unwrap();
+        let name = |n: &str| NodeName::new(n);
+        assert!(!keyring.learn(&name("node-2"), &concat(&foreign[0].chain)));
+        assert!(!keyring.learn(&name("node-1"), &concat(&nodes[1].chain)));
+        assert!(!keyring.learn(&name("node-3"), &concat(&nodes[2].chain)), "revoked");
+        let chain = concat(&nodes[1].chain);
+        assert!(!keyring.learn(&name("node-2"), &chain[..chain.len() - 1]));
+        assert!(!keyring.learn(&name("node-2"), &[&chain[..], b"x"].concat()));
+        assert!(!keyring.learn(&name("node-2"), b"not a certificate at all"));
+        assert!(keyring.learn(&name("node-2"), &chain));
     }
 }

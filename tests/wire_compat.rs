@@ -504,14 +504,26 @@ fn unknown_trailing_fields_are_skipped_at_every_level() {
         if expected.message != Message::Gossip {
             skipped(
                 "the message body",
-                decode_changed(&expected, |root| root[2].array_mut().push(future_field())),
+                decode_changed(&expected, |root| {
+                    let body = root[2].array_mut();
+                    // A push-pull's `want` and `credentials` are written only when not
+                    // empty: an appended eighth field needs them in place.
+                    if matches!(expected.message, Message::PushPull(_)) {
+                        body.resize(7, Value::Array(vec![]));
+                    }
+                    body.push(future_field())
+                }),
             );
         }
+        // Likewise an update's `proof` (its eleventh field) when it has none.
+        let with_proof = |update: &mut Vec<Value>| update.resize(11, Value::Nil);
         for i in 0..expected.updates.len() {
             skipped(
                 "an update",
                 decode_changed(&expected, |root| {
-                    root[3].array_mut()[i].array_mut().push(future_field())
+                    let update = root[3].array_mut()[i].array_mut();
+                    with_proof(update);
+                    update.push(future_field())
                 }),
             );
         }
@@ -528,9 +540,9 @@ fn unknown_trailing_fields_are_skipped_at_every_level() {
                 skipped(
                     "a push-pull member",
                     decode_changed(&expected, |root| {
-                        root[2].array_mut()[2].array_mut()[i]
-                            .array_mut()
-                            .push(future_field())
+                        let member = root[2].array_mut()[2].array_mut()[i].array_mut();
+                        with_proof(member);
+                        member.push(future_field())
                     }),
                 );
             }

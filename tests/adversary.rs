@@ -165,7 +165,11 @@ fn forged_verdicts_and_incarnations_cannot_evict_or_silence_a_member() {
             })
         })
     };
-    assert!(at_home(&c), "a forged address or tags were taken: {:?}", seen(&c, &honest, "node-4"));
+    assert!(
+        at_home(&c),
+        "a forged address or tags were taken: {:?}",
+        seen(&c, &honest, "node-4")
+    );
     let healed = within(Duration::from_secs(2), || {
         ["node-2", "node-3", "node-4"]
             .iter()
@@ -208,7 +212,10 @@ fn forged_verdicts_and_incarnations_cannot_evict_or_silence_a_member() {
             )
         })
         .sum();
-    assert!(unsigned >= 40.0, "the unsigned claims are counted: {unsigned}");
+    assert!(
+        unsigned >= 40.0,
+        "the unsigned claims are counted: {unsigned}"
+    );
     // No failover hook ran, neither for the verdict nor for the `left`.
     let hooks = std::fs::read_to_string(&delivered).unwrap_or_default();
     assert!(

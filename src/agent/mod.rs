@@ -613,7 +613,7 @@ impl Agent {
             self.members_changed = false;
             let members: Vec<_> = self
                 .swim
-                .members()
+                .known_members()
                 .filter(|m| m.info.name != self.config.node.name)
                 .collect();
             self.state.save_members(&members);

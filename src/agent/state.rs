@@ -18,7 +18,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::core::{KnownMember, MemberInfo, MemberView};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::core::{KnownMember, MemberInfo};
+use crate::wire::Blob;
 use crate::wire::{Incarnation, NodeName, Software, State, Tags};
 
 /// A state-directory failure, naming the file.
@@ -52,6 +56,10 @@ struct SavedMember {
     maintenance: Option<String>,
     #[serde(with = "crate::model::software_fields", default)]
     software: Option<Software>,
+    /// The member's signature over this statement (base64), so that it can be passed on
+    /// after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proof: Option<String>,
 }
 
 /// `maintenance.json`: we are in maintenance, for this reason.
@@ -231,13 +239,17 @@ impl StateDir {
                     .with_failing(m.failing)
                     .with_maintenance(m.maintenance)
                     .with_software(m.software);
-                Some((Arc::new(info), Incarnation(m.incarnation), state))
+                let proof = m.proof.and_then(|p| BASE64.decode(p).ok()).map(Blob::from);
+                Some(KnownMember {
+                    proof,
+                    ..KnownMember::new(Arc::new(info), Incarnation(m.incarnation), state)
+                })
             })
             .collect())
     }
 
     /// Saves the members (ourselves excluded by the caller or not: restore skips us).
-    pub fn save_members(&self, members: &[MemberView]) -> Result<(), StateError> {
+    pub fn save_members(&self, members: &[KnownMember]) -> Result<(), StateError> {
         self.write_members(&saved_members(members))
     }
 
@@ -335,7 +347,7 @@ impl StateWriter {
 
     /// Queues the members for saving (ourselves excluded by the caller or not: restore
     /// skips us).
-    pub fn save_members(&self, members: &[MemberView]) {
+    pub fn save_members(&self, members: &[KnownMember]) {
         let saved = saved_members(members);
         self.update(|p| p.members = Some(saved));
     }
@@ -349,7 +361,7 @@ impl StateWriter {
     }
 }
 
-fn saved_members(members: &[MemberView]) -> Vec<SavedMember> {
+fn saved_members(members: &[KnownMember]) -> Vec<SavedMember> {
     members
         .iter()
         .map(|m| SavedMember {
@@ -361,6 +373,7 @@ fn saved_members(members: &[MemberView]) -> Vec<SavedMember> {
             failing: m.info.failing.clone(),
             maintenance: m.info.maintenance.clone(),
             software: m.info.software.clone(),
+            proof: m.proof.as_ref().map(|p| BASE64.encode(p.as_bytes())),
         })
         .collect()
 }
@@ -396,23 +409,16 @@ mod tests {
             "10.0.0.1:7946".parse().unwrap(),
             Tags::new(),
         ));
-        let view = MemberView {
-            info,
-            incarnation: Incarnation(3),
-            state: State::Failed,
-            since: std::time::Instant::now(),
+        let known = KnownMember {
+            proof: Some(Blob::from(vec![7; 72])),
+            ..KnownMember::new(info, Incarnation(3), State::Alive)
         };
-        state.save_members(&[view]).unwrap();
+        state.save_members(std::slice::from_ref(&known)).unwrap();
 
         let again = StateDir::open(&dir).unwrap();
         assert_eq!(again.incarnation().unwrap(), Some(Incarnation(7)));
         assert_eq!(again.reset_key().unwrap(), key);
-        let members = again.members().unwrap();
-        assert_eq!(members.len(), 1);
-        assert_eq!(
-            (members[0].0.name.as_str(), members[0].1, members[0].2),
-            ("n1", Incarnation(3), State::Failed)
-        );
+        assert_eq!(again.members().unwrap(), vec![known]);
         let mode = fs::metadata(dir.join("reset-key"))
             .unwrap()
             .permissions()
@@ -448,15 +454,13 @@ mod tests {
         let dir = temp_dir("writer");
         let state = StateDir::open(&dir).unwrap();
         let mut writer = StateWriter::start(state.clone()).unwrap();
-        let view = |name: &str, incarnation: u64| MemberView {
-            info: Arc::new(MemberInfo::new(
+        let view = |name: &str, incarnation: u64| {
+            let info = MemberInfo::new(
                 NodeName::new(name),
                 "10.0.0.1:7946".parse().unwrap(),
                 Tags::new(),
-            )),
-            incarnation: Incarnation(incarnation),
-            state: State::Alive,
-            since: std::time::Instant::now(),
+            );
+            KnownMember::new(Arc::new(info), Incarnation(incarnation), State::Alive)
         };
         for i in 1..=50 {
             writer.save_incarnation(Incarnation(i));
@@ -467,7 +471,7 @@ mod tests {
         assert_eq!(state.incarnation().unwrap(), Some(Incarnation(50)));
         let members = state.members().unwrap();
         assert_eq!(members.len(), 2);
-        assert!(members.iter().all(|m| m.1 == Incarnation(50)));
+        assert!(members.iter().all(|m| m.incarnation == Incarnation(50)));
         assert!(!dir.join(".members.json.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -34,8 +34,36 @@ pub use trace::{Step, TraceEntry};
 
 pub use crate::wire::{Incarnation, NodeName, State, Tags};
 
-/// A member as restored from a state directory: identity, incarnation, state.
-pub type KnownMember = (Arc<MemberInfo>, Incarnation, State);
+/// A member as restored from a state directory: identity, incarnation, state, and the
+/// member's proof of that statement when it made one (so that it can be passed on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMember {
+    /// Its identity.
+    pub info: Arc<MemberInfo>,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Its state.
+    pub state: State,
+    /// Its signature over [`KnownMember::update`], for `alive` and `left`.
+    pub proof: Option<crate::wire::Blob>,
+}
+
+impl KnownMember {
+    /// A member known without its proof.
+    pub fn new(info: Arc<MemberInfo>, incarnation: Incarnation, state: State) -> Self {
+        KnownMember {
+            info,
+            incarnation,
+            state,
+            proof: None,
+        }
+    }
+
+    /// The update that describes it, as relays pass it on (its proof signs this).
+    pub fn update(&self) -> crate::wire::Update {
+        swim::describe(&self.info, self.incarnation, self.state, self.proof.clone())
+    }
+}
 
 /// Bytes for one peer, produced by the core.
 #[derive(Debug, Clone, PartialEq, Eq)]

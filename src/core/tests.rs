@@ -44,7 +44,7 @@ fn core_where(peers: u8, config: Config, now: Instant, state: impl Fn(u8) -> Sta
     let mut swim = Swim::new(identity, config, 42, now);
     swim.restore(
         now,
-        (1..=peers).map(|i| (info(i), Incarnation(0), state(i))),
+        (1..=peers).map(|i| KnownMember::new(info(i), Incarnation(0), state(i))),
     );
     drain(&mut swim);
     swim
@@ -87,7 +87,10 @@ fn packet(from: u8, message: Message, updates: Vec<Update>) -> Packet {
 /// `update` with the proof its member's own keyring (the model's) would give it.
 fn signed(mut update: Update) -> Update {
     let statement = wire::statement(CLUSTER, &update);
-    update.proof = Some(wire::Blob::from(ModelKeyring::proof(&update.name, &statement)));
+    update.proof = Some(wire::Blob::from(ModelKeyring::proof(
+        &update.name,
+        &statement,
+    )));
     update
 }
 
@@ -831,7 +834,7 @@ fn fast_probers(members: u32, trials: u32) -> u32 {
         let mut swim = Swim::new(identity, Config::default(), 1, now);
         let others = (0..members).map(|i| {
             let info = MemberInfo::new(NodeName::new(&format!("x{i}")), addr(1), Tags::new());
-            (Arc::new(info), Incarnation(0), State::Alive)
+            KnownMember::new(Arc::new(info), Incarnation(0), State::Alive)
         });
         swim.restore(now, others);
         drain(&mut swim);
@@ -925,8 +928,8 @@ fn restoring_a_name_twice_keeps_one_entry() {
     swim.restore(
         now,
         [
-            (info(7), Incarnation(3), State::Alive),
-            (info(7), Incarnation(9), State::Failed),
+            KnownMember::new(info(7), Incarnation(3), State::Alive),
+            KnownMember::new(info(7), Incarnation(9), State::Failed),
         ],
     );
     let sevens: Vec<_> = swim
@@ -1019,7 +1022,7 @@ fn confirming_probers(cores: u32, peers: u8, until: Duration) -> usize {
         let mut swim = Swim::new(identity, Config::default(), u64::from(i), now);
         swim.restore(
             now,
-            (1..=peers).map(|p| (info(p), Incarnation(0), State::Alive)),
+            (1..=peers).map(|p| KnownMember::new(info(p), Incarnation(0), State::Alive)),
         );
         swim.set_trace(true);
         swim.handle_packet(
@@ -1516,14 +1519,44 @@ fn statements_about_others_count_only_with_their_proof() {
 }
 
 #[test]
+fn a_members_signed_word_is_taken_whole_and_our_answer_to_a_forged_one_stays_low() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    // n2's own statement, passed on by n1, far above what we hold: its word, not bounded.
+    let far = 10 * MAX_INCARNATION_STEP;
+    let own = signed(alive_at(2, far, addr(2)));
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![own]));
+    assert_eq!(
+        swim.member("n2").map(|m| m.incarnation),
+        Some(Incarnation(far))
+    );
+    assert_eq!(swim.stats().incarnations_bounded, 0);
+    // A forged claim about us at the top: we answer one step above our own, never signing
+    // an incarnation we could not outbid again.
+    let forged = Update {
+        tags: Some(Tags::from([("forged".to_string(), "1".to_string())])),
+        ..alive_at(0, u64::MAX, addr(0))
+    };
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![forged]));
+    assert_eq!(swim.incarnation(), Incarnation(MAX_INCARNATION_STEP + 1));
+}
+
+#[test]
 fn a_statement_whose_credential_we_lack_is_taken_once_the_relay_sends_it() {
     let now = Instant::now();
     let mut swim = core(3, now);
     swim.set_keyring(Box::new(ModelKeyring::knowing_none(NodeName::new("n0"))));
     drain(&mut swim);
     let joiner = signed(alive_at(7, 0, addr(7)));
-    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![joiner.clone()]));
-    assert!(swim.member("n7").is_none(), "not before its credential is seen");
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![joiner.clone()]),
+    );
+    assert!(
+        swim.member("n7").is_none(),
+        "not before its credential is seen"
+    );
     let sent = run_until(&mut swim, now);
     let want: Vec<NodeName> = sent
         .iter()
@@ -1584,7 +1617,11 @@ fn a_joiner_gets_every_credential_and_a_peer_those_it_asks_for() {
     };
     swim.handle_packet(now, addr(9), packet(9, request(true, vec![]), vec![]));
     assert_eq!(credentials(&mut swim), ["n0", "n1", "n2", "n3"]);
-    swim.handle_packet(now, addr(1), packet(1, request(false, vec![NodeName::new("n2")]), vec![]));
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, request(false, vec![NodeName::new("n2")]), vec![]),
+    );
     assert_eq!(credentials(&mut swim), ["n2"]);
 }
 
@@ -1618,12 +1655,20 @@ fn unsigned_statements_are_taken_in_a_rolling_upgrade_until_the_member_signs() {
     };
     let mut swim = core_with(4, config, now);
     // From an older agent, about an older agent: taken as before.
-    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![alive_at(2, 1, addr(22))]));
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![alive_at(2, 1, addr(22))]),
+    );
     assert_eq!(swim.member("n2").map(|m| m.info.addr), Some(addr(22)));
     // Once n3 was seen signing, unsigned copies about it are refused.
     let own = signed(alive_at(3, 1, addr(3)));
     swim.handle_packet(now, addr(4), packet(4, Message::Gossip, vec![own]));
-    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, vec![alive_at(3, 2, addr(99))]));
+    swim.handle_packet(
+        now,
+        addr(1),
+        packet(1, Message::Gossip, vec![alive_at(3, 2, addr(99))]),
+    );
     assert_eq!(swim.member("n3").map(|m| m.info.addr), Some(addr(3)));
     assert_eq!(swim.stats().statements_unsigned, 1);
 }

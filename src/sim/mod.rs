@@ -22,7 +22,7 @@ pub use transport::TransportCost;
 use transport::{Connections, DialOutcome, Route};
 
 use crate::core::{
-    Channel, Config, EventKind, Identity, KnownMember, MemberInfo, Swim, TraceEntry,
+    Channel, Config, EventKind, Identity, KnownMember, MemberInfo, ModelKeyring, Swim, TraceEntry,
 };
 use crate::wire::{self, ClusterId, Incarnation, Message, NodeName, State, Update};
 
@@ -240,18 +240,24 @@ impl Simulator {
     /// state directory): a converged cluster without simulating thousands of joins.
     pub fn start_converged(&mut self) {
         // One shared identity per member, as a real agent would hold one per peer.
+        let cluster = self.cluster;
         let everyone: Vec<KnownMember> = self
             .nodes
             .iter()
             .map(|n| {
                 let info = MemberInfo::new(n.name.clone(), n.addr, Default::default())
                     .with_software(Some(crate::wire::Software::current()));
-                (Arc::new(info), Incarnation(0), State::Alive)
+                let mut known = KnownMember::new(Arc::new(info), Incarnation(0), State::Alive);
+                // Each member's own proof, as a restored agent kept it.
+                let statement = crate::wire::statement(cluster, &known.update());
+                known.proof = Some(ModelKeyring::proof(&n.name, &statement).into());
+                known
             })
             .collect();
         let mut everyone = everyone;
         everyone.sort_by(|a, b| {
-            (a.0.ring_hash(), a.0.name.as_str()).cmp(&(b.0.ring_hash(), b.0.name.as_str()))
+            (a.info.ring_hash(), a.info.name.as_str())
+                .cmp(&(b.info.ring_hash(), b.info.name.as_str()))
         });
         for i in 0..self.nodes.len() {
             self.boot(i, Incarnation(0));
@@ -317,12 +323,7 @@ impl Simulator {
     pub fn crash(&mut self, i: usize) {
         if let Some(node) = self.nodes.get_mut(i) {
             if let Some(swim) = node.swim.take() {
-                node.saved = Some((
-                    swim.incarnation(),
-                    swim.members()
-                        .map(|m| (m.info, m.incarnation, m.state))
-                        .collect(),
-                ));
+                node.saved = Some((swim.incarnation(), swim.known_members().collect()));
             }
             node.process = Process::Down;
             node.backlog.clear();

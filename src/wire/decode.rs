@@ -12,9 +12,9 @@ use super::codec::{
     ClusterId, DecodeError, HEADER_LEN, MAX_PEER_TAGS_LEN, VERSION, encode_note, encode_update,
 };
 use super::message::{
-    Ack, Blob, Credential, Digest, MAX_CLOSED_WITNESSES, MAX_CREDENTIAL_LEN, MAX_PROOF_LEN,
-    MAX_WANTED, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN, MAX_RELEASE_LEN,
-    Message, Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,
+    Ack, Blob, Credential, Digest, MAX_CLOSED_WITNESSES, MAX_CREDENTIAL_LEN,
+    MAX_MAINTENANCE_REASON, MAX_NOTE_LEN, MAX_PROOF_LEN, MAX_RELEASE_LEN, MAX_WANTED, Message,
+    Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,
 };
 use super::types::{Incarnation, NodeName, State, WireAddr};
 
@@ -379,7 +379,9 @@ fn read_credentials(cursor: &mut Cursor<'_>) -> Result<Vec<Credential>, DecodeEr
         fields.finish(cursor)?;
         // No certificate is shorter; the floor also keeps decoding within its size.
         if chain.len() < MIN_CREDENTIAL_LEN || chain.len() > MAX_CREDENTIAL_LEN {
-            return Err(malformed("a credential shorter than 100 bytes or longer than 8 KiB"));
+            return Err(malformed(
+                "a credential shorter than 100 bytes or longer than 8 KiB",
+            ));
         }
         credentials.push(Credential {
             name: NodeName::new(name),

@@ -12,8 +12,9 @@ pub use codec::{
 };
 pub use decode::{Encoded, MAX_ELEMENTS, Received, decode, decode_received, validate_structure};
 pub use message::{
-    Ack, Blob, Credential, Digest, MAX_CREDENTIAL_LEN, MAX_PROOF_LEN, MAX_WANTED, KIND_NAMES, MAX_CLOSED_WITNESSES, MAX_MAINTENANCE_REASON, MAX_NOTE_LEN,
-    MAX_RELEASE_LEN, Message, Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,
+    Ack, Blob, Credential, Digest, KIND_NAMES, MAX_CLOSED_WITNESSES, MAX_CREDENTIAL_LEN,
+    MAX_MAINTENANCE_REASON, MAX_NOTE_LEN, MAX_PROOF_LEN, MAX_RELEASE_LEN, MAX_WANTED, Message,
+    Nack, Note, Packet, Ping, PingReq, PushPull, Software, Tags, Update,
 };
 pub use types::{Incarnation, MAX_NAME_LEN, NodeName, State, WireAddr};
 

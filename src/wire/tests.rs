@@ -47,7 +47,19 @@ fn update() -> impl Strategy<Value = Update> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
     )
         .prop_map(
-            |(name, inc, state, from, addr, tags, failing, closed, maintenance, software, proof)| Update {
+            |(
+                name,
+                inc,
+                state,
+                from,
+                addr,
+                tags,
+                failing,
+                closed,
+                maintenance,
+                software,
+                proof,
+            )| Update {
                 name,
                 incarnation: Incarnation(u64::from(inc)),
                 state,
@@ -86,22 +98,30 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(any::<u16>(), 0..64),
             proptest::collection::vec(0u8..64, 0..8),
             proptest::collection::vec(name(), 0..3),
-            proptest::collection::vec((name(), proptest::collection::vec(any::<u8>(), 100..300)), 0..3),
+            proptest::collection::vec(
+                (name(), proptest::collection::vec(any::<u8>(), 100..300)),
+                0..3
+            ),
         )
-            .prop_map(|(join, reply, members, digest, buckets, want, credentials)| Message::PushPull(
-                PushPull {
-                    join,
-                    reply,
-                    members,
-                    digest: Digest(digest),
-                    buckets,
-                    want,
-                    credentials: credentials
-                        .into_iter()
-                        .map(|(name, chain)| Credential { name, chain: Blob::from(chain) })
-                        .collect(),
-                }
-            )),
+            .prop_map(
+                |(join, reply, members, digest, buckets, want, credentials)| Message::PushPull(
+                    PushPull {
+                        join,
+                        reply,
+                        members,
+                        digest: Digest(digest),
+                        buckets,
+                        want,
+                        credentials: credentials
+                            .into_iter()
+                            .map(|(name, chain)| Credential {
+                                name,
+                                chain: Blob::from(chain)
+                            })
+                            .collect(),
+                    }
+                )
+            ),
     ]
 }
 

@@ -145,10 +145,10 @@ impl Swim {
         let Some(slot) = self.members.find(update.name.as_str()) else {
             if matches!(update.state, State::Alive) || source == Source::Restore {
                 if source != Source::Restore
+                    && !signed_statement(&update)
                     && bound_incarnation(&mut update, Incarnation(0), false)
                 {
                     self.stats.incarnations_bounded += 1;
-                    update.proof = None; // no longer what was signed
                 }
                 if matches!(update.state, State::Alive)
                     && !matches!(self.admit(now, &update, sender, source, None), Admit::Yes)
@@ -172,9 +172,8 @@ impl Swim {
         let held = Some(state);
         if source != Source::Restore {
             let itself = sender.is_some_and(|s| *s == update.name);
-            if bound_incarnation(&mut update, current, itself) {
+            if !signed_statement(&update) && bound_incarnation(&mut update, current, itself) {
                 self.stats.incarnations_bounded += 1;
-                update.proof = None; // no longer what was signed
             }
         }
         if matches!(update.state, State::Suspect | State::Failed)
@@ -414,18 +413,19 @@ impl Swim {
         if self.leaving {
             return;
         }
-        // An accusation is followed at most one step above what we hold: had we jumped to
-        // a forged `left@u64::MAX`, its repeats would look stale to us while the others,
-        // holding us far lower, took them. An alive claim is followed all the way: every
-        // receiver takes our answer at most one step above what it holds, always news.
+        // A claim is followed at most one step above what we hold: had we jumped to a
+        // forged `left@u64::MAX`, its repeats would look stale to us while the others,
+        // holding us far lower, took them; and our answer to a forged `alive@u64::MAX`
+        // would be signed at the top, where we could never outbid anything again. An
+        // alive claim's step is one more than the others take an unsigned one (only in a
+        // rolling upgrade), so that our answer outbids what they hold.
         let mut update = update;
-        if update.state != State::Alive
-            && bound_incarnation(
-                &mut update,
-                Incarnation(current.0.saturating_add(MAX_INCARNATION_STEP - 1)),
-                false,
-            )
-        {
+        let bound = if update.state == State::Alive {
+            current
+        } else {
+            Incarnation(current.0.saturating_add(MAX_INCARNATION_STEP - 1))
+        };
+        if bound_incarnation(&mut update, bound, false) {
             self.stats.incarnations_bounded += 1;
         }
         match update.state {
@@ -585,4 +585,11 @@ impl Swim {
         self.signers.remove(&name);
         self.members.remove(slot);
     }
+}
+
+/// A statement that carries its member's proof: taken whole once the proof checks out (the
+/// member's own word may raise its incarnation as far as it likes; `admit` refuses it
+/// otherwise), so it is not bounded like a third party's claim.
+fn signed_statement(update: &Update) -> bool {
+    update.proof.is_some() && matches!(update.state, State::Alive | State::Left)
 }

@@ -28,8 +28,9 @@ use super::suspicion::Suspicion;
 use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
-    self, Ack, Blob, ClusterId, Credential, Digest, Encoded, Incarnation, MAX_CLOSED_WITNESSES, Message, Nack,
-    NodeName, Ping, PingReq, PushPull, Received, Software, State, Tags, Update, WireAddr,
+    self, Ack, Blob, ClusterId, Credential, Digest, Encoded, Incarnation, MAX_CLOSED_WITNESSES,
+    Message, Nack, NodeName, Ping, PingReq, PushPull, Received, Software, State, Tags, Update,
+    WireAddr,
 };
 
 /// Who this member is.
@@ -429,13 +430,13 @@ impl Swim {
     pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = KnownMember>) {
         let fresh: Vec<Member> = members
             .into_iter()
-            .filter(|(info, _, _)| self.members.find(info.name.as_str()).is_none())
-            .map(|(info, incarnation, state)| Member {
-                info,
-                incarnation,
-                state,
+            .filter(|known| self.members.find(known.info.name.as_str()).is_none())
+            .map(|known| Member {
+                info: known.info,
+                incarnation: known.incarnation,
+                state: known.state,
                 since: now,
-                proof: None,
+                proof: known.proof,
             })
             .collect();
         for slot in self.members.extend(fresh, &mut self.rng) {
@@ -783,6 +784,16 @@ impl Swim {
         self.members.iter().map(|(_, m)| view(m))
     }
 
+    /// Every member as held, with its proof: what a state directory keeps.
+    pub fn known_members(&self) -> impl Iterator<Item = KnownMember> + '_ {
+        self.members.iter().map(|(_, m)| KnownMember {
+            info: m.info.clone(),
+            incarnation: m.incarnation,
+            state: m.state,
+            proof: m.proof.clone(),
+        })
+    }
+
     /// The members we watch on the probing overlay (none without one).
     pub fn watched(&self) -> Vec<MemberView> {
         self.views(self.members.overlay().subjects())
@@ -865,21 +876,29 @@ fn view(m: &Member) -> MemberView {
 }
 
 fn update_of(m: &Member) -> Update {
-    let alive = m.state == State::Alive;
+    describe(&m.info, m.incarnation, m.state, m.proof.clone())
+}
+
+/// The update that describes a member as held (what relays pass on; for `alive` and `left`
+/// what its proof signs).
+pub(crate) fn describe(
+    info: &MemberInfo,
+    incarnation: Incarnation,
+    state: State,
+    proof: Option<Blob>,
+) -> Update {
+    let alive = state == State::Alive;
     Update {
-        name: m.info.name.clone(),
-        incarnation: m.incarnation,
-        state: m.state,
+        name: info.name.clone(),
+        incarnation,
+        state,
         from: NodeName::default(),
-        addr: Some(WireAddr(m.info.addr)),
-        tags: alive.then(|| m.info.tags.clone()),
-        failing: alive.then(|| m.info.failing.clone()),
+        addr: Some(WireAddr(info.addr)),
+        tags: alive.then(|| info.tags.clone()),
+        failing: alive.then(|| info.failing.clone()),
         closed: Vec::new(),
-        maintenance: m.info.maintenance.clone().filter(|_| alive),
-        software: m.info.software.clone().filter(|_| alive),
-        proof: m
-            .proof
-            .clone()
-            .filter(|_| matches!(m.state, State::Alive | State::Left)),
+        maintenance: info.maintenance.clone().filter(|_| alive),
+        software: info.software.clone().filter(|_| alive),
+        proof: proof.filter(|_| matches!(state, State::Alive | State::Left)),
     }
 }

@@ -203,7 +203,10 @@ impl Swim {
     /// Learns the credentials a push-pull carries, then takes the statements they prove.
     pub(super) fn take_credentials(&mut self, now: Instant, credentials: &[Credential]) {
         for credential in credentials {
-            if self.keyring.learn(&credential.name, credential.chain.as_bytes()) {
+            if self
+                .keyring
+                .learn(&credential.name, credential.chain.as_bytes())
+            {
                 self.release_pending(now, &credential.name);
             } else {
                 self.stats.credentials_refused += 1;

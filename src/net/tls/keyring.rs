@@ -107,8 +107,7 @@ impl Keyring for ClusterKeyring {
         let Some((scheme, signature)) = proof.split_first_chunk::<2>() else {
             return Proven::No;
         };
-        let Some(algorithm) = algorithm(SignatureScheme::from(u16::from_be_bytes(*scheme)))
-        else {
+        let Some(algorithm) = algorithm(SignatureScheme::from(u16::from_be_bytes(*scheme))) else {
             return Proven::No;
         };
         match UnparsedPublicKey::new(algorithm, &held.key).verify(statement, signature) {
@@ -134,7 +133,9 @@ impl Keyring for ClusterKeyring {
     }
 
     fn holds(&self, name: &NodeName, chain: &[u8]) -> bool {
-        self.held.get(name).is_some_and(|held| *held.chain == *chain)
+        self.held
+            .get(name)
+            .is_some_and(|held| *held.chain == *chain)
     }
 
     fn credential(&self, name: &NodeName) -> Option<Vec<u8>> {
@@ -161,7 +162,10 @@ fn algorithm(scheme: SignatureScheme) -> Option<&'static dyn VerificationAlgorit
 
 /// A chain as one credential: its DER certificates back to back.
 pub fn concat(chain: &[CertificateDer<'_>]) -> Vec<u8> {
-    chain.iter().flat_map(|c| c.as_ref().iter().copied()).collect()
+    chain
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect()
 }
 
 /// The certificates of a credential; `None` if it is not DER certificates back to back.

@@ -32,9 +32,9 @@ use rustls::sign::CertifiedKey;
 use crate::wire::NodeName;
 use issue::*;
 pub use issue::{init_ca, issue, issue_days, revoke};
-pub use keyring::{ClusterKeyring, concat as credential_of_chain};
 #[cfg(test)]
 use keyring::concat;
+pub use keyring::{ClusterKeyring, concat as credential_of_chain};
 use verify::*;
 
 /// ALPN protocol id of every swimd QUIC connection.
@@ -1043,16 +1043,34 @@ mod tests {
         let mut two = ClusterKeyring::new(&nodes[1]).unwrap();
         let (node_1, node_3) = (NodeName::new("node-1"), NodeName::new("node-3"));
         let proof = one.sign(b"node-1 alive at 7").unwrap();
-        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &proof), Proven::Unknown);
+        assert_eq!(
+            two.verify(&node_1, b"node-1 alive at 7", &proof),
+            Proven::Unknown
+        );
         assert!(two.learn(&node_1, &concat(&nodes[0].chain)));
         assert!(two.holds(&node_1, &concat(&nodes[0].chain)));
-        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &proof), Proven::Yes);
-        assert_eq!(two.verify(&node_1, b"node-1 alive at 8", &proof), Proven::No);
+        assert_eq!(
+            two.verify(&node_1, b"node-1 alive at 7", &proof),
+            Proven::Yes
+        );
+        assert_eq!(
+            two.verify(&node_1, b"node-1 alive at 8", &proof),
+            Proven::No
+        );
         // node-2's own signature is no proof of node-1's word, nor is a truncated one.
         let forged = two.sign(b"node-1 alive at 7").unwrap();
-        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &forged), Proven::No);
-        assert_eq!(two.verify(&node_1, b"node-1 alive at 7", &proof[..1]), Proven::No);
-        assert_eq!(two.verify(&node_3, b"node-3 alive", &proof), Proven::Unknown);
+        assert_eq!(
+            two.verify(&node_1, b"node-1 alive at 7", &forged),
+            Proven::No
+        );
+        assert_eq!(
+            two.verify(&node_1, b"node-1 alive at 7", &proof[..1]),
+            Proven::No
+        );
+        assert_eq!(
+            two.verify(&node_3, b"node-3 alive", &proof),
+            Proven::Unknown
+        );
         // What a keyring passes on is what it learnt; forgetting keeps our own.
         assert_eq!(two.credential(&node_1), Some(concat(&nodes[0].chain)));
         two.forget(&node_1);
@@ -1078,7 +1096,10 @@ mod tests {
         let name = |n: &str| NodeName::new(n);
         assert!(!keyring.learn(&name("node-2"), &concat(&foreign[0].chain)));
         assert!(!keyring.learn(&name("node-1"), &concat(&nodes[1].chain)));
-        assert!(!keyring.learn(&name("node-3"), &concat(&nodes[2].chain)), "revoked");
+        assert!(
+            !keyring.learn(&name("node-3"), &concat(&nodes[2].chain)),
+            "revoked"
+        );
         let chain = concat(&nodes[1].chain);
         assert!(!keyring.learn(&name("node-2"), &chain[..chain.len() - 1]));
         assert!(!keyring.learn(&name("node-2"), &[&chain[..], b"x"].concat()));

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::wire::{MAX_CLOSED_WITNESSES, NodeName};
+use crate::wire::{Blob, MAX_CLOSED_WITNESSES, NodeName};
 
 /// One running suspicion of a member.
 #[derive(Debug)]
@@ -15,6 +15,8 @@ pub(crate) struct Suspicion {
     expected: u32,
     /// Who has suspected the member independently (the first accuser included).
     accusers: Vec<NodeName>,
+    /// Each accuser's signature over its accusation, when it came with one (passed on).
+    proofs: Vec<Option<Blob>>,
     /// A `failed` verdict arrived while the suspicion was young: it takes effect then.
     verdict_at: Option<Instant>,
     /// Our own verdict waits until then (see `hold`).
@@ -26,7 +28,7 @@ pub(crate) struct Suspicion {
 impl Suspicion {
     pub(crate) fn new(
         now: Instant,
-        accuser: NodeName,
+        (accuser, proof): (NodeName, Option<Blob>),
         expected: u32,
         (min, max): (Duration, Duration),
     ) -> Self {
@@ -36,6 +38,7 @@ impl Suspicion {
             max,
             expected,
             accusers: vec![accuser],
+            proofs: vec![proof],
             verdict_at: None,
             held_until: None,
             closed: Vec::new(),
@@ -57,12 +60,19 @@ impl Suspicion {
     }
 
     /// Records an accusation; true when it came from a member not heard before.
-    pub(crate) fn confirm(&mut self, accuser: &NodeName) -> bool {
+    pub(crate) fn confirm(&mut self, accuser: &NodeName, proof: Option<Blob>) -> bool {
         if self.accusers.len() > self.expected as usize || self.accusers.contains(accuser) {
             return false;
         }
         self.accusers.push(accuser.clone());
+        self.proofs.push(proof);
         true
+    }
+
+    /// `accuser`'s signature over its accusation, if it came with one.
+    pub(crate) fn proof_of(&self, accuser: &NodeName) -> Option<Blob> {
+        let i = self.accusers.iter().position(|a| a == accuser)?;
+        self.proofs.get(i).cloned().flatten()
     }
 
     /// Who suspected the member first.
@@ -154,14 +164,14 @@ mod tests {
     #[test]
     fn only_new_accusers_confirm() {
         let now = Instant::now();
-        let mut s = Suspicion::new(now, "a".into(), 2, (MIN, MAX));
+        let mut s = Suspicion::new(now, ("a".into(), None), 2, (MIN, MAX));
         assert_eq!(s.deadline(), now + MAX);
-        assert!(!s.confirm(&"a".into()));
-        assert!(s.confirm(&"b".into()));
-        assert!(!s.confirm(&"b".into()));
-        assert!(s.confirm(&"c".into()));
+        assert!(!s.confirm(&"a".into(), None));
+        assert!(s.confirm(&"b".into(), None));
+        assert!(!s.confirm(&"b".into(), None));
+        assert!(s.confirm(&"c".into(), None));
         assert!(
-            !s.confirm(&"d".into()),
+            !s.confirm(&"d".into(), None),
             "beyond the expected count nothing changes"
         );
         assert_eq!(s.deadline(), now + MIN);
@@ -170,7 +180,7 @@ mod tests {
     #[test]
     fn a_hold_postpones_our_verdict_but_not_one_from_others() {
         let now = Instant::now();
-        let mut s = Suspicion::new(now, "a".into(), 2, (MIN, MAX));
+        let mut s = Suspicion::new(now, ("a".into(), None), 2, (MIN, MAX));
         assert!(s.uncorroborated());
         let later = now + MAX + MIN;
         assert_eq!(s.hold(later), later);

@@ -84,13 +84,15 @@ fn packet(from: u8, message: Message, updates: Vec<Update>) -> Packet {
     }
 }
 
-/// `update` with the proof its member's own keyring (the model's) would give it.
+/// `update` with the proof its maker's keyring (the model's) would give it: the member's
+/// own for its `alive` or `left`, the accuser's for an accusation.
 fn signed(mut update: Update) -> Update {
     let statement = wire::statement(CLUSTER, &update);
-    update.proof = Some(wire::Blob::from(ModelKeyring::proof(
-        &update.name,
-        &statement,
-    )));
+    let maker = match update.state {
+        State::Suspect | State::Failed => &update.from,
+        State::Alive | State::Left => &update.name,
+    };
+    update.proof = Some(wire::Blob::from(ModelKeyring::proof(maker, &statement)));
     update
 }
 
@@ -325,6 +327,7 @@ fn suspicion_times_out_to_failed() {
 fn confirmations_shorten_the_suspicion_to_its_minimum() {
     let now = Instant::now();
     let mut swim = core(10, now);
+    // n1's own accusation, then n3's and n4's passed on by n1 with their proofs.
     for accuser in ["n1", "n3", "n4"] {
         swim.handle_packet(
             now,
@@ -332,13 +335,53 @@ fn confirmations_shorten_the_suspicion_to_its_minimum() {
             packet(
                 1,
                 Message::Gossip,
-                vec![claim("n2", 0, State::Suspect, accuser)],
+                vec![signed(claim("n2", 0, State::Suspect, accuser))],
             ),
         );
     }
     let (min, _) = swim.config().suspicion_bounds(11);
     run_until(&mut swim, now + min + Duration::from_millis(1));
     assert_eq!(swim.member("n2").map(|m| m.state), Some(State::Failed));
+}
+
+#[test]
+fn a_confirmation_counts_only_from_an_accuser_that_proved_its_name() {
+    let now = Instant::now();
+    let mut swim = core(10, now);
+    // n1 accuses n2 and names n3 and n4 as confirming it: unsigned, or signed by n1.
+    let forged_by_n1 = |accuser: &str| {
+        let update = claim("n2", 0, State::Suspect, accuser);
+        let statement = wire::statement(CLUSTER, &update);
+        let proof = ModelKeyring::proof(&NodeName::new("n1"), &statement);
+        Update {
+            proof: Some(wire::Blob::from(proof)),
+            ..update
+        }
+    };
+    let updates = vec![
+        claim("n2", 0, State::Suspect, "n1"),
+        claim("n2", 0, State::Suspect, "n3"),
+        forged_by_n1("n4"),
+    ];
+    swim.handle_packet(now, addr(1), packet(1, Message::Gossip, updates));
+    let (min, _) = swim.config().suspicion_bounds(11);
+    run_until(&mut swim, now + min + Duration::from_millis(1));
+    assert_eq!(
+        swim.member("n2").map(|m| m.state),
+        Some(State::Suspect),
+        "one accuser, not three: the timeout is not shortened"
+    );
+    // Our own verdict goes out with our proof.
+    let sent = run_until(&mut swim, now + Duration::from_secs(30));
+    let ours: Vec<&Update> = sent
+        .iter()
+        .flat_map(|(_, p)| p.updates.iter())
+        .filter(|u| u.name.as_str() == "n2" && u.from.as_str() == "n0")
+        .collect();
+    assert!(ours.iter().any(|u| u.state == State::Failed));
+    for update in ours {
+        assert_eq!(*update, signed(update.clone()), "{:?} signed", update.state);
+    }
 }
 
 #[test]

@@ -86,10 +86,11 @@ pub fn encode_update(update: &Update) -> Vec<u8> {
     out
 }
 
-/// The bytes a member signs to state `update` about itself (its `alive` or `left`): a
-/// domain tag, the cluster (so no proof carries over to another cluster under the same CA)
-/// and the update without its accuser, witnesses and proof (a `left` without the details
-/// only an `alive` carries, which relays may describe differently).
+/// The bytes a member signs to state `update` about itself (its `alive` or `left`) or, as
+/// its accuser, about another (`suspect`, `failed`): a domain tag, the cluster (so no proof
+/// carries over to another cluster under the same CA) and the update without its
+/// witnesses and proof (a `left` and an accusation without the details only an `alive`
+/// carries, which relays may describe differently).
 pub fn statement(cluster: ClusterId, update: &Update) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     out.extend_from_slice(b"swimd statement 1\0");
@@ -104,10 +105,16 @@ pub fn statement(cluster: ClusterId, update: &Update) -> Vec<u8> {
             ..update.clone()
         }
     } else {
+        // An accusation names its accuser; a `left` nobody else.
+        let from = match update.state {
+            State::Suspect | State::Failed => update.from.clone(),
+            State::Alive | State::Left => NodeName::default(),
+        };
         Update {
             name: update.name.clone(),
             incarnation: update.incarnation,
             state: update.state,
+            from,
             ..Update::default()
         }
     };

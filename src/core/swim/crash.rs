@@ -36,7 +36,7 @@ impl Swim {
         };
         self.trace.record(now, &name, || Step::PortClosed);
         let me = self.my_info().name.clone();
-        self.suspect(now, slot, incarnation, me.clone(), None, Source::Gossip);
+        self.suspect(now, slot, incarnation, (me.clone(), None), None, Source::Gossip);
         if self.note_closed_witnesses(now, slot, std::slice::from_ref(&me), None) {
             return;
         }
@@ -83,7 +83,7 @@ impl Swim {
             };
             if suspicion.add_closed(witness) {
                 news = true;
-                if suspicion.confirm(witness) {
+                if suspicion.confirm(witness, None) {
                     let deadline = suspicion.deadline();
                     let confirmations = suspicion.confirmations();
                     self.schedule(deadline, Timer::Suspicion(slot));

@@ -102,6 +102,9 @@ impl Swim {
                 _ => NodeName::default(),
             };
             update.closed = self.closed_witnesses(member_slot);
+            if matches!(update.state, State::Suspect | State::Failed) {
+                update.proof = self.accusation_proof(member_slot, &update);
+            }
             let bytes = wire::encode_update(&update);
             if bytes.len() <= room.saturating_sub(updates.len()) {
                 updates.extend_from_slice(&bytes);

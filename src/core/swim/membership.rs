@@ -93,6 +93,7 @@ impl Swim {
             if update.state == State::Failed {
                 update.from = self.my_info().name.clone();
                 update.closed = self.closed_witnesses(slot);
+                update.proof = self.sign(&update);
             }
             self.broadcasts.push(slot, wire::encode_update(&update));
         }
@@ -184,12 +185,20 @@ impl Swim {
             self.answer_stale_accusation(slot, sender);
             return;
         }
-        // The accuser: named in the update, else the peer it came from (push-pull from an
-        // older agent). Such an unnamed accusation may start a suspicion but never confirms
-        // one: the peer may only be passing on somebody else's.
-        let named = !update.from.as_str().is_empty();
-        if matches!(update.state, State::Suspect | State::Failed) && !named {
+        // The accuser: named in the update when it sent it or signed it, else the peer it
+        // came from (push-pull from an older agent, or a name it cannot prove). Such an
+        // accusation may start a suspicion but never confirms one: the peer may only be
+        // passing on somebody else's, or making names up.
+        let accusation = matches!(update.state, State::Suspect | State::Failed);
+        let named = accusation
+            && !update.from.as_str().is_empty()
+            && (sender == Some(&update.from)
+                || source == Source::Restore
+                || ((update.incarnation >= current && matches!(state, State::Alive | State::Suspect))
+                    && self.proven_accusation(&update)));
+        if accusation && !named {
             update.from = sender.cloned().unwrap_or_default();
+            update.proof = None;
         }
         // Accusations from members we believe suspect or failed are not trusted: a member
         // that cannot hear acks, or the far side of a healed partition, would otherwise
@@ -287,8 +296,8 @@ impl Swim {
                 }
             }
             State::Suspect if named || state == State::Alive => {
-                let (incarnation, from) = (update.incarnation, update.from);
-                self.suspect(now, slot, incarnation, from, sender, source);
+                let (incarnation, from, proof) = (update.incarnation, update.from, update.proof);
+                self.suspect(now, slot, incarnation, (from, proof), sender, source);
                 if !update.closed.is_empty() && self.suspected_at(slot, incarnation) {
                     self.note_closed_witnesses(now, slot, &update.closed, sender);
                 }
@@ -299,7 +308,7 @@ impl Swim {
                     return;
                 }
                 if state == State::Alive {
-                    let accuser = update.from.clone();
+                    let accuser = (update.from.clone(), update.proof.clone());
                     self.suspect(now, slot, update.incarnation, accuser, sender, source);
                 }
                 if !update.closed.is_empty()

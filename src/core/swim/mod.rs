@@ -828,6 +828,7 @@ impl Swim {
             && let Some(s) = self.suspicions.get(&slot)
         {
             update.from = s.first_accuser().clone();
+            update.proof = self.accusation_proof(slot, &update);
         }
         update
     }

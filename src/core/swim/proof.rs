@@ -62,6 +62,34 @@ impl Swim {
         }
     }
 
+    /// Our signature over `update` (one of our statements or accusations).
+    pub(super) fn sign(&self, update: &Update) -> Option<Blob> {
+        let statement = wire::statement(self.cluster, update);
+        self.keyring.sign(&statement).map(Blob::from)
+    }
+
+    /// The proof to pass `update` (an accusation about `slot`) on with: ours signed now, or
+    /// the accuser's as it came to us.
+    pub(super) fn accusation_proof(&self, slot: Slot, update: &Update) -> Option<Blob> {
+        if update.from == self.my_info().name {
+            self.sign(update)
+        } else {
+            self.suspicions
+                .get(&slot)
+                .and_then(|s| s.proof_of(&update.from))
+        }
+    }
+
+    /// Whether an accusation passed on by a third party carries its accuser's proof.
+    /// Unproven, the accuser it names counts for nothing (see `apply_update`).
+    pub(super) fn proven_accusation(&self, update: &Update) -> bool {
+        let Some(proof) = &update.proof else {
+            return false;
+        };
+        let statement = wire::statement(self.cluster, update);
+        self.keyring.verify(&update.from, &statement, proof.as_bytes()) == Proven::Yes
+    }
+
     /// Signs our statement as held, if it is not signed yet.
     pub(super) fn sign_own(&mut self) {
         let Some(member) = self.members.get(self.me) else {

@@ -10,7 +10,7 @@ impl Swim {
         now: Instant,
         slot: Slot,
         incarnation: Incarnation,
-        accuser: NodeName,
+        (accuser, proof): (NodeName, Option<Blob>),
         via: Option<&NodeName>,
         source: Source,
     ) {
@@ -27,7 +27,7 @@ impl Swim {
                 let confirmed = self
                     .suspicions
                     .get_mut(&slot)
-                    .is_some_and(|s| s.confirm(&accuser));
+                    .is_some_and(|s| s.confirm(&accuser, proof));
                 if incarnation > current {
                     self.members
                         .set_state(slot, State::Suspect, incarnation, now);
@@ -68,7 +68,7 @@ impl Swim {
                     wanted
                 };
                 let bounds = self.config.suspicion_bounds(n);
-                let suspicion = Suspicion::new(now, accuser.clone(), expected, bounds);
+                let suspicion = Suspicion::new(now, (accuser.clone(), proof), expected, bounds);
                 self.schedule(suspicion.deadline(), Timer::Suspicion(slot));
                 self.schedule(now + bounds.0 / 2, Timer::SuspicionCheck(slot, now));
                 self.suspicions.insert(slot, suspicion);
@@ -120,7 +120,7 @@ impl Swim {
         let Some(member) = self.members.get(slot) else {
             return;
         };
-        let update = Update {
+        let mut update = Update {
             name: member.info.name.clone(),
             incarnation: member.incarnation,
             state: State::Suspect,
@@ -133,6 +133,8 @@ impl Swim {
             software: None,
             proof: None,
         };
+        // Ours signed, another's with its accuser's proof: relayed, it still confirms.
+        update.proof = self.accusation_proof(slot, &update);
         self.broadcasts.push(slot, wire::encode_update(&update));
         self.schedule_gossip(now);
     }

@@ -567,6 +567,7 @@ impl Metrics {
             snapshot.stats.statements_unsigned,
             snapshot.stats.statements_unproven,
             snapshot.stats.credentials_refused,
+            snapshot.stats.notes_unproven,
         ]) {
             advance_to(&self.dropped.with_label_values(&[reason]), total);
         }
@@ -658,7 +659,7 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// `swimd_dropped_messages_total` reasons, in [`Metrics::update`]'s order.
-const DROP_REASONS: [&str; 14] = [
+const DROP_REASONS: [&str; 15] = [
     "decode_error",
     "identity_mismatch",
     "cluster_mismatch",
@@ -673,6 +674,7 @@ const DROP_REASONS: [&str; 14] = [
     "unsigned_statement",
     "unproven_statement",
     "credential_refused",
+    "unproven_note",
 ];
 
 /// Registers a metric whose definition is fixed in the code: an error is a programming

@@ -129,7 +129,7 @@ fn packet(message: Message, updates: Vec<Update>, notes: &[&str]) -> Packet {
         from: name("node-1"),
         message,
         updates,
-        notes: notes.iter().map(|k| Note { key: k.to_string() }).collect(),
+        notes: notes.iter().map(|k| Note::bare(*k)).collect(),
     }
 }
 

@@ -529,8 +529,8 @@ impl Agent {
 
     /// Notes learnt from peers: cluster-hook confirmations for the policy's standbys.
     fn forward_notes(&mut self) {
-        while let Some(key) = self.swim.poll_note() {
-            self.policy.on_note(&key);
+        while let Some((key, from)) = self.swim.poll_note() {
+            self.policy.on_note(&key, from.as_str());
         }
     }
 

@@ -227,6 +227,9 @@ pub struct Stats {
     /// Statements whose proof did not check out, even with a fresh credential, or for
     /// which none came: refused.
     pub statements_unproven: u64,
+    /// Notes without a proof by the member they name (from v0.1.0 agents, or forged):
+    /// neither handed over nor passed on.
+    pub notes_unproven: u64,
     /// Credentials received that did not check out (not from the cluster CA, revoked,
     /// naming another member).
     pub credentials_refused: u64,

@@ -2072,3 +2072,51 @@ fn in_the_overlay_only_the_suspects_observers_count_as_witnesses() {
     assert_eq!(kinds_about(&mut swim, "n1"), vec![EventKind::Suspect]);
     assert_eq!(swim.stats().closed_port_verdicts, 0);
 }
+
+#[test]
+fn a_note_is_taken_only_with_the_proof_of_the_member_it_names() {
+    let now = Instant::now();
+    let mut swim = core(3, now);
+    let note = |key: &str, from: &str, signer: &str| {
+        let mut note = wire::Note {
+            key: key.into(),
+            from: NodeName::new(from),
+            proof: None,
+        };
+        let statement = wire::note_statement(CLUSTER, &note);
+        note.proof = Some(wire::Blob::from(ModelKeyring::proof(
+            &NodeName::new(signer),
+            &statement,
+        )));
+        note
+    };
+    // n1 passes on a confirmation in n2's name: unsigned, signed by itself, by n2.
+    let notes = vec![
+        wire::Note {
+            key: "lb/1".into(),
+            from: NodeName::new("n2"),
+            proof: None,
+        },
+        note("lb/2", "n2", "n1"),
+        note("lb/3", "n2", "n2"),
+    ];
+    let packet = Packet {
+        notes,
+        ..packet(1, Message::Gossip, vec![])
+    };
+    swim.handle_packet(now, addr(1), packet);
+    assert_eq!(
+        std::iter::from_fn(|| swim.poll_note()).collect::<Vec<_>>(),
+        vec![("lb/3".to_string(), NodeName::new("n2"))]
+    );
+    assert_eq!(swim.stats().notes_unproven, 2);
+    // Ours go out signed.
+    swim.publish_note(now, "lb/4".into()).expect("new");
+    let sent = run_until(&mut swim, now + Duration::from_secs(1));
+    let ours = sent
+        .iter()
+        .flat_map(|(_, p)| p.notes.iter())
+        .find(|n| n.key == "lb/4")
+        .expect("gossiped");
+    assert_eq!(*ours, note("lb/4", "n0", "n0"));
+}

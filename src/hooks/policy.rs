@@ -259,9 +259,11 @@ impl Policy {
         actions
     }
 
-    /// A confirmation note arrived: its standby is done.
-    pub fn on_note(&mut self, key: &str) {
-        self.standby.retain(|s| s.key != key);
+    /// A confirmation note arrived from `from` (its proof checked by the core): its standby
+    /// is done if `from` is one of the members ranked before us, who would have delivered.
+    pub fn on_note(&mut self, key: &str, from: &str) {
+        self.standby
+            .retain(|s| s.key != key || !s.before.iter().any(|owner| owner == from));
     }
 
     /// Releases held recoveries that are due and takes over cluster deliveries whose owners
@@ -740,7 +742,17 @@ mod tests {
             > 0
         {
             assert_eq!(p.standby_len(), 1);
-            p.on_note(&format!("lb/{}", e.data.id));
+            // A note in the name of a member ranked after us (or anyone else) is no
+            // confirmation; one from the owner is.
+            let key = format!("lb/{}", e.data.id);
+            let behind = rank_list.last().expect("ranked");
+            if behind != names[non_owner] {
+                p.on_note(&key, behind);
+                assert_eq!(p.standby_len(), 1);
+            }
+            p.on_note(&key, "a-stranger");
+            assert_eq!(p.standby_len(), 1);
+            p.on_note(&key, &rank_list[0]);
             assert_eq!(p.standby_len(), 0);
         }
     }

@@ -772,7 +772,7 @@ impl Simulator {
         while let Some(t) = swim.poll_transmit() {
             outgoing.push(t);
         }
-        while let Some(key) = swim.poll_note() {
+        while let Some((key, _)) = swim.poll_note() {
             self.notes.push((elapsed, i, key));
         }
         while let Some(entry) = swim.poll_trace() {

@@ -122,6 +122,15 @@ pub fn statement(cluster: ClusterId, update: &Update) -> Vec<u8> {
     out
 }
 
+/// The bytes a member signs to make a note: a domain tag, the cluster, the key and its name.
+pub fn note_statement(cluster: ClusterId, note: &Note) -> Vec<u8> {
+    let mut out = Vec::with_capacity(note.key.len() + 64);
+    out.extend_from_slice(b"swimd note 1\0");
+    out.extend_from_slice(&cluster.0.to_be_bytes());
+    let _ = (&note.key, &note.from).serialize(&mut rmp_serde::Serializer::new(&mut out));
+    out
+}
+
 /// Encodes a packet whose updates are already encoded (by [`encode_update`]).
 pub fn encode_packet(
     cluster: ClusterId,

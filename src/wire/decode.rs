@@ -193,8 +193,14 @@ impl Element for Note {
         read_note(cursor).map(drop)
     }
     fn read(cursor: &mut Cursor<'_>) -> Result<Note, DecodeError> {
-        read_note(cursor).map(|key| Note {
+        read_note(cursor).map(|(key, from, proof)| Note {
             key: key.to_owned(),
+            from: if from.is_empty() {
+                NodeName::default()
+            } else {
+                NodeName::new(from)
+            },
+            proof: proof.map(|p| Blob(p.into())),
         })
     }
 }
@@ -401,14 +407,24 @@ fn read_buckets(cursor: &mut Cursor<'_>) -> Result<Vec<u8>, DecodeError> {
     Ok(buckets)
 }
 
-fn read_note<'a>(cursor: &mut Cursor<'a>) -> Result<&'a str, DecodeError> {
+fn read_note<'a>(
+    cursor: &mut Cursor<'a>,
+) -> Result<(&'a str, &'a str, Option<&'a [u8]>), DecodeError> {
     let mut fields = Fields::start(cursor)?;
     let key = fields.next(cursor, Cursor::str)?.unwrap_or_default();
+    let from = fields.next(cursor, Cursor::str)?.unwrap_or_default();
+    let proof = fields.next(cursor, |c| c.option(Cursor::bin))?.flatten();
     fields.finish(cursor)?;
     if key.len() > MAX_NOTE_LEN {
         return Err(DecodeError::Invalid("note longer than 128 bytes"));
     }
-    Ok(key)
+    if !from.is_empty() {
+        NodeName::validate(from).map_err(DecodeError::Invalid)?;
+    }
+    if proof.is_some_and(|p| p.len() > MAX_PROOF_LEN) {
+        return Err(malformed("a proof longer than 600 bytes"));
+    }
+    Ok((key, from, proof))
 }
 
 /// An update read and checked, borrowing the input: nothing is allocated until

@@ -343,11 +343,40 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 wire_struct! {
+    @manual |_: &Note| Ok(());
     /// An application note gossiped once around the cluster (hooks confirm deliveries with
-    /// it): an opaque key, deduplicated by every member.
+    /// it): an opaque key, deduplicated by every member, signed by the member that made it.
     pub struct Note {
         /// The note; at most [`MAX_NOTE_LEN`] bytes.
         pub key: String,
+        /// Who made it (empty from v0.1.0 agents).
+        pub from: NodeName,
+        /// Its maker's signature over [`crate::wire::note_statement`].
+        pub proof: Option<Blob>,
+    }
+}
+
+impl Note {
+    /// A note without a maker (as v0.1.0 agents write them).
+    pub fn bare(key: impl Into<String>) -> Note {
+        Note {
+            key: key.into(),
+            ..Note::default()
+        }
+    }
+}
+
+impl Serialize for Note {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let signed = !self.from.as_str().is_empty() || self.proof.is_some();
+        let mut t = s.serialize_tuple(if signed { 3 } else { 1 })?;
+        t.serialize_element(&self.key)?;
+        if signed {
+            t.serialize_element(&self.from)?;
+            t.serialize_element(&self.proof)?;
+        }
+        t.end()
     }
 }
 

@@ -8,7 +8,7 @@ mod types;
 pub use codec::{
     ClusterId, DecodeError, HEADER_LEN, MAX_DATAGRAM_LEN, MAX_PEER_TAGS_LEN, MAX_STREAM_LEN,
     VERSION, append_notes, encode, encode_head, encode_note, encode_packet, encode_update,
-    encode_updates_len, encoded_len, statement, tags_len,
+    encode_updates_len, encoded_len, note_statement, statement, tags_len,
 };
 pub use decode::{Encoded, MAX_ELEMENTS, Received, decode, decode_received, validate_structure};
 pub use message::{

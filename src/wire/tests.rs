@@ -136,7 +136,7 @@ fn packet() -> impl Strategy<Value = Packet> {
             from,
             message,
             updates,
-            notes: notes.into_iter().map(|key| Note { key }).collect(),
+            notes: notes.into_iter().map(Note::bare).collect(),
         })
 }
 
@@ -389,7 +389,7 @@ fn packets_without_notes_keep_the_four_element_form() {
     let bytes = encode(CLUSTER, &sample());
     assert_eq!(bytes[HEADER_LEN], 0x94);
     let mut with_note = sample();
-    with_note.notes.push(Note { key: "k".into() });
+    with_note.notes.push(Note::bare("k"));
     let bytes = encode(CLUSTER, &with_note);
     assert_eq!(bytes[HEADER_LEN], 0x95);
     assert_eq!(decode(CLUSTER, &bytes, MAX_STREAM_LEN), Ok(with_note));
@@ -398,9 +398,7 @@ fn packets_without_notes_keep_the_four_element_form() {
 #[test]
 fn overlong_note_is_invalid() {
     let mut p = sample();
-    p.notes.push(Note {
-        key: "x".repeat(MAX_NOTE_LEN + 1),
-    });
+    p.notes.push(Note::bare("x".repeat(MAX_NOTE_LEN + 1)));
     let bytes = encode(CLUSTER, &p);
     assert!(matches!(
         decode(CLUSTER, &bytes, MAX_STREAM_LEN),

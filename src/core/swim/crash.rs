@@ -36,7 +36,14 @@ impl Swim {
         };
         self.trace.record(now, &name, || Step::PortClosed);
         let me = self.my_info().name.clone();
-        self.suspect(now, slot, incarnation, (me.clone(), None), None, Source::Gossip);
+        self.suspect(
+            now,
+            slot,
+            incarnation,
+            (me.clone(), None),
+            None,
+            Source::Gossip,
+        );
         if self.note_closed_witnesses(now, slot, std::slice::from_ref(&me), None) {
             return;
         }

@@ -194,7 +194,8 @@ impl Swim {
             && !update.from.as_str().is_empty()
             && (sender == Some(&update.from)
                 || source == Source::Restore
-                || ((update.incarnation >= current && matches!(state, State::Alive | State::Suspect))
+                || ((update.incarnation >= current
+                    && matches!(state, State::Alive | State::Suspect))
                     && self.proven_accusation(&update)));
         if accusation && !named {
             update.from = sender.cloned().unwrap_or_default();

@@ -29,8 +29,8 @@ use super::trace::{Step, Trace, TraceEntry};
 use super::{Channel, Config, Event, EventKind, KnownMember, MemberView, Stats, Transmit};
 use crate::wire::{
     self, Ack, Blob, ClusterId, Credential, Digest, Encoded, Incarnation, MAX_CLOSED_WITNESSES,
-    Message, Nack, NodeName, Ping, PingReq, PushPull, Received, Software, State, Tags, Update,
-    WireAddr,
+    Message, Nack, NodeName, Note, Ping, PingReq, PushPull, Received, Software, State, Tags,
+    Update, WireAddr,
 };
 
 /// Who this member is.
@@ -604,7 +604,7 @@ impl Swim {
         }
         if !packet.notes.is_empty() {
             for note in packet.notes.iter() {
-                self.notes.receive(note.key);
+                self.receive_note(note);
             }
             if !self.notes.is_empty() {
                 self.schedule_gossip(now);
@@ -696,7 +696,16 @@ impl Swim {
         if key.len() > wire::MAX_NOTE_LEN {
             return Err(NoteError::TooLong(key.len()));
         }
-        if !self.notes.publish(key) {
+        let mut note = Note {
+            key,
+            from: self.my_info().name.clone(),
+            proof: None,
+        };
+        note.proof = self
+            .keyring
+            .sign(&wire::note_statement(self.cluster, &note))
+            .map(Blob::from);
+        if !self.notes.publish(note) {
             return Err(NoteError::Known);
         }
         self.schedule_gossip(now);
@@ -713,8 +722,8 @@ impl Swim {
         self.trace.poll()
     }
 
-    /// The next note learnt from a peer (each note once).
-    pub fn poll_note(&mut self) -> Option<String> {
+    /// The next note learnt from a peer (each note once), with the member that made it.
+    pub fn poll_note(&mut self) -> Option<(String, NodeName)> {
         self.notes.poll()
     }
 

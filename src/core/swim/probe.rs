@@ -245,7 +245,14 @@ impl Swim {
         self.trace
             .record(now, &probe.target_name, || Step::ProbeFailed { nacks });
         let me = self.my_info().name.clone();
-        self.suspect(now, probe.target, incarnation, (me, None), None, Source::Gossip);
+        self.suspect(
+            now,
+            probe.target,
+            incarnation,
+            (me, None),
+            None,
+            Source::Gossip,
+        );
     }
 
     pub(super) fn on_ack(&mut self, now: Instant, ack: Ack, sender: &NodeName) {

@@ -87,7 +87,28 @@ impl Swim {
             return false;
         };
         let statement = wire::statement(self.cluster, update);
-        self.keyring.verify(&update.from, &statement, proof.as_bytes()) == Proven::Yes
+        self.keyring
+            .verify(&update.from, &statement, proof.as_bytes())
+            == Proven::Yes
+    }
+
+    /// A note from a peer: taken (handed over and passed on) only with its maker's proof,
+    /// so that nobody can confirm a delivery in another member's name.
+    pub(super) fn receive_note(&mut self, note: Note) {
+        if self.notes.knows(&note.key) {
+            return;
+        }
+        let proven = note.proof.as_ref().is_some_and(|proof| {
+            let statement = wire::note_statement(self.cluster, &note);
+            self.keyring
+                .verify(&note.from, &statement, proof.as_bytes())
+                == Proven::Yes
+        });
+        if proven {
+            self.notes.receive(note);
+        } else {
+            self.stats.notes_unproven += 1;
+        }
     }
 
     /// Signs our statement as held, if it is not signed yet.

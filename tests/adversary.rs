@@ -6,11 +6,12 @@ pub mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use swimd::core::Channel;
+use swimd::core::{Channel, Keyring};
 use swimd::net::tls;
 use swimd::net::transport::{Transport, TransportConfig};
 use swimd::wire::{
-    self, Ack, ClusterId, Incarnation, Message, NodeName, PingReq, State, Tags, Update, WireAddr,
+    self, Ack, ClusterId, Incarnation, Message, NodeName, Note, PingReq, State, Tags, Update,
+    WireAddr,
 };
 
 use support::cluster::{Cluster, within};
@@ -23,6 +24,8 @@ struct Mallory {
     name: NodeName,
     cluster: ClusterId,
     runtime: tokio::runtime::Runtime,
+    /// Signs with mallory's own key: all an insider can sign with.
+    keyring: tls::ClusterKeyring,
 }
 
 impl Mallory {
@@ -54,6 +57,7 @@ impl Mallory {
             name,
             cluster: ClusterId::of(&c.cluster_name),
             runtime,
+            keyring: tls::ClusterKeyring::new(&identity).expect("keyring"),
         }
     }
 
@@ -75,6 +79,15 @@ impl Mallory {
     /// Sends `message` with `updates` to `to` as one datagram.
     fn send(&self, to: SocketAddr, message: &Message, updates: &[Update]) {
         self.send_bytes(to, Channel::Datagram, self.packet(message, updates));
+    }
+
+    /// Sends a gossip packet carrying `notes` to `to`.
+    fn send_notes(&self, to: SocketAddr, notes: &[Note]) {
+        let mut payload = self.packet(&Message::Gossip, &[]);
+        let encoded: Vec<Vec<u8>> = notes.iter().map(wire::encode_note).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        wire::append_notes(&mut payload, &refs);
+        self.send_bytes(to, Channel::Datagram, payload);
     }
 
     /// Sends `message` to `to` on a stream (as a push-pull travels).
@@ -474,4 +487,62 @@ fn a_datagram_flood_from_an_insider_costs_the_cluster_nothing() {
         "RSS grew {} KiB",
         peak.max(rss_after) - rss_before
     );
+}
+
+/// Names an insider cannot prove: it accuses node-3 in node-1's, node-2's and node-4's
+/// names (so that the suspicion looks confirmed three times over) and publishes
+/// cluster-hook confirmation notes in node-1's name, unsigned and signed with its own key.
+/// No agent counts a made-up accuser (node-3 refutes, nobody fails it, and the suspicions
+/// end with no confirmation), and no agent takes a note.
+#[test]
+fn made_up_accusers_and_notes_in_others_names_count_for_nothing() {
+    let c = Cluster::converged("adversary-names", 74, 5);
+    let mallory = Mallory::new(&c, 74);
+    let total = |c: &Cluster, series: &str| -> f64 {
+        (0..5).filter_map(|i| c.metric(i, series)).sum()
+    };
+    let confirmations = "swimd_suspicion_confirmations_sum";
+    let before = total(&c, confirmations);
+    let accusations: Vec<Update> = ["node-1", "node-2", "node-4"]
+        .iter()
+        .map(|accuser| Update {
+            name: NodeName::new("node-3"),
+            state: State::Suspect,
+            from: NodeName::new(accuser),
+            ..Update::default()
+        })
+        .collect();
+    let unsigned = Note {
+        key: "lb/predicted-1".into(),
+        from: NodeName::new("node-1"),
+        proof: None,
+    };
+    let mut self_signed = Note {
+        key: "lb/predicted-2".into(),
+        ..unsigned.clone()
+    };
+    let statement = wire::note_statement(mallory.cluster, &self_signed);
+    self_signed.proof = mallory.keyring.sign(&statement).map(wire::Blob::from);
+    for node in c.nodes.iter().filter(|n| n.name != "node-3") {
+        mallory.send(node.gossip(), &Message::Gossip, &accusations);
+        mallory.send_notes(node.gossip(), &[unsigned.clone(), self_signed.clone()]);
+    }
+    // node-3 hears of the suspicion from the others and refutes it.
+    std::thread::sleep(Duration::from_millis(500));
+    let healed = within(Duration::from_secs(3), || c.not_alive(0..5).is_empty());
+    assert!(healed.is_some(), "{:?}", c.not_alive(0..5));
+    let refuted = within(Duration::from_secs(3), || {
+        total(&c, "swimd_suspicion_confirmations_count") >= 4.0
+    });
+    eprintln!("node-3 alive everywhere again {healed:?} after the forgeries");
+    assert!(refuted.is_some(), "the suspicions of node-3 ended");
+    assert_eq!(
+        total(&c, confirmations),
+        before,
+        "a made-up accuser was counted as a confirmation"
+    );
+    let notes = total(&c, "swimd_dropped_messages_total{reason=\"unproven_note\"}");
+    assert!(notes >= 8.0, "the notes are refused and counted: {notes}");
+    let failed = total(&c, "swimd_member_state_transitions_total{to=\"failed\"}");
+    assert_eq!(failed, 0.0, "nobody was failed");
 }

@@ -498,9 +498,8 @@ fn a_datagram_flood_from_an_insider_costs_the_cluster_nothing() {
 fn made_up_accusers_and_notes_in_others_names_count_for_nothing() {
     let c = Cluster::converged("adversary-names", 74, 5);
     let mallory = Mallory::new(&c, 74);
-    let total = |c: &Cluster, series: &str| -> f64 {
-        (0..5).filter_map(|i| c.metric(i, series)).sum()
-    };
+    let total =
+        |c: &Cluster, series: &str| -> f64 { (0..5).filter_map(|i| c.metric(i, series)).sum() };
     let confirmations = "swimd_suspicion_confirmations_sum";
     let before = total(&c, confirmations);
     let accusations: Vec<Update> = ["node-1", "node-2", "node-4"]

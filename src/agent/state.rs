@@ -60,6 +60,10 @@ struct SavedMember {
     /// after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proof: Option<String>,
+    /// Its certificate chain (base64 of the DER certificates), to check and pass on its
+    /// signatures after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credential: Option<String>,
 }
 
 /// `maintenance.json`: we are in maintenance, for this reason.
@@ -239,9 +243,11 @@ impl StateDir {
                     .with_failing(m.failing)
                     .with_maintenance(m.maintenance)
                     .with_software(m.software);
-                let proof = m.proof.and_then(|p| BASE64.decode(p).ok()).map(Blob::from);
+                let blob =
+                    |b64: Option<String>| b64.and_then(|b| BASE64.decode(b).ok()).map(Blob::from);
                 Some(KnownMember {
-                    proof,
+                    proof: blob(m.proof),
+                    credential: blob(m.credential),
                     ..KnownMember::new(Arc::new(info), Incarnation(m.incarnation), state)
                 })
             })
@@ -374,6 +380,7 @@ fn saved_members(members: &[KnownMember]) -> Vec<SavedMember> {
             maintenance: m.info.maintenance.clone(),
             software: m.info.software.clone(),
             proof: m.proof.as_ref().map(|p| BASE64.encode(p.as_bytes())),
+            credential: m.credential.as_ref().map(|c| BASE64.encode(c.as_bytes())),
         })
         .collect()
 }
@@ -411,6 +418,7 @@ mod tests {
         ));
         let known = KnownMember {
             proof: Some(Blob::from(vec![7; 72])),
+            credential: Some(Blob::from(vec![8; 480])),
             ..KnownMember::new(info, Incarnation(3), State::Alive)
         };
         state.save_members(std::slice::from_ref(&known)).unwrap();

@@ -46,6 +46,8 @@ pub struct KnownMember {
     pub state: State,
     /// Its signature over [`KnownMember::update`], for `alive` and `left`.
     pub proof: Option<crate::wire::Blob>,
+    /// Its certificate chain as last learnt (checked again when restored).
+    pub credential: Option<crate::wire::Blob>,
 }
 
 impl KnownMember {
@@ -56,6 +58,7 @@ impl KnownMember {
             incarnation,
             state,
             proof: None,
+            credential: None,
         }
     }
 

@@ -26,6 +26,9 @@ use crate::core::{
 };
 use crate::wire::{self, ClusterId, Incarnation, Message, NodeName, State, Update};
 
+/// Clusters up to this size model who holds whose certificate (see `boot`).
+const MODELLED_CREDENTIALS: usize = 1000;
+
 /// Bytes every datagram costs on the wire beyond its payload: IPv4 + UDP (28) and QUIC's
 /// short header, AEAD tag and DATAGRAM frame header with 8-byte connection ids (37),
 /// calibrated against the measurements in `shared/QUIC-NOTES.md`.
@@ -251,6 +254,7 @@ impl Simulator {
                 // Each member's own proof, as a restored agent kept it.
                 let statement = crate::wire::statement(cluster, &known.update());
                 known.proof = Some(ModelKeyring::proof(&n.name, &statement).into());
+                known.credential = Some(ModelKeyring::credential_of(&n.name).into());
                 known
             })
             .collect();
@@ -287,6 +291,7 @@ impl Simulator {
     fn boot(&mut self, i: usize, incarnation: Incarnation) {
         let seed = self.rng.next_u64();
         let (config, cluster, now) = (self.config.clone(), self.cluster, self.now);
+        let modelled = self.nodes.len() <= MODELLED_CREDENTIALS;
         let Some(node) = self.nodes.get_mut(i) else {
             return;
         };
@@ -297,7 +302,14 @@ impl Simulator {
             tags: Default::default(),
             incarnation,
         };
+        let name = identity.name.clone();
         let mut swim = Swim::new(identity, config, seed, now);
+        // Certificates are learnt in handshakes and asked of relays, as agents do, up to
+        // 1,000 members; beyond, every member holds every one from the start (the table of
+        // who holds whose would take 10^8 entries at 10,000).
+        if modelled {
+            swim.set_keyring(Box::new(ModelKeyring::knowing_none(name)));
+        }
         swim.set_trace(self.explained.is_some());
         // Every simulated host's clock reads the same.
         swim.set_wall_clock(now, now - self.epoch);
@@ -716,7 +728,14 @@ impl Simulator {
             return;
         };
         match wire::decode_received(cluster, payload, limit) {
-            Ok(packet) => swim.handle_packet(now, from, packet),
+            Ok(packet) => {
+                // What the handshake showed: the sender's certificate.
+                if !swim.knows_credential(&packet.from) {
+                    let credential = ModelKeyring::credential_of(&packet.from);
+                    swim.learn_credential(now, &packet.from, &credential);
+                }
+                swim.handle_packet(now, from, packet)
+            }
             Err(_) => self.decode_errors += 1,
         }
     }

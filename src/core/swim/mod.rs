@@ -303,8 +303,13 @@ pub struct Swim {
     pending: HashMap<NodeName, proof::Pending>,
     /// Credentials asked for, and when.
     asked: HashMap<NodeName, Instant>,
-    /// Credentials to ask for, by the peer that passed the statements on.
-    wanted: BTreeMap<NodeName, Vec<NodeName>>,
+    /// Credentials to ask for, by the peer that passed the statements on (and its address:
+    /// it may be news to us too).
+    wanted: BTreeMap<NodeName, (SocketAddr, Vec<NodeName>)>,
+    /// Notes held until their maker's credential arrives.
+    pending_notes: VecDeque<(Note, Instant)>,
+    /// Where the packet being handled came from.
+    packet_from: Option<SocketAddr>,
     ask_scheduled: bool,
     /// Until when our push-pulls carry our credential (after a new keyring).
     tell_credential_until: Option<Instant>,
@@ -395,6 +400,8 @@ impl Swim {
             pending: HashMap::new(),
             asked: HashMap::new(),
             wanted: BTreeMap::new(),
+            pending_notes: VecDeque::new(),
+            packet_from: None,
             ask_scheduled: false,
             signers: std::collections::HashSet::new(),
             tell_credential_until: None,
@@ -428,17 +435,25 @@ impl Swim {
     /// bootstrap) without events; they are probed like any other member.
     /// Members already known (ourselves included) and repeated names are skipped.
     pub fn restore(&mut self, now: Instant, members: impl IntoIterator<Item = KnownMember>) {
-        let fresh: Vec<Member> = members
-            .into_iter()
-            .filter(|known| self.members.find(known.info.name.as_str()).is_none())
-            .map(|known| Member {
+        let mut fresh = Vec::new();
+        for known in members {
+            if self.members.find(known.info.name.as_str()).is_some() {
+                continue;
+            }
+            // Checked again (the CA or the revocation lists may have changed meanwhile).
+            if let Some(chain) = &known.credential
+                && !self.keyring.holds(&known.info.name, chain.as_bytes())
+            {
+                self.keyring.learn(&known.info.name, chain.as_bytes());
+            }
+            fresh.push(Member {
                 info: known.info,
                 incarnation: known.incarnation,
                 state: known.state,
                 since: now,
                 proof: known.proof,
-            })
-            .collect();
+            });
+        }
         for slot in self.members.extend(fresh, &mut self.rng) {
             match self.members.get(slot).map(|m| m.state) {
                 Some(State::Failed) => {
@@ -593,6 +608,7 @@ impl Swim {
     pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: impl Into<Received>) {
         let packet: Received = packet.into();
         let sender = packet.from;
+        self.packet_from = Some(from);
         if !self.closed_ports.is_empty()
             && let Some(slot) = self.members.find(sender.as_str())
         {
@@ -604,7 +620,7 @@ impl Swim {
         }
         if !packet.notes.is_empty() {
             for note in packet.notes.iter() {
-                self.receive_note(note);
+                self.receive_note(now, note, Some(&sender));
             }
             if !self.notes.is_empty() {
                 self.schedule_gossip(now);
@@ -620,6 +636,7 @@ impl Swim {
                 self.on_push_pull(now, from, &sender, push_pull, &packet.members)
             }
         }
+        self.packet_from = None;
     }
 
     /// Handles an ICMP "port unreachable" for a packet we sent to `addr` (the driver checks
@@ -800,6 +817,7 @@ impl Swim {
             incarnation: m.incarnation,
             state: m.state,
             proof: m.proof.clone(),
+            credential: self.keyring.credential(&m.info.name).map(Blob::from),
         })
     }
 

@@ -10,6 +10,8 @@ const MAX_PENDING_STATEMENTS: usize = 256;
 const PENDING_FOR: Duration = Duration::from_secs(10);
 /// A credential is asked for again, of anybody, after this long without an answer.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// Notes held while their maker's credential is fetched, at most.
+const MAX_PENDING_NOTES: usize = 64;
 /// How long our push-pulls carry our credential after a new keyring: long enough for
 /// several push-pulls with each neighbour (one per `push_pull_interval`, 30 s).
 const TELL_CREDENTIAL_FOR: Duration = Duration::from_secs(300);
@@ -46,6 +48,11 @@ impl Swim {
     /// members holding the old one can check what we sign from now on.
     pub fn tell_credential(&mut self, now: Instant) {
         self.tell_credential_until = Some(now + TELL_CREDENTIAL_FOR);
+    }
+
+    /// Whether we hold a credential for `name`.
+    pub fn knows_credential(&self, name: &NodeName) -> bool {
+        self.keyring.knows(name)
     }
 
     /// A credential a peer presented in its handshake: learnt unless held already (a
@@ -94,20 +101,42 @@ impl Swim {
 
     /// A note from a peer: taken (handed over and passed on) only with its maker's proof,
     /// so that nobody can confirm a delivery in another member's name.
-    pub(super) fn receive_note(&mut self, note: Note) {
+    pub(super) fn receive_note(&mut self, now: Instant, note: Note, sender: Option<&NodeName>) {
         if self.notes.knows(&note.key) {
             return;
         }
-        let proven = note.proof.as_ref().is_some_and(|proof| {
-            let statement = wire::note_statement(self.cluster, &note);
-            self.keyring
-                .verify(&note.from, &statement, proof.as_bytes())
-                == Proven::Yes
-        });
-        if proven {
-            self.notes.receive(note);
-        } else {
+        let Some(proof) = &note.proof else {
             self.stats.notes_unproven += 1;
+            return;
+        };
+        let statement = wire::note_statement(self.cluster, &note);
+        match self
+            .keyring
+            .verify(&note.from, &statement, proof.as_bytes())
+        {
+            Proven::Yes => self.notes.receive(note),
+            Proven::No => self.stats.notes_unproven += 1,
+            // Held, and the maker's credential asked of the peer that passed it on.
+            Proven::Unknown => {
+                let Some(sender) = sender.cloned() else {
+                    self.stats.notes_unproven += 1;
+                    return;
+                };
+                while self.pending_notes.len() >= MAX_PENDING_NOTES {
+                    self.pending_notes.pop_front();
+                    self.stats.notes_unproven += 1;
+                }
+                let maker = note.from.clone();
+                self.pending_notes.push_back((note, now));
+                let asked = self
+                    .asked
+                    .get(&maker)
+                    .is_some_and(|&at| now.saturating_duration_since(at) < ASK_AGAIN_AFTER);
+                if !asked {
+                    self.asked.insert(maker.clone(), now);
+                    self.want(now, sender, None, maker);
+                }
+            }
         }
     }
 
@@ -208,15 +237,40 @@ impl Swim {
                 since: now,
             },
         );
-        let asked = self
-            .asked
-            .get(&name)
-            .is_some_and(|&at| now.saturating_duration_since(at) < ASK_AGAIN_AFTER);
-        if asked {
+        let asked = self.asked.get(&name).copied();
+        if asked.is_some_and(|at| now.saturating_duration_since(at) < ASK_AGAIN_AFTER) {
             return;
         }
         self.asked.insert(name.clone(), now);
-        let batch = self.wanted.entry(sender).or_default();
+        // Asked before, and no relay had it (an agent restarted since it learnt it, say):
+        // ask the member itself, whose handshake shows it.
+        let direct = asked.is_some();
+        let addr = self
+            .pending
+            .get(&name)
+            .and_then(|p| p.update.addr)
+            .map(|a| a.0);
+        match (direct, addr) {
+            (true, Some(addr)) => self.want(now, name.clone(), Some(addr), name),
+            _ => self.want(now, sender, None, name),
+        }
+    }
+
+    /// Batches a request for `name`'s credential to `sender` (at `addr`, else where we know
+    /// it, else the peer of the packet being handled).
+    fn want(&mut self, now: Instant, sender: NodeName, addr: Option<SocketAddr>, name: NodeName) {
+        let addr = addr
+            .or_else(|| {
+                self.members
+                    .find(sender.as_str())
+                    .and_then(|s| self.members.info(s))
+                    .map(|i| i.addr)
+            })
+            .or(self.packet_from);
+        let Some(addr) = addr else {
+            return;
+        };
+        let (_, batch) = self.wanted.entry(sender).or_insert((addr, Vec::new()));
         if batch.len() < wire::MAX_WANTED && !batch.contains(&name) {
             batch.push(name);
         }
@@ -229,23 +283,18 @@ impl Swim {
     /// Sends the credential requests batched since the last call: one push-pull per peer.
     pub(super) fn ask_credentials(&mut self, now: Instant) {
         self.ask_scheduled = false;
-        for (peer, want) in std::mem::take(&mut self.wanted) {
-            let Some(slot) = self.members.find(peer.as_str()) else {
-                continue;
-            };
-            let Some(addr) = self.members.info(slot).map(|i| i.addr) else {
-                continue;
-            };
+        for (peer, (addr, want)) in std::mem::take(&mut self.wanted) {
+            let slot = self.members.find(peer.as_str());
             self.sign_own();
             self.stats.push_pulls_started += 1;
             let message = PushPull {
-                members: self.self_and_peer(Some(slot)),
+                members: self.self_and_peer(slot),
                 digest: Digest(self.members.digest().to_vec()),
                 want,
                 credentials: self.own_credential(now),
                 ..PushPull::default()
             };
-            self.send_stream(now, addr, Some(slot), message);
+            self.send_stream_to(now, addr, Some(peer), message);
         }
     }
 
@@ -288,9 +337,18 @@ impl Swim {
             .collect()
     }
 
-    /// A credential for `name` arrived: its held statement is taken if it now checks out.
+    /// A credential for `name` arrived: its held statement and notes are taken if they now
+    /// check out.
     fn release_pending(&mut self, now: Instant, name: &NodeName) {
         self.asked.remove(name);
+        let (notes, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_notes)
+            .into_iter()
+            .filter(|(_, since)| now.saturating_duration_since(*since) < PENDING_FOR)
+            .partition(|(note, _)| note.from == *name);
+        self.pending_notes = others.into();
+        for (note, _) in notes {
+            self.receive_note(now, note, None);
+        }
         let Some(pending) = self.pending.remove(name) else {
             return;
         };

@@ -102,6 +102,20 @@ impl Swim {
         peer: Option<Slot>,
         message: PushPull,
     ) {
+        let to_name = peer
+            .and_then(|s| self.members.info(s))
+            .map(|i| i.name.clone());
+        self.send_stream_to(now, to, to_name, message);
+    }
+
+    /// [`Swim::send_stream`] to a peer known by name only (it may be news to us).
+    pub(super) fn send_stream_to(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        to_name: Option<NodeName>,
+        message: PushPull,
+    ) {
         let mut payload = Vec::new();
         let message = Message::PushPull(message);
         let kind = message.kind();
@@ -114,9 +128,7 @@ impl Swim {
         );
         self.transmits.push_back(Transmit {
             to,
-            to_name: peer
-                .and_then(|s| self.members.info(s))
-                .map(|i| i.name.clone()),
+            to_name,
             payload,
             channel: Channel::Stream,
             kind,

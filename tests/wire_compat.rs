@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use swimd::wire::{
-    Ack, Blob, ClusterId, Credential, DecodeError, Digest, HEADER_LEN, Incarnation, MAX_STREAM_LEN, Message, Nack,
-    NodeName, Note, Packet, Ping, PingReq, PushPull, Software, State, Tags, Update, VERSION,
-    WireAddr, decode, encode,
+    Ack, Blob, ClusterId, Credential, DecodeError, Digest, HEADER_LEN, Incarnation, MAX_STREAM_LEN,
+    Message, Nack, NodeName, Note, Packet, Ping, PingReq, PushPull, Software, State, Tags, Update,
+    VERSION, WireAddr, decode, encode,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wire");

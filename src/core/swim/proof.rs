@@ -10,6 +10,8 @@ const MAX_PENDING_STATEMENTS: usize = 256;
 const PENDING_FOR: Duration = Duration::from_secs(10);
 /// A credential is asked for again, of anybody, after this long without an answer.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// Members whose credentials are being asked for, at most (each for `PENDING_FOR`).
+const MAX_ASKED: usize = 1024;
 /// Notes held while their maker's credential is fetched, at most.
 const MAX_PENDING_NOTES: usize = 64;
 /// How long our push-pulls carry our credential after a new keyring: long enough for
@@ -128,11 +130,12 @@ impl Swim {
                 }
                 let maker = note.from.clone();
                 self.pending_notes.push_back((note, now));
+                self.expire_pending(now);
                 let asked = self
                     .asked
                     .get(&maker)
                     .is_some_and(|&at| now.saturating_duration_since(at) < ASK_AGAIN_AFTER);
-                if !asked {
+                if !asked && self.asked.len() < MAX_ASKED {
                     self.asked.insert(maker.clone(), now);
                     self.want(now, sender, None, maker);
                 }
@@ -238,7 +241,9 @@ impl Swim {
             },
         );
         let asked = self.asked.get(&name).copied();
-        if asked.is_some_and(|at| now.saturating_duration_since(at) < ASK_AGAIN_AFTER) {
+        if asked.is_some_and(|at| now.saturating_duration_since(at) < ASK_AGAIN_AFTER)
+            || (asked.is_none() && self.asked.len() >= MAX_ASKED)
+        {
             return;
         }
         self.asked.insert(name.clone(), now);

@@ -530,11 +530,12 @@ fn made_up_accusers_and_notes_in_others_names_count_for_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let healed = within(Duration::from_secs(3), || c.not_alive(0..5).is_empty());
     assert!(healed.is_some(), "{:?}", c.not_alive(0..5));
+    // An agent that heard node-3's refutation before the forgery never suspects it.
     let refuted = within(Duration::from_secs(3), || {
-        total(&c, "swimd_suspicion_confirmations_count") >= 4.0
+        total(&c, "swimd_suspicion_confirmations_count") >= 1.0
     });
     eprintln!("node-3 alive everywhere again {healed:?} after the forgeries");
-    assert!(refuted.is_some(), "the suspicions of node-3 ended");
+    assert!(refuted.is_some(), "a suspicion of node-3 ended");
     assert_eq!(
         total(&c, confirmations),
         before,

@@ -267,6 +267,9 @@ struct Run {
     side: Option<Vec<u8>>,
     wall: WallClock,
     last_progress: WallClock,
+    /// The insider's copy of each honest member's signed statement at its first forgery,
+    /// replayed later (when the member has moved on).
+    captured: Vec<Option<Update>>,
 }
 
 /// Runs one scenario.
@@ -293,6 +296,7 @@ pub fn run_detailed(opts: Options) -> (Report, Simulator, Vec<Vec<Duration>>) {
         opts,
         wall,
         last_progress: wall,
+        captured: Vec::new(),
     };
     let report = run.execute();
     (report, run.sim, run.downs)
@@ -693,7 +697,29 @@ impl Run {
             from: from.clone(),
             ..Update::default()
         };
-        let updates = match k % 4 {
+        if self.captured.is_empty()
+            && let Some(swim) = self.sim.swim(hostile)
+        {
+            // Genuine signed statements, as the insider holds them now, to replay later.
+            let held: Vec<_> = swim.known_members().collect();
+            self.captured = (0..self.opts.members)
+                .map(|i| {
+                    let name = self.sim.name(i)?;
+                    held.iter()
+                        .find(|m| m.info.name == *name)
+                        .map(|m| m.update())
+                })
+                .collect();
+        }
+        let updates = match k % 5 {
+            // A replay: the victim's own signed word, from before its latest refutations.
+            4 => self
+                .captured
+                .get(victim)
+                .cloned()
+                .flatten()
+                .into_iter()
+                .collect(),
             0 => vec![claim(State::Left, &me)],
             1 => vec![claim(State::Failed, &me)],
             2 => vec![Update {

@@ -151,6 +151,9 @@ pub struct Simulator {
     story: Vec<(Duration, usize, TraceEntry)>,
     /// Per (host, destination): ICMP tokens left and when they were counted.
     icmp_tokens: HashMap<(usize, usize), (f64, Instant)>,
+    /// A hostile member that answers direct probes and sends nothing else: it relays no
+    /// ping-req, nacks nothing, gossips nothing, answers no push-pull.
+    pub black_hole: Option<usize>,
 }
 
 impl Simulator {
@@ -185,6 +188,7 @@ impl Simulator {
             explained: None,
             story: Vec::new(),
             icmp_tokens: HashMap::new(),
+            black_hole: None,
         };
         for _ in 0..members {
             sim.add_node();
@@ -790,6 +794,9 @@ impl Simulator {
         let mut outgoing = Vec::new();
         while let Some(t) = swim.poll_transmit() {
             outgoing.push(t);
+        }
+        if self.black_hole == Some(i) {
+            outgoing.retain(|t| matches!(wire::KIND_NAMES.get(usize::from(t.kind)), Some(&"ack")));
         }
         while let Some((key, _)) = swim.poll_note() {
             self.notes.push((elapsed, i, key));

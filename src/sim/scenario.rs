@@ -460,6 +460,8 @@ impl Run {
             }
             ScenarioKind::Insider => {
                 let hostile = self.opts.members.saturating_sub(1);
+                // It also swallows what honest members ask it to pass on (a hostile relay).
+                self.sim.black_hole = Some(hostile);
                 let mut t = warmup;
                 while t + self.opts.every <= end {
                     self.advance_to(t);
@@ -657,7 +659,12 @@ impl Run {
         let mut flaps = 0;
         let mut failed_at: std::collections::HashMap<(usize, usize), Duration> = Default::default();
         for o in self.sim.observations() {
-            if o.subject == usize::MAX || across(o.observer, o.subject) {
+            // A hostile member's own view is its own business: its probes never leave,
+            // so it fails everyone in time.
+            if o.subject == usize::MAX
+                || across(o.observer, o.subject)
+                || self.sim.black_hole == Some(o.observer)
+            {
                 continue;
             }
             match o.kind {

@@ -1,6 +1,8 @@
-//! Self-statements belong to their member: a member's `alive` (with its address, tags,
-//! health) and its `left` are taken from a third party only with the member's proof, and
-//! credentials to check proofs are asked of whoever passed the statement on.
+//! Statements belong to their maker: a member's `alive` (with its address, tags, health)
+//! and its `left` are taken from a third party only with the member's proof; an accuser's
+//! name counts only with its proof (or from itself); a note only with its maker's.
+//! Credentials to check proofs come from handshakes or are asked of whoever passed the
+//! statement on (then of the member itself).
 
 use super::*;
 

@@ -373,15 +373,25 @@ fn a_confirmation_counts_only_from_an_accuser_that_proved_its_name() {
     );
     // Our own verdict goes out with our proof.
     let sent = run_until(&mut swim, now + Duration::from_secs(30));
-    let ours: Vec<&Update> = sent
+    let ours = states_signed(&sent, |u| {
+        u.name.as_str() == "n2" && u.from.as_str() == "n0"
+    });
+    assert!(ours.contains(&State::Failed));
+}
+
+/// The states of the updates `sent` that `which` selects, each checked to carry its
+/// maker's proof.
+fn states_signed(sent: &[(Transmit, Packet)], which: impl Fn(&Update) -> bool) -> Vec<State> {
+    let selected = sent
         .iter()
         .flat_map(|(_, p)| p.updates.iter())
-        .filter(|u| u.name.as_str() == "n2" && u.from.as_str() == "n0")
-        .collect();
-    assert!(ours.iter().any(|u| u.state == State::Failed));
-    for update in ours {
-        assert_eq!(*update, signed(update.clone()), "{:?} signed", update.state);
-    }
+        .filter(|u| which(u));
+    selected
+        .map(|update| {
+            assert_eq!(*update, signed(update.clone()), "{:?} signed", update.state);
+            update.state
+        })
+        .collect()
 }
 
 #[test]
@@ -1677,16 +1687,8 @@ fn our_own_statements_carry_our_proof() {
     let mut sent = run_until(&mut swim, now + Duration::from_secs(1));
     swim.leave(now + Duration::from_secs(1));
     sent.extend(run_until(&mut swim, now + Duration::from_secs(3)));
-    let own: Vec<&Update> = sent
-        .iter()
-        .flat_map(|(_, p)| p.updates.iter())
-        .filter(|u| u.name.as_str() == "n0")
-        .collect();
-    assert!(own.iter().any(|u| u.state == State::Alive));
-    assert!(own.iter().any(|u| u.state == State::Left));
-    for update in own {
-        assert_eq!(*update, signed(update.clone()), "{:?} signed", update.state);
-    }
+    let own = states_signed(&sent, |u| u.name.as_str() == "n0");
+    assert!(own.contains(&State::Alive) && own.contains(&State::Left));
 }
 
 #[test]
